@@ -1,0 +1,111 @@
+"""
+Tests for txsdnotify.message: datagram building and NOTIFY_SOCKET parsing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from txsdnotify.message import (
+    MAX_DATAGRAM,
+    NotifyAddressError,
+    formatMessage,
+    parseAddress,
+    sanitizeStatus,
+)
+from txsdnotify.testing import parseMessage
+
+
+class TestParseAddress:
+    def test_absolutePath(self) -> None:
+        assert parseAddress("/run/systemd/notify") == "/run/systemd/notify"
+
+    def test_abstract(self) -> None:
+        assert parseAddress("@/org/freedesktop/systemd1/notify/123") == (
+            b"\0/org/freedesktop/systemd1/notify/123"
+        )
+
+    @pytest.mark.parametrize(
+        "value, words",
+        [
+            ("", "empty"),
+            ("relative/notify", "neither an absolute path"),
+            ("notify", "neither an absolute path"),
+            ("/" + "x" * 107, "too long"),
+            ("@" + "x" * 108, "too long"),
+            ("vsock:2:1234", "vsock"),
+        ],
+    )
+    def test_refused(self, value: str, words: str) -> None:
+        with pytest.raises(NotifyAddressError, match=words):
+            parseAddress(value)
+
+    def test_longestPath(self) -> None:
+        value = "/" + "x" * 106
+        assert parseAddress(value) == value
+
+
+class TestFormatMessage:
+    def test_fieldsInOrder(self) -> None:
+        assert formatMessage({"READY": 1, "STATUS": "up", "MAINPID": 42}) == (
+            b"READY=1\nSTATUS=up\nMAINPID=42"
+        )
+
+    def test_booleans(self) -> None:
+        assert formatMessage({"READY": True}) == b"READY=1"
+
+    def test_emptyStatusClears(self) -> None:
+        assert formatMessage({"STATUS": ""}) == b"STATUS="
+
+    @pytest.mark.parametrize("key", ["ready", "READY=1", "", "STA TUS", "X-Y", "É"])
+    def test_badKey(self, key: str) -> None:
+        with pytest.raises(ValueError, match="bad notification key"):
+            formatMessage({key: "1"})
+
+    @pytest.mark.parametrize(
+        "status",
+        [
+            "ok\nREADY=1",
+            "ok\rMAINPID=1",
+            "ok\0READY=1",
+            "\nMAINPID=1\nSTOPPING=1",
+        ],
+    )
+    def test_hostileStatusCannotInject(self, status: str) -> None:
+        with pytest.raises(ValueError, match="line break or NUL"):
+            formatMessage({"STATUS": status})
+
+    def test_noFields(self) -> None:
+        with pytest.raises(ValueError):
+            formatMessage({})
+
+    def test_longStatusShortened(self) -> None:
+        data = formatMessage({"READY": 1, "STATUS": "x" * 10000})
+        assert len(data) <= MAX_DATAGRAM
+        message = parseMessage(data)
+        assert message["READY"] == "1"
+        assert message["STATUS"].startswith("xxx")
+        assert message["STATUS"].endswith("\N{HORIZONTAL ELLIPSIS}")
+
+    @pytest.mark.parametrize("char", ["é", "€", "😀"])
+    def test_shortenedOnCharacterBoundary(self, char: str) -> None:
+        for extra in range(4):
+            data = formatMessage({"STATUS": "a" * extra + char * 3000})
+            assert len(data) <= MAX_DATAGRAM
+            text = data.decode("utf-8")  # raises if cut inside a character
+            assert text.startswith("STATUS=")
+
+    def test_statusThatFitsIsKept(self) -> None:
+        status = "y" * (MAX_DATAGRAM - len("STATUS="))
+        assert formatMessage({"STATUS": status}) == b"STATUS=" + status.encode()
+
+    def test_tooLongWithoutStatus(self) -> None:
+        with pytest.raises(ValueError, match="more than"):
+            formatMessage({"X_BIG": "z" * 5000})
+
+
+def test_sanitizeStatus() -> None:
+    assert sanitizeStatus("bad\nthing\0 happened\r\n  twice") == (
+        "bad thing happened twice"
+    )
+    formatMessage({"STATUS": sanitizeStatus("a\nREADY=1")})

@@ -1,0 +1,386 @@
+"""
+Tests for txsdnotify.service.WebService in this process: a real reactor,
+real TCP, treq as the client, and a real notification socket.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from txsdnotify.notify import Notifier
+from txsdnotify.service import ListenError, ListenFailed, WebService
+from txsdnotify.testing import NotifyReceiver
+
+
+class Controlled(Resource):
+    """
+    /wait answers only when the test says so; anything else answers at once.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[Request] = []
+        self.arrived: Deferred[Request] | None = None
+
+    def render_GET(self, request: Request) -> Any:
+        if request.path == b"/wait":
+            self.waiting.append(request)
+            if self.arrived is not None:
+                d, self.arrived = self.arrived, None
+                d.callback(request)
+            return NOT_DONE_YET
+        return b"hello"
+
+    def nextArrival(self) -> Deferred[Request]:
+        self.arrived = Deferred()
+        return self.arrived
+
+    def answer(self, body: bytes = b"done") -> None:
+        request = self.waiting.pop(0)
+        request.write(body)
+        request.finish()
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+@pytest.fixture
+def live(receiver: NotifyReceiver) -> Iterator[NotifyReceiver]:
+    receiver.startReading(reactor)
+    yield receiver
+    receiver.stopReading()
+
+
+@pytest.fixture
+def pool() -> Iterator[HTTPConnectionPool]:
+    p = HTTPConnectionPool(reactor, persistent=True)
+    p.retryAutomatically = False
+    yield p
+    pytest_twisted.blockon(p.closeCachedConnections())
+
+
+def makeService(
+    receiver: NotifyReceiver, resource: Resource, **kwargs: Any
+) -> WebService:
+    service = WebService(
+        Site(resource),
+        kwargs.pop("endpoints", ["tcp:0:interface=127.0.0.1"]),
+        notifier=Notifier.fromEnvironment(receiver.environ(), reactor=reactor),
+        reactor=reactor,
+        **kwargs,
+    )
+    return service
+
+
+def url(service: WebService, path: str = "/", index: int = 0) -> str:
+    return f"http://127.0.0.1:{service.ports[index].getHost().port}{path}"
+
+
+@pytest_twisted.inlineCallbacks
+def readToEnd(client: socket.socket, timeout: float = 5.0) -> Iterator[Any]:
+    """
+    Everything the server sends until it closes, read without blocking the
+    reactor.
+    """
+    client.setblocking(False)
+    data = b""
+    deadline = reactor.seconds() + timeout
+    while reactor.seconds() < deadline:
+        try:
+            chunk = client.recv(65536)
+        except BlockingIOError:
+            yield sleep(0.01)
+            continue
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"connection still open after {timeout}s; got {data!r}")
+
+
+def answers(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_readyOnlyOnceBound(live: NotifyReceiver) -> Iterator[Any]:
+    service = makeService(live, Controlled())
+    ready = live.waitFor("READY")
+    service.privilegedStartService()
+    service.startService()
+    message = yield ready
+    assert answers(service.ports[0].getHost().port)
+    assert message["MAINPID"].isdigit()
+    assert message["STATUS"].startswith("Total requests: 0;")
+    yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_statusCountsRequests(
+    live: NotifyReceiver, pool: HTTPConnectionPool
+) -> Iterator[Any]:
+    service = makeService(live, Controlled(), statusInterval=0.05)
+    service.startService()
+    yield service.whenReady()
+    for _ in range(7):
+        response = yield treq.get(url(service), pool=pool)
+        assert (yield response.content()) == b"hello"
+    status = yield live.waitFor(lambda m: "Total requests: 7;" in m.get("STATUS", ""))
+    assert "In flight: 0;" in status["STATUS"]
+    assert "Connections: 1;" in status["STATUS"]
+    assert service.tracker.stats.bytesSent == 7 * len(b"hello")
+    yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_statusShowsInFlight(
+    live: NotifyReceiver, pool: HTTPConnectionPool
+) -> Iterator[Any]:
+    resource = Controlled()
+    service = makeService(live, resource, statusInterval=0.05)
+    service.startService()
+    yield service.whenReady()
+    arrived = resource.nextArrival()
+    pending = treq.get(url(service, "/wait"), pool=pool)
+    yield arrived
+    yield live.waitFor(lambda m: "In flight: 1;" in m.get("STATUS", ""))
+    resource.answer()
+    yield pending
+    yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_stopDrainsRequestInFlight(live: NotifyReceiver) -> Iterator[Any]:
+    resource = Controlled()
+    service = makeService(live, resource)
+    service.startService()
+    yield service.whenReady()
+    port = service.ports[0].getHost().port
+    arrived = resource.nextArrival()
+    client = socket.create_connection(("127.0.0.1", port))
+    client.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+    yield arrived
+    stopped = service.stopService()
+    stopping = yield live.waitFor("STOPPING")
+    assert "1 request(s) in flight" in stopping["STATUS"]
+    yield sleep(0.1)
+    assert not answers(port)
+    assert not stopped.called
+    resource.answer(b"finished")
+    data = yield readToEnd(client)
+    client.close()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nConnection: close\r\n" in data
+    assert data.endswith(b"8\r\nfinished\r\n0\r\n\r\n")
+    yield stopped
+    assert not service.tracker.connections
+    final = yield live.waitFor(lambda m: m.get("STATUS", "").startswith("Stopped:"))
+    assert "1 request(s) served" in final["STATUS"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_idleKeepAliveClosedAtOnce(
+    live: NotifyReceiver, pool: HTTPConnectionPool
+) -> Iterator[Any]:
+    service = makeService(live, Controlled(), drainGrace=5)
+    service.startService()
+    yield service.whenReady()
+    response = yield treq.get(url(service), pool=pool)
+    yield response.content()
+    assert len(service.tracker.connections) == 1
+    started = reactor.seconds()
+    yield service.stopService()
+    assert reactor.seconds() - started < 1
+    assert not service.tracker.connections
+
+
+@pytest_twisted.inlineCallbacks
+def test_freshConnectionGetsGrace(live: NotifyReceiver) -> Iterator[Any]:
+    service = makeService(live, Controlled(), drainGrace=2)
+    service.startService()
+    yield service.whenReady()
+    client = socket.create_connection(("127.0.0.1", service.ports[0].getHost().port))
+    client.settimeout(5)
+    try:
+        yield sleep(0.1)
+        stopped = service.stopService()
+        yield sleep(0.3)
+        assert not stopped.called
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        yield stopped
+        data = yield readToEnd(client)
+    finally:
+        client.close()
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert b"Connection: close" in data
+    assert data.endswith(b"hello")
+
+
+@pytest_twisted.inlineCallbacks
+def test_freshConnectionClosedAfterGrace(live: NotifyReceiver) -> Iterator[Any]:
+    service = makeService(live, Controlled(), drainGrace=0.3)
+    service.startService()
+    yield service.whenReady()
+    client = socket.create_connection(("127.0.0.1", service.ports[0].getHost().port))
+    try:
+        yield sleep(0.1)
+        started = reactor.seconds()
+        yield service.stopService()
+        assert 0.25 < reactor.seconds() - started < 2
+    finally:
+        client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_drainTimeoutAborts(
+    live: NotifyReceiver, pool: HTTPConnectionPool
+) -> Iterator[Any]:
+    resource = Controlled()
+    service = makeService(live, resource, drainTimeout=0.5)
+    service.startService()
+    yield service.whenReady()
+    arrived = resource.nextArrival()
+    pending = treq.get(url(service, "/wait"), pool=pool)
+    pending.addErrback(lambda f: f.value)
+    yield arrived
+    started = reactor.seconds()
+    yield service.stopService()
+    assert 0.4 < reactor.seconds() - started < 3
+    assert not service.tracker.connections
+    assert service.drain is not None and service.drain.aborted == 1
+    error = yield pending
+    assert isinstance(error, Exception)
+    final = yield live.waitFor(lambda m: m.get("STATUS", "").startswith("Stopped:"))
+    assert "1 aborted" in final["STATUS"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_statusCountsDownDuringDrain(
+    live: NotifyReceiver, pool: HTTPConnectionPool
+) -> Iterator[Any]:
+    resource = Controlled()
+    service = makeService(live, resource, statusInterval=0.05, drainTimeout=10)
+    service.startService()
+    yield service.whenReady()
+    arrived = resource.nextArrival()
+    pending = treq.get(url(service, "/wait"), pool=pool)
+    yield arrived
+    stopped = service.stopService()
+    message = yield live.waitFor(lambda m: "s left" in m.get("STATUS", ""))
+    assert message["STATUS"].startswith(
+        "Stopping: draining 1 connection(s), 1 request(s) in flight"
+    )
+    resource.answer()
+    yield pending
+    yield stopped
+
+
+def test_portInUse(receiver: NotifyReceiver) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        service = makeService(
+            receiver, Controlled(), endpoints=[f"tcp:{port}:interface=127.0.0.1"]
+        )
+        with pytest.raises(ListenFailed) as caught:
+            service.privilegedStartService()
+    assert str(caught.value) == (
+        f"sdweb: cannot listen on tcp:{port}:interface=127.0.0.1:"
+        " Address already in use"
+    )
+    assert isinstance(caught.value, SystemExit)
+    message = receiver.expect("ERRNO")
+    assert message["ERRNO"] == "98"
+    assert message["STATUS"].startswith("Failed: cannot listen on")
+    assert "READY" not in str(receiver.receiveAvailable())
+
+
+@pytest_twisted.inlineCallbacks
+def test_oneOfTwoFails(live: NotifyReceiver) -> Iterator[Any]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        service = makeService(
+            live,
+            Controlled(),
+            endpoints=["tcp:0:interface=127.0.0.1", f"tcp:{busy}:interface=127.0.0.1"],
+        )
+        with pytest.raises(ListenFailed):
+            service.privilegedStartService()
+    yield sleep(0.05)
+    assert service.ports == []
+    assert not service.tracker.connections
+
+
+@pytest_twisted.inlineCallbacks
+def test_whenReadyFailsWithoutTwistd(live: NotifyReceiver) -> Iterator[Any]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        service = makeService(
+            live, Controlled(), endpoints=[f"tcp:{busy}:interface=127.0.0.1"]
+        )
+        ready = service.whenReady()
+        service.startService()
+        with pytest.raises(ListenError):
+            yield ready
+    message = yield live.waitFor("ERRNO")
+    assert message["ERRNO"] == "98"
+
+
+@pytest_twisted.inlineCallbacks
+def test_customRequestFactories(
+    live: NotifyReceiver, pool: HTTPConnectionPool
+) -> Iterator[Any]:
+    class MyRequest(Request):
+        seen = 0
+
+        def process(self) -> None:
+            MyRequest.seen += 1
+            super().process()
+
+    def callableFactory(*args: Any, **kwargs: Any) -> Request:
+        return Request(*args, **kwargs)
+
+    for factory in (MyRequest, callableFactory):
+        site = Site(Controlled(), requestFactory=factory)
+        service = WebService(
+            site,
+            ["tcp:0:interface=127.0.0.1"],
+            notifier=Notifier.fromEnvironment(live.environ(), reactor=reactor),
+            reactor=reactor,
+        )
+        service.startService()
+        yield service.whenReady()
+        for _ in range(3):
+            response = yield treq.get(url(service), pool=pool)
+            assert (yield response.content()) == b"hello"
+        stats = service.tracker.stats
+        assert (stats.started, stats.completed) == (3, 3)
+        assert site.requestFactory is factory
+        yield service.stopService()
+    assert MyRequest.seen == 3
+
+
+def test_needsAnEndpoint() -> None:
+    with pytest.raises(ValueError):
+        WebService(Site(Resource()), [])

@@ -1,0 +1,368 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+A twisted.web server that is a systemd C{Type=notify} service.
+
+L{WebService} ties the parts together: it listens through a
+L{TrackingFactory}, tells the manager C{READY=1} once every listener is
+bound, keeps C{STATUS=} current from the request statistics, and on stop
+says C{STOPPING=1} and drains before its L{Deferred} fires.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+
+from .drain import Drain, DrainResult
+from .message import sanitizeStatus
+from .notify import Notifier
+from .stats import StatusSampler
+from .tracking import TrackingFactory
+
+__all__ = ["ListenError", "ListenFailed", "WebService"]
+
+
+class ListenError(Exception):
+    """
+    A listener could not be set up.
+
+    @ivar description: The endpoint, as the user gave it.
+    @ivar errno: The operating system's error number, if there is one.
+    @ivar reason: Why, in a few words.
+    """
+
+    def __init__(self, description: str, errno: int | None, reason: str) -> None:
+        super().__init__(description, errno, reason)
+        self.description = description
+        self.errno = errno
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.description}: {self.reason}"
+
+
+class ListenFailed(SystemExit, Exception):
+    """
+    Raised out of twistd's start-up when a listener cannot be set up.
+
+    A L{SystemExit}, so that Python prints just its one-line message and
+    exits 1 instead of a traceback; an L{Exception} as well, so that twistd's
+    start-up still catches it on the way out and removes its pid file.
+    """
+
+
+def _describe(endpoint: str | IStreamServerEndpoint) -> str:
+    return endpoint if isinstance(endpoint, str) else repr(endpoint)
+
+
+def _errnoOf(error: BaseException) -> int | None:
+    candidates = (getattr(error, "socketError", None), error, error.__cause__)
+    for candidate in candidates:
+        if isinstance(candidate, OSError) and candidate.errno:
+            return candidate.errno
+    return None
+
+
+def listenError(description: str, failure: Failure) -> ListenError:
+    """
+    Make a L{ListenError} of whatever an endpoint's C{listen} failed with.
+    """
+    error = failure.value
+    if isinstance(error, ListenError):
+        return error
+    assert error is not None
+    number = _errnoOf(error)
+    if number is not None:
+        reason = os.strerror(number)
+    elif isinstance(error, CannotListenError):
+        reason = str(error.socketError)
+    else:
+        reason = str(error) or type(error).__name__
+    return ListenError(description, number, sanitizeStatus(reason))
+
+
+class WebService(MultiService):
+    """
+    Serves a L{Site} on one or more endpoints as a systemd notify service.
+
+    Child services added to it start before it listens and stop after it
+    has drained.
+
+    @ivar site: The site being served.
+    @ivar notifier: Where notifications go.
+    @ivar tracker: The factory that listens; its C{stats} are the figures.
+    @ivar ports: The listening ports, once bound.
+    @ivar drain: The drain, once stopping has begun.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        site: Site,
+        endpoints: Sequence[str | IStreamServerEndpoint],
+        *,
+        notifier: Notifier | None = None,
+        reactor: Any = None,
+        statusInterval: float = 1.0,
+        drainTimeout: float = 30.0,
+        drainGrace: float = 2.0,
+    ) -> None:
+        """
+        @param site: Any twisted.web site; it is not changed.
+        @param endpoints: Server endpoints, or strports descriptions of them
+            (C{tcp:8080}, C{unix:/run/web.sock}, C{systemd:domain=INET:index=0}).
+        @param notifier: The notification client; by default one for the
+            C{NOTIFY_SOCKET} of this process.
+        @param reactor: The reactor to listen and schedule with.
+        @param statusInterval: Seconds between status updates; 0 sends none
+            but the ones at start and stop.
+        @param drainTimeout: Seconds the drain may take before the remaining
+            connections are aborted.
+        @param drainGrace: Seconds a connection accepted without a request
+            yet may take to send one once stopping has begun.
+        """
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        if not endpoints:
+            raise ValueError("WebService needs at least one endpoint")
+        self.reactor = reactor
+        self.site = site
+        self.notifier = (
+            notifier
+            if notifier is not None
+            else Notifier.fromEnvironment(reactor=reactor)
+        )
+        self.tracker = TrackingFactory(site)
+        self.statusInterval = statusInterval
+        self.drainTimeout = drainTimeout
+        self.drainGrace = drainGrace
+        self.exitOnListenFailure = False
+        self.endpoints: list[tuple[str, IStreamServerEndpoint]] = [
+            (
+                _describe(e),
+                serverFromString(reactor, e) if isinstance(e, str) else e,
+            )
+            for e in endpoints
+        ]
+        self.ports: list[IListeningPort] = []
+        self.drain: Drain | None = None
+        self._listening: Deferred[None] | None = None
+        self._isReady = False
+        self._readyWaiters: list[Deferred[None]] = []
+        self._sampler = StatusSampler(self.tracker.stats, reactor)
+        self._lastStatus: str | None = None
+        self._statusLoop = LoopingCall(self._statusTick)
+        self._statusLoop.clock = reactor
+
+    # Start-up.
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind every listener now, before twistd drops privileges, and fail
+        start-up with a one-line message if one cannot be bound.
+        """
+        super().privilegedStartService()
+        listening = self._startListening()
+        outcome: list[object] = []
+
+        def capture(result: object) -> object:
+            outcome.append(result)
+            return result
+
+        listening.addBoth(capture)
+        if outcome and isinstance(outcome[0], Failure):
+            listening.addErrback(lambda _: None)
+            error = outcome[0].value
+            assert isinstance(error, ListenError)
+            self._reportListenError(error)
+            raise ListenFailed(f"sdweb: {error}")
+        self._listening = listening
+
+    def startService(self) -> None:
+        """
+        Start the children, listen (unless already bound), and send
+        C{READY=1} once every listener is bound.
+        """
+        super().startService()
+        if self._listening is None:
+            self._listening = self._startListening()
+        self._listening.addCallbacks(self._becomeReady, self._listenFailed)
+
+    def whenReady(self) -> Deferred[None]:
+        """
+        @return: A L{Deferred} that fires once C{READY=1} has been sent, or
+            fails with a L{ListenError}.
+        """
+        if self._isReady:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._readyWaiters.append(d)
+        return d
+
+    def _startListening(self) -> Deferred[None]:
+        attempts = [
+            maybeDeferred(endpoint.listen, self.tracker)
+            for _, endpoint in self.endpoints
+        ]
+        return DeferredList(attempts, consumeErrors=True).addCallback(self._listened)
+
+    def _listened(self, results: list[tuple[bool, Any]]) -> None:
+        failures = []
+        for (ok, result), (description, _) in zip(results, self.endpoints):
+            if ok:
+                self.ports.append(result)
+            else:
+                failures.append(listenError(description, result))
+        if not failures:
+            return None
+        # The failure is reported at once, while twistd can still exit with
+        # it; the ports that did bind close in the background.
+        bound, self.ports = self.ports, []
+        for port in bound:
+            maybeDeferred(port.stopListening)
+        raise failures[0]
+
+    def _becomeReady(self, _: None) -> None:
+        if not self.running:
+            return
+        self._isReady = True
+        text = self._sampler.sample().format()
+        self._lastStatus = text
+        self.notifier.send({"READY": 1, "MAINPID": os.getpid(), "STATUS": text})
+        self.log.info(
+            "sdweb ready: serving on {addresses}",
+            addresses=", ".join(self._addresses()),
+        )
+        if self.statusInterval > 0:
+            self._statusLoop.start(self.statusInterval, now=False)
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _addresses(self) -> list[str]:
+        shown = []
+        for (description, _), port in zip(self.endpoints, self.ports):
+            address = port.getHost()
+            host = getattr(address, "host", None)
+            number = getattr(address, "port", None)
+            if host is not None and number is not None:
+                shown.append(f"{description} ({host}:{number})")
+            else:
+                shown.append(description)
+        return shown
+
+    def _reportListenError(self, error: ListenError) -> None:
+        self.log.error("sdweb: {error}", error=str(error))
+        fields: dict[str, object] = {"STATUS": sanitizeStatus(f"Failed: {error}")}
+        if error.errno is not None:
+            fields["ERRNO"] = error.errno
+        self.notifier.send(fields)
+
+    def _listenFailed(self, failure: Failure) -> None:
+        error = failure.value
+        if not isinstance(error, ListenError):
+            error = listenError("?", failure)
+        self._reportListenError(error)
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for d in waiters:
+            d.errback(Failure(error))
+        if self.exitOnListenFailure:
+            self.reactor.addSystemEventTrigger("after", "shutdown", _exit, 1)
+            self.reactor.stop()
+
+    # Status.
+
+    def _statusTick(self) -> None:
+        if not self.notifier.enabled:
+            return
+        if self.drain is not None:
+            text = self._drainStatus(self.drain)
+        else:
+            text = self._sampler.sample().format()
+        if text != self._lastStatus:
+            self._lastStatus = text
+            self.notifier.status(text)
+
+    def _drainStatus(self, drain: Drain) -> str:
+        stats = self.tracker.stats
+        left = max(0.0, drain.deadline - self.reactor.seconds())
+        return (
+            f"Stopping: draining {drain.remaining} connection(s),"
+            f" {stats.inFlight} request(s) in flight, {left:.0f}s left;"
+            f" Total requests: {stats.completed}"
+        )
+
+    # Shutdown.
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Send C{STOPPING=1}, stop listening, drain, then stop the children.
+
+        @return: Fires once every connection is gone, so that twistd's
+            C{disconnectAll} finds nothing left to cut.
+        """
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        stats = self.tracker.stats
+        self.notifier.send(
+            {
+                "STOPPING": 1,
+                "STATUS": (
+                    f"Stopping: draining {stats.openConnections} connection(s),"
+                    f" {stats.inFlight} request(s) in flight"
+                ),
+            }
+        )
+        self.log.info(
+            "sdweb stopping: draining {connections} connection(s),"
+            " {inFlight} request(s) in flight",
+            connections=stats.openConnections,
+            inFlight=stats.inFlight,
+        )
+        if self._statusLoop.running:
+            self._statusLoop.stop()
+        ports, self.ports = self.ports, []
+        await DeferredList([maybeDeferred(p.stopListening) for p in ports])
+        self.drain = Drain(
+            self.tracker,
+            clock=self.reactor,
+            timeout=self.drainTimeout,
+            grace=self.drainGrace,
+        )
+        drained = self.drain.start()
+        if not drained.called:
+            self._statusLoop.start(self.statusInterval or 1.0, now=False)
+        result: DrainResult = await drained
+        if self._statusLoop.running:
+            self._statusLoop.stop()
+        await super().stopService()
+        aborted = f", {result.aborted} aborted" if result.aborted else ""
+        text = (
+            f"Stopped: {stats.completed} request(s) served;"
+            f" drained in {result.seconds:.1f}s{aborted}"
+        )
+        self.log.info("sdweb {text}", text=text)
+        self.notifier.status(text)
+
+
+def _exit(status: int) -> None:
+    # A listener that failed after start-up cannot change twistd's exit
+    # status any other way; by now the reactor has shut down cleanly.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -1,0 +1,205 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The C{twistd sdweb} command line: every option of C{twistd web}, plus
+C{--port}, C{--status-interval} and C{--drain-timeout}.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from twisted.internet import interfaces
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+from twisted.web import static
+from twisted.web import tap as webtap
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from .demo import DemoPage
+from .message import NotifyAddressError, parseAddress
+from .notify import Notifier
+from .service import WebService
+
+__all__ = ["Options", "makeService"]
+
+
+def _nonNegative(value: str) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"must be a number of seconds >= 0, not {value!r}")
+    return number
+
+
+_nonNegative.coerceDoc = "A number of seconds >= 0."  # type: ignore[attr-defined]
+
+
+def portDescription(port: str) -> str:
+    """
+    A bare port number means TCP on every interface; anything else is an
+    strports description, passed on as it is.
+    """
+    return f"tcp:{port}" if port.isdigit() else port
+
+
+class Options(webtap.Options):
+    """
+    The options of C{twistd sdweb}.
+
+    Usage errors end the process with one line on stderr instead of twistd's
+    whole help text.
+
+    @ivar environ: The environment to read C{NOTIFY_SOCKET} from.
+    """
+
+    synopsis = "[sdweb options]"
+    longdesc = """\
+Serve a twisted.web site as a systemd Type=notify service: READY=1 once every
+port is bound, request figures in STATUS= (systemctl status), STOPPING=1 and a
+drain of the requests in flight on SIGTERM.  With no site given, serves a demo
+page; with no --port, listens on tcp:8080."""
+
+    optParameters = [
+        [
+            "status-interval",
+            None,
+            1.0,
+            "Seconds between STATUS= updates; 0 turns them off.",
+            _nonNegative,
+        ],
+        [
+            "drain-timeout",
+            None,
+            30.0,
+            "Seconds to let requests in flight finish on stop before the rest"
+            " are aborted.",
+            _nonNegative,
+        ],
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse, and turn any usage error into a one-line exit.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd sdweb: {e} (see: twistd sdweb --help)") from None
+
+    def opt_port(self, port: str) -> None:
+        """
+        Listen here: a port number (8080 means tcp:8080) or an strports
+        description (tcp:8080:interface=127.0.0.1, unix:/run/web.sock,
+        systemd:domain=INET:index=0, ssl:443:...). Repeat for more.
+        [default: tcp:8080]
+        """
+        self["ports"].append(portDescription(port))
+
+    opt_p = opt_port
+
+    def opt_listen(self, port: str) -> None:
+        """
+        The same as --port.
+        """
+        self.opt_port(port)
+
+    def opt_wsgi(self, name: str) -> None:
+        """
+        The dotted name of a WSGI application object to serve (module.app).
+        """
+        try:
+            super().opt_wsgi(name)
+        except ImportError as e:
+            raise usage.UsageError(f"No such WSGI application: {name!r} ({e})") from e
+
+    def opt_class(self, className: str) -> None:
+        """
+        The dotted name of a Resource class with a zero-argument constructor to
+        serve as the root.
+        """
+        try:
+            super().opt_class(className)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise usage.UsageError(
+                f"No such resource class: {className!r} ({e})"
+            ) from e
+
+    def postOptions(self) -> None:
+        """
+        Check what can be checked before start-up: the ports, C{NOTIFY_SOCKET}
+        and that we stay in the foreground under systemd.
+        """
+        if self["personal"]:
+            raise usage.UsageError("--personal is not supported by sdweb")
+        super().postOptions()
+        from twisted.internet import reactor
+
+        for description in self["ports"]:
+            try:
+                serverFromString(reactor, description)
+            except (ValueError, KeyError, TypeError) as e:
+                raise usage.UsageError(f"bad --port {description!r}: {e}") from e
+        value = self.environ.get("NOTIFY_SOCKET")
+        if value is not None:
+            try:
+                parseAddress(value)
+            except NotifyAddressError as e:
+                raise usage.UsageError(str(e)) from e
+            parent = getattr(self, "parent", None)
+            if parent is not None and not parent.get("nodaemon"):
+                raise usage.UsageError(
+                    "NOTIFY_SOCKET is set, so systemd waits for this process:"
+                    " run in the foreground with twistd -n sdweb"
+                )
+
+
+class _AddHeaders(Resource):
+    """
+    Adds the C{--add-header} headers to every response of the wrapped root.
+    """
+
+    def __init__(self, root: Resource, headers: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._root = root
+        self._headers = headers
+
+    def getChildWithDefault(self, name: bytes, request: Request) -> Any:
+        for k, v in self._headers:
+            request.responseHeaders.addRawHeader(k, v)
+        return self._root.getChildWithDefault(name, request)
+
+
+def makeService(config: Options) -> WebService:
+    """
+    The service that C{twistd sdweb} runs.
+    """
+    root = config["root"] or DemoPage()
+    if config["indexes"] and isinstance(root, static.File):
+        root.indexNames = config["indexes"]
+    if config["extraHeaders"]:
+        root = _AddHeaders(root, config["extraHeaders"])
+    site = Site(root, logPath=config["logfile"]) if config["logfile"] else Site(root)
+    if config["display-tracebacks"]:
+        site.displayTracebacks = True
+    notifier = Notifier.fromEnvironment(config.environ)
+    # Children (CGI scripts, subprocesses of the application) must not speak
+    # for this service.
+    if config.environ is os.environ:
+        os.environ.pop("NOTIFY_SOCKET", None)
+    service = WebService(
+        site,
+        config["ports"],
+        notifier=notifier,
+        statusInterval=config["status-interval"],
+        drainTimeout=config["drain-timeout"],
+    )
+    service.exitOnListenFailure = True
+    if isinstance(config["root"], static.File):
+        config["root"].registry.setComponent(interfaces.IServiceCollection, service)
+    return service
