@@ -188,7 +188,9 @@ class WebService(MultiService):
             listening.addErrback(lambda _: None)
             error = outcome[0].value
             assert isinstance(error, ListenError)
-            self._reportListenError(error)
+            # Python prints the exit message itself (into twistd's log, which
+            # has taken over stderr): logging it too would say it twice.
+            self._notifyListenError(error)
             raise ListenFailed(f"sdweb: {error}")
         self._listening = listening
 
@@ -265,8 +267,7 @@ class WebService(MultiService):
                 shown.append(description)
         return shown
 
-    def _reportListenError(self, error: ListenError) -> None:
-        self.log.error("sdweb: {error}", error=str(error))
+    def _notifyListenError(self, error: ListenError) -> None:
         fields: dict[str, object] = {"STATUS": sanitizeStatus(f"Failed: {error}")}
         if error.errno is not None:
             fields["ERRNO"] = error.errno
@@ -276,7 +277,8 @@ class WebService(MultiService):
         error = failure.value
         if not isinstance(error, ListenError):
             error = listenError("?", failure)
-        self._reportListenError(error)
+        self.log.error("sdweb: {error}", error=str(error))
+        self._notifyListenError(error)
         waiters, self._readyWaiters = self._readyWaiters, []
         for d in waiters:
             d.errback(Failure(error))

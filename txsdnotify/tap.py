@@ -7,7 +7,7 @@ C{--port}, C{--status-interval} and C{--drain-timeout}.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import interfaces
@@ -26,14 +26,24 @@ from .service import WebService
 __all__ = ["Options", "makeService"]
 
 
-def _nonNegative(value: str) -> float:
-    number = float(value)
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"must be a number of seconds >= 0, not {value!r}")
-    return number
+def _seconds(option: str) -> Callable[[str], float]:
+    """
+    A coercer for C{--option}: a finite number of seconds >= 0.
+    """
 
+    def coerce(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0 <= number < float("inf"):
+            raise ValueError(
+                f"--{option} wants a number of seconds >= 0, not {value!r}"
+            )
+        return number
 
-_nonNegative.coerceDoc = "A number of seconds >= 0."  # type: ignore[attr-defined]
+    coerce.coerceDoc = "A number of seconds >= 0."  # type: ignore[attr-defined]
+    return coerce
 
 
 def portDescription(port: str) -> str:
@@ -67,7 +77,7 @@ page; with no --port, listens on tcp:8080."""
             None,
             1.0,
             "Seconds between STATUS= updates; 0 turns them off.",
-            _nonNegative,
+            _seconds("status-interval"),
         ],
         [
             "drain-timeout",
@@ -75,7 +85,7 @@ page; with no --port, listens on tcp:8080."""
             30.0,
             "Seconds to let requests in flight finish on stop before the rest"
             " are aborted.",
-            _nonNegative,
+            _seconds("drain-timeout"),
         ],
     ]
 
