@@ -1,0 +1,52 @@
+# The two commands of the README:
+#   make run    installs sdweb in .venv and serves the demo page on port 8080
+#   make test   installs the package (not editable) with its test tools, the
+#               system tools the tests drive (systemd, curl, wrk), and runs
+#               the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk
+
+.PHONY: run test venv system-tools lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+
+run: venv
+	$(BIN)/python -m pip install --quiet .
+	cd $(VENV) && exec bin/twistd -n --pidfile= sdweb --port 8080
+
+# apt-get only when something is missing and we may (root); otherwise the
+# tests that need the tool say so (and fail under CI=true).
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "warning: missing$$missing (install them for the full suite)"; \
+	  fi; \
+	fi
+
+test: venv system-tools
+	rm -rf build
+	$(BIN)/python -m pip install --quiet '.[test]'
+	cd tests && ../$(BIN)/python -m pytest -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/python -m pip install --quiet '.[dev]'
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+bench: venv system-tools
+	$(BIN)/python -m pip install --quiet .
+	$(BIN)/python bench/compare_web.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
