@@ -12,11 +12,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+import txsdnotify
 from txsdnotify.testing import NotifyReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,9 +62,9 @@ def processEnv(**extra: str) -> dict[str, str]:
         if not k.startswith(("NOTIFY_SOCKET", "LISTEN_", "WATCHDOG_"))
     }
     paths = [str(APPS)]
-    try:
-        metadata.distribution("txsdnotify")
-    except metadata.PackageNotFoundError:
+    # Tests of an installed copy (make test runs from tests/) leave it alone;
+    # tests of this checkout have the child import it too.
+    if Path(txsdnotify.__file__).resolve().is_relative_to(ROOT):
         paths.append(str(ROOT))
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])

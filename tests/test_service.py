@@ -112,6 +112,12 @@ def readToEnd(client: socket.socket, timeout: float = 5.0) -> Iterator[Any]:
     raise AssertionError(f"connection still open after {timeout}s; got {data!r}")
 
 
+def secondReady(receiver: NotifyReceiver) -> Deferred[dict[str, str]]:
+    return receiver.waitFor(
+        lambda m: "READY" in m and sum("READY" in x for x in receiver.messages) >= 2
+    )
+
+
 def answers(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
@@ -384,3 +390,107 @@ def test_customRequestFactories(
 def test_needsAnEndpoint() -> None:
     with pytest.raises(ValueError):
         WebService(Site(Resource()), [])
+
+
+@pytest_twisted.inlineCallbacks
+def test_reloadSequence(
+    live: NotifyReceiver, pool: HTTPConnectionPool
+) -> Iterator[Any]:
+    service = makeService(live, Controlled(), statusInterval=0.05)
+    calls: list[str] = []
+    gate: Deferred[None] = Deferred()
+
+    def slowHook() -> Deferred[None]:
+        calls.append("slow")
+        return gate
+
+    service.addReloadHook(slowHook)
+    service.startService()
+    yield live.waitFor("READY")
+    seen = len(live.messages)
+    reloaded = service.reload()
+    reloading = yield live.waitFor("RELOADING")
+    assert int(reloading["MONOTONIC_USEC"]) > 0
+    assert calls == ["slow"]
+    # Requests are served while a hook runs.
+    response = yield treq.get(url(service), pool=pool)
+    assert (yield response.content()) == b"hello"
+    assert "READY" not in str(live.messages[seen:])
+    gate.callback(None)
+    yield reloaded
+    yield secondReady(live)
+    ready = [m for m in live.messages[seen:] if "READY" in m]
+    assert len(ready) == 1
+    assert ready[0]["STATUS"].startswith("Total requests: ")
+    yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_failedReloadStillReady(live: NotifyReceiver) -> Iterator[Any]:
+    service = makeService(live, Controlled(), statusInterval=0.05)
+
+    def broken() -> None:
+        raise ValueError("bad config")
+
+    service.addReloadHook(broken, "load config")
+    service.startService()
+    yield live.waitFor("READY")
+    seen = len(live.messages)
+    yield service.reload()
+    yield secondReady(live)
+    ready = [m for m in live.messages[seen:] if "READY" in m]
+    assert len(ready) == 1
+    assert "Reload failed at " in ready[0]["STATUS"]
+    assert "load config: bad config" in ready[0]["STATUS"]
+    # The note stays on the status line until a reload succeeds.
+    yield sleep(0.2)
+    assert "Reload failed" in live.values("STATUS")[-1]
+    yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_sighupReloads(live: NotifyReceiver) -> Iterator[Any]:
+    import os
+    import signal
+
+    service = makeService(live, Controlled())
+    service.startService()
+    yield service.whenReady()
+    os.kill(os.getpid(), signal.SIGHUP)
+    yield live.waitFor("RELOADING")
+    yield secondReady(live)
+    yield service.stopService()
+    assert signal.getsignal(signal.SIGHUP) is not service._onSignal
+
+
+@pytest_twisted.inlineCallbacks
+def test_stoppingExtendsTimeout(live: NotifyReceiver) -> Iterator[Any]:
+    service = makeService(live, Controlled(), drainTimeout=60)
+    service.startService()
+    yield service.whenReady()
+    yield service.stopService()
+    stopping = yield live.waitFor("STOPPING")
+    assert int(stopping["EXTEND_TIMEOUT_USEC"]) == 65_000_000
+
+
+@pytest_twisted.inlineCallbacks
+def test_watchdogPings(receiver: NotifyReceiver) -> Iterator[Any]:
+    receiver.startReading(reactor)
+    service = WebService(
+        Site(Controlled()),
+        ["tcp:0:interface=127.0.0.1"],
+        environ={"NOTIFY_SOCKET": receiver.path, "WATCHDOG_USEC": "200000"},
+        reactor=reactor,
+    )
+    service.startService()
+    yield service.whenReady()
+    yield sleep(0.55)
+    pings = [m for m in receiver.messages if "WATCHDOG" in m]
+    assert 4 <= len(pings) <= 8
+    yield service.stopService()
+    receiver.stopReading()
+
+
+def test_noWatchdogWithoutEnvironment() -> None:
+    service = WebService(Site(Controlled()), ["tcp:0"], environ={})
+    assert service.watchdog is None

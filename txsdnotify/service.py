@@ -11,8 +11,10 @@ says C{STOPPING=1} and drains before its L{Deferred} fires.
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -27,9 +29,11 @@ from twisted.web.server import Site
 
 from .drain import Drain, DrainResult
 from .message import sanitizeStatus
-from .notify import Notifier
+from .notify import Notifier, monotonicUsec
+from .reload import ReloadHook, ReloadHooks, reopenAccessLog
 from .stats import StatusSampler
 from .tracking import TrackingFactory
+from .watchdog import WatchdogService, watchdogInterval
 
 __all__ = ["ListenError", "ListenFailed", "WebService"]
 
@@ -119,6 +123,9 @@ class WebService(MultiService):
         statusInterval: float = 1.0,
         drainTimeout: float = 30.0,
         drainGrace: float = 2.0,
+        environ: Mapping[str, str] | None = None,
+        reloadSignal: int | None = signal.SIGHUP,
+        reloadTimeout: float = 60.0,
     ) -> None:
         """
         @param site: Any twisted.web site; it is not changed.
@@ -133,6 +140,13 @@ class WebService(MultiService):
             connections are aborted.
         @param drainGrace: Seconds a connection accepted without a request
             yet may take to send one once stopping has begun.
+        @param environ: Where to find C{NOTIFY_SOCKET} (unless a notifier is
+            given) and C{WATCHDOG_USEC}/C{WATCHDOG_PID}; L{os.environ} by
+            default.
+        @param reloadSignal: The signal that triggers L{reload} (C{SIGHUP},
+            as C{ExecReload=kill -HUP $MAINPID} and C{Type=notify-reload}
+            send); L{None} installs no handler.
+        @param reloadTimeout: Seconds one reload hook may take.
         """
         super().__init__()
         if reactor is None:
@@ -141,10 +155,12 @@ class WebService(MultiService):
             raise ValueError("WebService needs at least one endpoint")
         self.reactor = reactor
         self.site = site
+        if environ is None:
+            environ = os.environ
         self.notifier = (
             notifier
             if notifier is not None
-            else Notifier.fromEnvironment(reactor=reactor)
+            else Notifier.fromEnvironment(environ, reactor=reactor)
         )
         self.tracker = TrackingFactory(site)
         self.statusInterval = statusInterval
@@ -167,6 +183,19 @@ class WebService(MultiService):
         self._lastStatus: str | None = None
         self._statusLoop = LoopingCall(self._statusTick)
         self._statusLoop.clock = reactor
+        self._statusNote: str | None = None
+        self.reloadSignal = reloadSignal
+        self._previousHandler: Any = None
+        self._reloading: Deferred[None] | None = None
+        self._reloadAgain = False
+        self.reloadHooks = ReloadHooks(clock=reactor, timeout=reloadTimeout)
+        if site.logPath:
+            self.reloadHooks.add(reopenAccessLog(site), "reopen access log")
+        interval = watchdogInterval(environ)
+        self.watchdog: WatchdogService | None = None
+        if interval is not None:
+            self.watchdog = WatchdogService(self.notifier, interval, clock=reactor)
+            self.watchdog.setServiceParent(self)
 
     # Start-up.
 
@@ -203,6 +232,13 @@ class WebService(MultiService):
         if self._listening is None:
             self._listening = self._startListening()
         self._listening.addCallbacks(self._becomeReady, self._listenFailed)
+        if self.reloadSignal is not None:
+            self._previousHandler = signal.signal(self.reloadSignal, self._onSignal)
+
+    def _onSignal(self, signum: int, frame: object) -> None:
+        # A signal handler may run in the middle of anything the reactor
+        # does; callFromThread is the one call that is safe from there.
+        self.reactor.callFromThread(self.reload)
 
     def whenReady(self) -> Deferred[None]:
         """
@@ -292,12 +328,90 @@ class WebService(MultiService):
         if not self.notifier.enabled:
             return
         if self.drain is not None:
-            text = self._drainStatus(self.drain)
-        else:
-            text = self._sampler.sample().format()
+            self.notifier.send(
+                {"STATUS": self._drainStatus(self.drain), **self._extendTimeout()}
+            )
+            return
+        text = self._figures()
         if text != self._lastStatus:
             self._lastStatus = text
             self.notifier.status(text)
+
+    def _figures(self) -> str:
+        text = self._sampler.sample().format()
+        if self._statusNote:
+            text = f"{self._statusNote}; {text}"
+        return text
+
+    def _extendTimeout(self) -> dict[str, object]:
+        """
+        Ask for time until the drain's deadline, plus a margin for aborting
+        and exiting: a stop timeout shorter than --drain-timeout must not cut
+        the drain short, and a hung process must still be killed.
+        """
+        if self.drain is None or self.drain.started is None:
+            left = self.drainTimeout
+        else:
+            left = max(0.0, self.drain.deadline - self.reactor.seconds())
+        return {"EXTEND_TIMEOUT_USEC": int((left + _EXIT_MARGIN) * 1_000_000)}
+
+    # Reload.
+
+    def addReloadHook(self, hook: ReloadHook, name: str | None = None) -> None:
+        """
+        Run C{hook()} on every reload (SIGHUP, or L{reload}), after the ones
+        added before.  It may return a L{Deferred}; if it fails, the server
+        goes on serving and the status says so.
+        """
+        self.reloadHooks.add(hook, name)
+
+    def reload(self) -> Deferred[None]:
+        """
+        Send C{RELOADING=1} (with C{MONOTONIC_USEC}), run the reload hooks,
+        then send C{READY=1}, whatever the hooks did.  A reload asked for
+        while one runs runs once more after it.
+
+        @return: Fires when the reload (and any asked for meanwhile) is done.
+        """
+        if not self.running or self.drain is not None:
+            return succeed(None)
+        if self._reloading is not None:
+            self._reloadAgain = True
+            d: Deferred[None] = Deferred()
+            self._reloading.addBoth(lambda _: d.callback(None))
+            return d
+        self._reloading = Deferred.fromCoroutine(self._reload())
+        return self._reloading
+
+    async def _reload(self) -> None:
+        try:
+            while True:
+                self._reloadAgain = False
+                await self._reloadOnce()
+                if not self._reloadAgain:
+                    break
+        finally:
+            self._reloading = None
+
+    async def _reloadOnce(self) -> None:
+        self.log.info("sdweb reloading")
+        self.notifier.send(
+            {"RELOADING": 1, "MONOTONIC_USEC": monotonicUsec(), "STATUS": "Reloading"}
+        )
+        failed = await self.reloadHooks.run()
+        if failed:
+            when = time.strftime("%H:%M:%S")
+            self._statusNote = sanitizeStatus(
+                f"Reload failed at {when}: {'; '.join(failed)}"
+            )
+            self.log.error("sdweb {note}", note=self._statusNote)
+        else:
+            self._statusNote = None
+            self.log.info("sdweb reloaded")
+        text = self._figures()
+        self._lastStatus = text
+        if self.drain is None:
+            self.notifier.send({"READY": 1, "STATUS": text})
 
     def _drainStatus(self, drain: Drain) -> str:
         stats = self.tracker.stats
@@ -320,6 +434,9 @@ class WebService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        if self.reloadSignal is not None and self._previousHandler is not None:
+            signal.signal(self.reloadSignal, self._previousHandler)
+            self._previousHandler = None
         stats = self.tracker.stats
         self.notifier.send(
             {
@@ -328,6 +445,7 @@ class WebService(MultiService):
                     f"Stopping: draining {stats.openConnections} connection(s),"
                     f" {stats.inFlight} request(s) in flight"
                 ),
+                **self._extendTimeout(),
             }
         )
         self.log.info(
@@ -348,7 +466,9 @@ class WebService(MultiService):
         )
         drained = self.drain.start()
         if not drained.called:
-            self._statusLoop.start(self.statusInterval or 1.0, now=False)
+            # The countdown moves in seconds; EXTEND_TIMEOUT_USEC wants
+            # renewing well within its margin.
+            self._statusLoop.start(1.0, now=False)
         result: DrainResult = await drained
         if self._statusLoop.running:
             self._statusLoop.stop()
@@ -360,6 +480,22 @@ class WebService(MultiService):
         )
         self.log.info("sdweb {text}", text=text)
         self.notifier.status(text)
+        # Messages still waiting for room in the manager's queue would die
+        # with the process; wait for them a little.
+        flushed = self.notifier.flush()
+        flushed.addTimeout(_FLUSH_WAIT, self.reactor)
+        try:
+            await flushed
+        except Exception:
+            self.log.warn("Some notifications could not be delivered before exit")
+
+
+# Seconds beyond the drain's deadline that the stop may take: aborting the
+# remaining connections and twistd's own shutdown.
+_EXIT_MARGIN = 5.0
+
+# Seconds a stop waits for notifications that the manager has not taken yet.
+_FLUSH_WAIT = 2.0
 
 
 def _exit(status: int) -> None:

@@ -197,18 +197,19 @@ def makeService(config: Options) -> WebService:
     site = Site(root, logPath=config["logfile"]) if config["logfile"] else Site(root)
     if config["display-tracebacks"]:
         site.displayTracebacks = True
-    notifier = Notifier.fromEnvironment(config.environ)
-    # Children (CGI scripts, subprocesses of the application) must not speak
-    # for this service.
-    if config.environ is os.environ:
-        os.environ.pop("NOTIFY_SOCKET", None)
     service = WebService(
         site,
         config["ports"],
-        notifier=notifier,
+        notifier=Notifier.fromEnvironment(config.environ),
+        environ=config.environ,
         statusInterval=config["status-interval"],
         drainTimeout=config["drain-timeout"],
     )
+    # Children (CGI scripts, subprocesses of the application) must not speak
+    # for this service.
+    if config.environ is os.environ:
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            os.environ.pop(name, None)
     service.exitOnListenFailure = True
     if isinstance(config["root"], static.File):
         config["root"].registry.setComponent(interfaces.IServiceCollection, service)
