@@ -1,0 +1,1001 @@
+"""
+A private systemd user manager for tests.
+
+L{UserManager} runs C{systemd --user} as root inside its own mount and cgroup
+namespaces, so tests can start real units (C{Type=notify}, watchdogs, ...)
+on a machine that does not boot with systemd, without touching the host's
+C{/run/systemd} or any real user manager.  Only the standard library and
+pytest are used.
+
+Use the session fixture (pytest puts C{tests/} on C{sys.path})::
+
+    import sys
+    from pathlib import Path
+
+    from systemd_harness import exec_line
+    from systemd_harness import user_manager  # noqa: F401
+
+    def test_sdweb(user_manager, tmp_path):
+        name = user_manager.unique_name("sdweb")
+        twistd = str(Path(sys.executable).parent / "twistd")
+        user_manager.write_unit(name, f'''
+            [Service]
+            Type=notify
+            WorkingDirectory={tmp_path}
+            Environment=PYTHONPATH=/path/to/checkout
+            ExecStart={exec_line([twistd, "-n", "--pidfile=", "sdweb"])}
+            StandardOutput=append:{tmp_path}/unit.log
+            StandardError=inherit
+            ''')
+        try:
+            user_manager.systemctl("start", name)  # returns after READY=1
+            assert user_manager.show(name, "ActiveState")["ActiveState"] == "active"
+        finally:
+            user_manager.remove_unit(name)
+
+Without root, C{unshare}/C{nsenter}/systemd or a usable cgroup hierarchy, or
+if the manager does not come up, the fixture skips - except when
+C{CI=true}: then it fails, with the reason and the tail of the manager's log
+(L{start_or_skip} does the same for a test wanting a manager of its own).
+
+Writing units
+=============
+
+  - B{Use absolute paths} in C{ExecStart=}: L{exec_line} quotes an argv
+    list for it (double quotes, C{%} and C{$} doubled, so neither specifiers
+    nor variables are expanded); L{python_exec_start} builds a
+    C{sys.executable -c CODE} line.  A user manager replaces C{PATH} with its
+    own default (C{/usr/local/bin:/usr/bin:...}); L{UserManager.start} sets
+    the manager's C{PATH} to the test process's C{PATH} (C{systemctl --user
+    set-environment}), so C{twistd} is also found by name, but the absolute
+    path next to C{sys.executable} is safest.
+  - Units inherit the test process's environment except C{NOTIFY_SOCKET},
+    C{LISTEN_*}, C{WATCHDOG_*}, C{PYTEST_*}, C{XDG_*} and the like; give
+    C{PYTHONPATH} etc. explicitly (C{Environment=}: C{%} must be C{%%}).
+    Their working directory defaults to C{$HOME}: set C{WorkingDirectory=}.
+  - There is no journald, so C{journalctl --user} finds nothing ("No journal
+    files were found").  Unless a unit sets C{StandardOutput=}, its output
+    goes to the manager's console, i.e. L{UserManager.log_path}, interleaved
+    with the manager's own log; C{StandardOutput=append:/some/file} plus
+    C{StandardError=inherit} captures it separately.
+  - Unit names are shared by the whole session: use L{UserManager.unique_name}
+    and L{UserManager.remove_unit} (stop, reset-failed, delete, reload).
+  - C{DefaultLimitCORE=0} is set: this machine's C{core_pattern} is a
+    relative C{core}, so a unit aborted by the watchdog (C{SIGABRT}) would
+    otherwise leave a core file in its working directory.
+
+How it works
+============
+
+The manager is started as C{sh -> setpriv --pdeathsig TERM -> unshare
+--mount --cgroup --propagation private -> sh -> systemd --user}; every step
+execs, so L{UserManager.pid} is both the manager and the process whose mount
+namespace C{nsenter --target PID --mount} joins for C{systemctl} (which must
+see the private C{/run/systemd}).  Should the test process die, the manager
+gets SIGTERM and stops its units.  Before unsharing, the launcher moves
+itself into a fresh cgroup (C{txsdnotify-harness-PID-*}, a child of the test
+process's own cgroup) in the unified and C{name=systemd} hierarchies, so the
+cgroup namespace is rooted there.  Inside the namespaces:
+
+  - a tmpfs is mounted on C{/run/systemd} (on C{/run} if that does not
+    exist) and C{/run/systemd/system} created, what C{sd_booted()} checks;
+  - C{/sys/fs/cgroup} is remounted to show only the unified and/or
+    C{name=systemd} hierarchy, rooted at that fresh cgroup.  B{This
+    matters}: a user manager whose cgroup is the root cgroup moves I{every}
+    process of the root cgroup - PID 1 included - into its C{init.scope},
+    and creates cgroups in every v1 controller hierarchy.  With the v1
+    controllers hidden, units stay in the test process's v1 cgroups
+    (memory, pids, ...);
+  - a pseudo-terminal is bind-mounted over C{/dev/console}: a user manager
+    with C{--log-target=console} writes to C{/dev/console}, not to its
+    stderr, and C{DefaultStandardOutput=tty} sends units' output there too.
+    A thread copies it all into L{UserManager.log_path}.
+
+Configuration is private: C{XDG_CONFIG_HOME} (unit files in
+C{$XDG_CONFIG_HOME/systemd/user}, L{UserManager.unit_dir}; C{user.conf} with
+short default timeouts, C{DefaultLimitCORE=0} and the standard output
+defaults, which must be there because C{daemon-reload} resets defaults given
+on the command line), C{XDG_DATA_HOME}, and C{XDG_RUNTIME_DIR} (short, under
+C{/tmp}, mode 0700).  C{systemctl --user} reaches the manager through
+C{$XDG_RUNTIME_DIR/systemd/private}; C{DBUS_SESSION_BUS_ADDRESS} points into
+the private runtime directory so a real session bus is never reached by
+mistake.  L{UserManager.stop} sends SIGTERM (the manager stops its units and
+exits), SIGKILLs whatever is left in its cgroup, and removes the cgroups;
+empty cgroups left by a test process that was killed are removed by the next
+L{UserManager.start}.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import tty
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import pytest
+
+__all__ = [
+    "UserManager",
+    "UserManagerError",
+    "SystemctlError",
+    "exec_line",
+    "python_exec_start",
+    "start_or_skip",
+    "unavailable_reason",
+    "user_manager",
+]
+
+SYSTEMD_CANDIDATES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PREFIX = "txsdnotify-harness-"
+
+# Variables of the test process that must not reach the manager or its units.
+_DROP_EXACT = frozenset(
+    {
+        "NOTIFY_SOCKET",
+        "INVOCATION_ID",
+        "JOURNAL_STREAM",
+        "MANAGERPID",
+        "SYSTEMD_EXEC_PID",
+        "DBUS_SESSION_BUS_ADDRESS",
+        "XDG_RUNTIME_DIR",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "XDG_SESSION_ID",
+        "XDG_SEAT",
+        "XDG_VTNR",
+    }
+)
+_DROP_PREFIXES = ("LISTEN_", "WATCHDOG_", "PYTEST_", "TRIGGER_", "MONITOR_")
+
+Expected = Union[str, Callable[[str], bool]]
+
+
+class UserManagerError(RuntimeError):
+    """
+    The private user manager could not be started or misbehaved.
+    """
+
+
+class _NotUnsharedYet(UserManagerError):
+    """
+    The launcher has not reached its own mount namespace yet.
+    """
+
+
+class SystemctlError(subprocess.CalledProcessError):
+    """
+    A C{systemctl --user} call failed; unlike its base class, C{str()} shows
+    the output.
+    """
+
+    def __str__(self) -> str:
+        return (
+            f"{shlex.join(self.cmd)} exited with {self.returncode}\n"
+            f"stdout: {self.stdout or ''}\nstderr: {self.stderr or ''}"
+        )
+
+
+def exec_line(argv: Sequence[str]) -> str:
+    """
+    Quote C{argv} for C{ExecStart=} and friends: every word in double quotes,
+    backslash, quote and control characters escaped, C{%} and C{$} doubled so
+    neither specifiers nor variables are expanded.
+    """
+    words = []
+    for arg in argv:
+        s = (
+            str(arg)
+            .replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\t", "\\t")
+            .replace("\r", "\\r")
+            .replace("%", "%%")
+            .replace("$", "$$")
+        )
+        words.append(f'"{s}"')
+    return " ".join(words)
+
+
+def python_exec_start(code: str, *args: str) -> str:
+    """
+    An C{ExecStart=} value running C{code} with this test run's interpreter.
+    """
+    return exec_line([sys.executable, "-c", code, *args])
+
+
+def _which_systemd() -> str | None:
+    override = os.environ.get("TXSD_SYSTEMD_BINARY")
+    if override:
+        return override if os.access(override, os.X_OK) else None
+    for candidate in SYSTEMD_CANDIDATES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _mounts() -> dict[str, tuple[str, str]]:
+    """
+    Mount point -> (filesystem type, super options) in our mount namespace.
+    """
+    result: dict[str, tuple[str, str]] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            rfields = right.split()
+            if len(fields) < 5 or len(rfields) < 3:
+                continue
+            mountpoint = fields[4].replace("\\040", " ")
+            # A later mount shadows earlier ones on or below its mount point.
+            below = mountpoint.rstrip("/") + "/"
+            for shadowed in [m for m in result if m.startswith(below)]:
+                del result[shadowed]
+            result[mountpoint] = (rfields[0], rfields[2])
+    return result
+
+
+def _own_cgroups() -> dict[str, str]:
+    """
+    Controller list ("" for the unified hierarchy) -> our cgroup path.
+    """
+    result = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(":", 2)
+            if len(parts) == 3:
+                result[parts[1]] = parts[2]
+    return result
+
+
+class _CgroupLayout:
+    """
+    Where the hierarchies systemd uses are mounted, and where we are in them.
+
+    C{mode} is C{"unified"}, C{"hybrid"} or C{"legacy"}; C{dirs} maps a
+    hierarchy (C{"unified"}/C{"systemd"}) to the host directory of our own
+    cgroup in it; C{systemd_options} are the super options to remount the
+    C{name=systemd} hierarchy with.
+    """
+
+    def __init__(self) -> None:
+        mounts = _mounts()
+        own = _own_cgroups()
+        self.dirs: dict[str, Path] = {}
+        self.systemd_options = "none,name=systemd"
+        root = str(CGROUP_ROOT)
+        fstype = mounts.get(root, ("", ""))[0]
+        if fstype == "cgroup2":
+            self.mode = "unified"
+            self.dirs["unified"] = self._join(CGROUP_ROOT, own.get("", "/"))
+            return
+        if fstype != "tmpfs":
+            raise UserManagerError(
+                f"{root} is neither cgroup2 nor a tmpfs of v1 hierarchies "
+                f"({fstype or 'not mounted'})"
+            )
+        unified = mounts.get(f"{root}/unified", ("", ""))
+        legacy = mounts.get(f"{root}/systemd", ("", ""))
+        if legacy[0] == "cgroup" and "name=systemd" in legacy[1].split(","):
+            opts = [o for o in legacy[1].split(",") if o not in ("rw", "ro")]
+            self.systemd_options = ",".join(["none", *opts])
+            key = next((k for k in own if "name=systemd" in k.split(",")), None)
+            if key is None:
+                raise UserManagerError("no name=systemd line in /proc/self/cgroup")
+            self.dirs["systemd"] = self._join(CGROUP_ROOT / "systemd", own[key])
+        if unified[0] == "cgroup2":
+            self.mode = "hybrid"
+            self.dirs["unified"] = self._join(CGROUP_ROOT / "unified", own.get("", "/"))
+        elif "systemd" in self.dirs:
+            self.mode = "legacy"
+        else:
+            raise UserManagerError(f"no cgroup hierarchy usable by systemd in {root}")
+
+    @staticmethod
+    def _join(mount: Path, path: str) -> Path:
+        # In a cgroup namespace whose root is not ours, paths start with "/..".
+        if path.startswith("/.."):
+            raise UserManagerError(f"own cgroup {path!r} is outside {mount}")
+        return mount / path.lstrip("/")
+
+    def mount_script(self) -> str:
+        """
+        Shell commands remounting C{/sys/fs/cgroup} inside the new
+        namespaces: only the hierarchies systemd needs, rooted at the
+        namespace's (fresh) cgroup.
+        """
+        q = shlex.quote
+        if self.mode == "unified":
+            # Not straight onto the host's cgroup2 mount: the kernel refuses
+            # (EBUSY) to mount a filesystem on the root of a mount of itself.
+            return (
+                "mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup\n"
+                "mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup\n"
+            )
+        lines = ["mount -t tmpfs -o mode=0755,nosuid,nodev,noexec tmpfs /sys/fs/cgroup"]
+        if self.mode == "hybrid":
+            lines += [
+                "mkdir /sys/fs/cgroup/unified",
+                "mount -t cgroup2 -o nosuid,nodev,noexec cgroup2"
+                " /sys/fs/cgroup/unified",
+            ]
+        if "systemd" in self.dirs:
+            lines += [
+                "mkdir /sys/fs/cgroup/systemd",
+                f"mount -t cgroup -o {q(self.systemd_options)},nosuid,nodev,noexec "
+                "cgroup /sys/fs/cgroup/systemd",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def _cgroup_pids(top: Path) -> set[int]:
+    pids: set[int] = set()
+    if not top.is_dir():
+        return pids
+    for dirpath, _dirs, _files in os.walk(top):
+        try:
+            with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                pids.update(int(x) for x in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            pass
+    return pids
+
+
+def _remove_cgroup_tree(top: Path) -> None:
+    """
+    rmdir a cgroup and its children, deepest first (cgroupfs only allows
+    rmdir of empty cgroups, with their control files still listed).
+    """
+    if not top.is_dir():
+        return
+    for dirpath, _dirs, _files in os.walk(top, topdown=False):
+        try:
+            os.rmdir(dirpath)
+        except FileNotFoundError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def unavailable_reason() -> str | None:
+    """
+    Why a private user manager cannot run here, or C{None} if it may.
+    Cheap checks only; L{UserManager.start} finds the rest.
+    """
+    if not sys.platform.startswith("linux"):
+        return f"needs Linux, not {sys.platform}"
+    if os.geteuid() != 0:
+        return "needs root (mount and cgroup namespaces, cgroup delegation)"
+    if _which_systemd() is None:
+        return f"systemd not found at {' or '.join(SYSTEMD_CANDIDATES)}"
+    for tool in ("systemctl", "unshare", "nsenter", "mount", "sh"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found on PATH"
+    try:
+        _CgroupLayout()
+    except (OSError, UserManagerError) as e:
+        return f"cgroups: {e}"
+    return None
+
+
+class UserManager:
+    """
+    A C{systemd --user} in private namespaces, controlled with
+    C{systemctl --user} run through C{nsenter}.
+
+    @ivar env: The environment for commands talking to this manager
+        (C{XDG_RUNTIME_DIR}, C{DBUS_SESSION_BUS_ADDRESS}, no pager...).
+    """
+
+    def __init__(
+        self,
+        base_dir: Path | str | None = None,
+        *,
+        log_level: str = "info",
+        unit_environment: Mapping[str, str] | None = None,
+        default_timeout_sec: float = 20,
+        keep_files: bool = False,
+    ) -> None:
+        """
+        @param base_dir: Where the configuration, data and log go (created if
+            needed); a fresh temporary directory (removed by L{stop} unless
+            C{keep_files}) if C{None}.
+        @param log_level: The manager's C{--log-level} (C{debug} is verbose).
+        @param unit_environment: Set in the manager after start (units
+            inherit it); defaults to C{{"PATH": os.environ["PATH"]}}.
+        @param default_timeout_sec: C{DefaultTimeoutStartSec} and
+            C{DefaultTimeoutStopSec} of the manager.
+        """
+        self._owns_base = base_dir is None
+        self.keep_files = keep_files
+        if base_dir is None:
+            base_dir = tempfile.mkdtemp(prefix="txsd-systemd-")
+        self.base_dir = Path(base_dir).resolve()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.config_home = self.base_dir / "config"
+        self.data_home = self.base_dir / "data"
+        self._log_path = self.base_dir / "manager.log"
+        # Sockets live here: keep the path short (sun_path is 108 bytes).
+        self.runtime_dir: Path | None = None
+        self.log_level = log_level
+        self.unit_environment = dict(
+            unit_environment
+            if unit_environment is not None
+            else {"PATH": os.environ.get("PATH", os.defpath)}
+        )
+        self.default_timeout_sec = default_timeout_sec
+        self.process: subprocess.Popen[bytes] | None = None
+        self._layout: _CgroupLayout | None = None
+        self._cgroup_dirs: list[Path] = []
+        self._pty_master: int | None = None
+        self._pty_slave: int | None = None
+        self._reader: threading.Thread | None = None
+        self._reader_stop = threading.Event()
+        self._env: dict[str, str] = {}
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def unit_dir(self) -> Path:
+        """
+        C{$XDG_CONFIG_HOME/systemd/user}: unit files written here are found
+        by the manager (after C{daemon-reload}, which L{write_unit} does).
+        """
+        return self.config_home / "systemd" / "user"
+
+    @property
+    def log_path(self) -> Path:
+        """
+        The manager's own log plus the output of units that do not redirect
+        theirs.  Kept after L{stop} when C{base_dir} was given.
+        """
+        return self._log_path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """
+        A copy of the environment for commands run in the namespace.
+        """
+        return dict(self._env)
+
+    @property
+    def pid(self) -> int:
+        """
+        The manager's PID, also the target for C{nsenter}.
+        """
+        if self.process is None:
+            raise UserManagerError("the user manager is not started")
+        return self.process.pid
+
+    @property
+    def cgroup_paths(self) -> list[Path]:
+        """
+        The host paths of the manager's own cgroups (one per hierarchy),
+        empty when not started; everything it runs lives below them.
+        """
+        return list(self._cgroup_dirs)
+
+    def is_running(self) -> bool:
+        """
+        Whether the manager process is alive.
+        """
+        return self.process is not None and self.process.poll() is None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self, timeout: float = 30) -> None:
+        """
+        Start the manager and wait until C{systemctl --user
+        is-system-running} says C{running} (or C{degraded}); then set the
+        unit environment (C{PATH}).
+
+        Call it from a thread that outlives the manager (the session's main
+        thread): C{--pdeathsig} fires when the I{thread} that started the
+        manager exits.
+
+        @raise UserManagerError: with the reason and the log's tail; nothing
+            is left running then.
+        """
+        if self.process is not None:
+            raise UserManagerError("already started")
+        reason = unavailable_reason()
+        if reason is not None:
+            raise UserManagerError(reason)
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
+        systemd = _which_systemd()
+        assert systemd is not None
+        self._layout = layout = _CgroupLayout()
+        self._sweep_stale_cgroups(layout)
+
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="txsd-sd-run-"))
+        os.chmod(self.runtime_dir, 0o700)
+        for d in (self.unit_dir, self.data_home):
+            d.mkdir(parents=True, exist_ok=True)
+        timeout_s = f"{self.default_timeout_sec:g}s"
+        (self.config_home / "systemd" / "user.conf").write_text(
+            "[Manager]\n"
+            f"DefaultTimeoutStartSec={timeout_s}\n"
+            f"DefaultTimeoutStopSec={timeout_s}\n"
+            "DefaultLimitCORE=0\n"
+            # Not --default-standard-output=: daemon-reload resets
+            # command-line defaults to the configuration files' values.
+            "DefaultStandardOutput=tty\n"
+            "DefaultStandardError=tty\n"
+        )
+
+        base_env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in _DROP_EXACT and not k.startswith(_DROP_PREFIXES)
+        }
+        base_env.update(
+            XDG_RUNTIME_DIR=str(self.runtime_dir),
+            XDG_CONFIG_HOME=str(self.config_home),
+            XDG_DATA_HOME=str(self.data_home),
+            DBUS_SESSION_BUS_ADDRESS=f"unix:path={self.runtime_dir}/bus",
+            # libmount (mount(8), and systemd watching mounts) would otherwise
+            # create the host's /run/mount/ for its utab.
+            LIBMOUNT_UTAB=f"{self.runtime_dir}/libmount/utab",
+        )
+        self._env = dict(base_env, SYSTEMD_PAGER="cat", PAGER="cat", SYSTEMD_COLORS="0")
+
+        # Our own cgroup, a child of the test process's one, in every
+        # hierarchy systemd uses.
+        name = f"{CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        for d in layout.dirs.values():
+            path = d / name
+            path.mkdir()
+            self._cgroup_dirs.append(path)
+
+        # The console: a pty whose other side we copy into the log.
+        self._pty_master, self._pty_slave = os.openpty()
+        tty.setraw(self._pty_slave)
+        console = os.ttyname(self._pty_slave)
+        self._reader_stop.clear()
+        self._reader = threading.Thread(
+            target=self._copy_console, name="systemd-console", daemon=True
+        )
+        self._reader.start()
+
+        q = shlex.quote
+        inner = (
+            "set -eu\n"
+            "if [ -d /run/systemd ]; then\n"
+            "  mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run/systemd\n"
+            "else\n"
+            "  mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run\n"
+            "fi\n"
+            "mkdir -p /run/systemd/system\n"
+            + layout.mount_script()
+            + "if [ -e /dev/console ]; then\n"
+            + f"  mount --bind {q(console)} /dev/console\n"
+            + "fi\n"
+            + "exec "
+            + shlex.join(
+                [
+                    systemd,
+                    "--user",
+                    "--log-target=console",
+                    f"--log-level={self.log_level}",
+                    "--log-color=no",
+                    "--log-time=yes",
+                ]
+            )
+            + "\n"
+        )
+        unshare = ["unshare", "--mount", "--cgroup", "--propagation", "private"]
+        unshare += ["--", "sh", "-c", inner]
+        if shutil.which("setpriv"):
+            # Should the test process die, the manager gets SIGTERM and
+            # stops its units.
+            unshare = ["setpriv", "--pdeathsig", "TERM", *unshare]
+        outer = "set -eu\n"
+        for path in self._cgroup_dirs:
+            outer += f"echo $$ > {q(str(path / 'cgroup.procs'))}\n"
+        outer += "exec " + shlex.join(unshare) + "\n"
+
+        with open(self._log_path, "ab") as log:
+            log.write(f"--- harness: starting {systemd} --user\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                ["sh", "-c", outer],
+                env=base_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd="/",
+                start_new_session=True,
+            )
+
+        deadline = time.monotonic() + timeout
+        state = ""
+        while True:
+            if self.process.poll() is not None:
+                raise UserManagerError(
+                    f"systemd --user exited with {self.process.returncode} "
+                    f"during startup\n{self.log_tail()}"
+                )
+            try:
+                result = self.systemctl("is-system-running", check=False, timeout=10)
+                state = result.stdout.strip()
+            except subprocess.TimeoutExpired:
+                state = "(systemctl timed out)"
+            except _NotUnsharedYet:
+                state = "(not in its namespaces yet)"
+            if state in ("running", "degraded"):
+                break
+            if time.monotonic() > deadline:
+                raise UserManagerError(
+                    f"systemd --user not running after {timeout}s "
+                    f"(is-system-running: {state!r})\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+        if self.unit_environment:
+            self.set_environment(**self.unit_environment)
+
+    def stop(self, timeout: float = 30) -> None:
+        """
+        Stop the manager (SIGTERM: a user manager then stops all its units
+        and exits), SIGKILL whatever is left in its cgroup, remove its
+        cgroups and private directories.  Idempotent.
+
+        @raise UserManagerError: if a process could not be killed.
+        """
+        leftovers: set[int] = set()
+        if self.process is not None:
+            if self.process.poll() is None:
+                try:
+                    os.kill(self.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self._note("manager did not exit after SIGTERM; SIGKILL")
+                    self.process.kill()
+                    self.process.wait()
+            if self.process.returncode not in (0, None):
+                self._note(f"manager exited with {self.process.returncode}")
+        for path in self._cgroup_dirs:
+            leftovers |= self._kill_cgroup(path)
+        for path in self._cgroup_dirs:
+            try:
+                _remove_cgroup_tree(path)
+            except OSError as e:
+                self._note(f"could not remove cgroup {path}: {e}")
+        self._cgroup_dirs = []
+        self._stop_reader()
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            self.runtime_dir = None
+        if self._owns_base and not self.keep_files:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+        if leftovers:
+            raise UserManagerError(f"processes survived the manager: {leftovers}")
+
+    def _kill_cgroup(self, top: Path, timeout: float = 5) -> set[int]:
+        """
+        SIGKILL everything still in cgroup C{top}; the PIDs that survived.
+        """
+        killed: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = _cgroup_pids(top)
+            if not pids:
+                return set()
+            if time.monotonic() > deadline:
+                return pids
+            new = pids - killed
+            if new:
+                self._note(f"killing leftover processes {sorted(new)} in {top}")
+            kill_file = top / "cgroup.kill"
+            if kill_file.exists():
+                try:
+                    kill_file.write_text("1")
+                except OSError:
+                    pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            killed |= pids
+            time.sleep(0.05)
+
+    def _sweep_stale_cgroups(self, layout: _CgroupLayout) -> None:
+        """
+        Remove empty harness cgroups left by test processes that died.
+        """
+        for d in layout.dirs.values():
+            try:
+                entries = list(d.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.name.startswith(CGROUP_PREFIX):
+                    continue
+                try:
+                    owner = int(entry.name[len(CGROUP_PREFIX) :].split("-")[0])
+                except ValueError:
+                    continue
+                if owner == os.getpid() or _pid_alive(owner):
+                    continue
+                if not _cgroup_pids(entry):
+                    try:
+                        _remove_cgroup_tree(entry)
+                    except OSError:
+                        pass
+
+    # -- console ------------------------------------------------------------
+
+    def _copy_console(self) -> None:
+        master = self._pty_master
+        assert master is not None
+        with open(self._log_path, "ab", buffering=0) as out:
+            while not self._reader_stop.is_set():
+                try:
+                    ready, _, _ = select.select([master], [], [], 0.1)
+                    if not ready:
+                        continue
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: no slave left
+                    break
+                if not data:
+                    break
+                out.write(data.replace(b"\r\n", b"\n"))
+
+    def _stop_reader(self) -> None:
+        if self._pty_slave is not None:
+            os.close(self._pty_slave)
+            self._pty_slave = None
+        if self._reader is not None:
+            # Let it drain what the manager wrote last.
+            self._reader.join(0.5)
+            self._reader_stop.set()
+            self._reader.join(2)
+            self._reader = None
+        if self._pty_master is not None:
+            os.close(self._pty_master)
+            self._pty_master = None
+
+    def _note(self, message: str) -> None:
+        try:
+            with open(self._log_path, "a") as f:
+                f.write(f"--- harness: {message}\n")
+        except OSError:
+            pass
+
+    def log_tail(self, lines: int = 60) -> str:
+        """
+        The last C{lines} lines of L{log_path}.
+        """
+        try:
+            text = self._log_path.read_text(errors="replace")
+        except OSError as e:
+            return f"(no manager log: {e})"
+        tail = text.splitlines()[-lines:]
+        return f"--- last {len(tail)} lines of {self._log_path}:\n" + "\n".join(tail)
+
+    # -- commands -----------------------------------------------------------
+
+    def run_in_namespace(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = 60,
+        **kwargs: Any,
+    ) -> subprocess.CompletedProcess[Any]:
+        """
+        Run C{argv} in the manager's mount namespace (C{nsenter --target
+        PID --mount}) with L{env} (updated with C{env}).  Keyword arguments
+        go to C{subprocess.run}; output is captured as text unless told
+        otherwise, and C{check} defaults to false.
+        """
+        self._check_namespace()
+        full_env = self.env
+        if env:
+            full_env.update(env)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        if "stdout" not in kwargs and "stderr" not in kwargs:
+            kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        cmd = ["nsenter", f"--target={self.pid}", "--mount", "--", *argv]
+        return subprocess.run(cmd, env=full_env, timeout=timeout, **kwargs)
+
+    def _check_namespace(self) -> None:
+        """
+        Refuse to run anything unless the manager runs in a mount namespace
+        of its own: never let C{systemctl} loose on the host's.
+        """
+        if not self.is_running():
+            raise UserManagerError(f"systemd --user is not running\n{self.log_tail()}")
+        try:
+            theirs = os.readlink(f"/proc/{self.pid}/ns/mnt")
+        except OSError as e:
+            raise UserManagerError(f"systemd --user is gone: {e}") from e
+        if theirs == os.readlink("/proc/self/ns/mnt"):
+            raise _NotUnsharedYet(f"PID {self.pid} has not unshared its mounts yet")
+
+    def systemctl(
+        self, *args: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """
+        C{systemctl --user --no-pager ARGS} against this manager, output
+        captured as text.
+
+        @raise SystemctlError: if C{check} and it exits non-zero.
+        """
+        argv = ["systemctl", "--user", "--no-pager", *args]
+        result = self.run_in_namespace(argv, timeout=timeout)
+        if check and result.returncode != 0:
+            raise SystemctlError(result.returncode, argv, result.stdout, result.stderr)
+        return result
+
+    def set_environment(self, **variables: str) -> None:
+        """
+        C{systemctl --user set-environment}: units started afterwards get
+        these variables.
+        """
+        if variables:
+            self.systemctl(
+                "set-environment", *(f"{k}={v}" for k, v in variables.items())
+            )
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        """
+        C{systemctl --user show UNIT -p PROP...} as a dict (all properties if
+        none are named).
+        """
+        args = ["show", unit]
+        if props:
+            args.append("--property=" + ",".join(props))
+        out = self.systemctl(*args).stdout
+        result: dict[str, str] = {}
+        for line in out.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                result[key] = value
+        return result
+
+    def wait_for(
+        self,
+        unit: str,
+        prop: str,
+        expected: Expected,
+        timeout: float = 10,
+        interval: float = 0.05,
+    ) -> str:
+        """
+        Poll property C{prop} of C{unit} until it equals C{expected} (a
+        string) or C{expected(value)} is true; the value.
+
+        @raise AssertionError: on timeout, with the last value, the unit's
+            status and the manager log's tail.
+        """
+
+        def matches(value: str) -> bool:
+            if callable(expected):
+                return bool(expected(value))
+            return value == expected
+
+        deadline = time.monotonic() + timeout
+        value = ""
+        while True:
+            value = self.show(unit, prop).get(prop, "")
+            if matches(value):
+                return value
+            if time.monotonic() > deadline:
+                break
+            time.sleep(interval)
+        status = self.systemctl("status", unit, check=False).stdout
+        raise AssertionError(
+            f"{unit}: {prop}={value!r}, wanted {expected!r} within {timeout}s\n"
+            f"{status}\n{self.log_tail(30)}"
+        )
+
+    # -- units --------------------------------------------------------------
+
+    def unique_name(self, prefix: str = "test", suffix: str = ".service") -> str:
+        """
+        A unit name no other test of the session uses.
+        """
+        return f"{prefix}-{uuid.uuid4().hex[:10]}{suffix}"
+
+    def write_unit(self, name: str, text: str) -> Path:
+        """
+        Write unit file C{name} (dedented) into L{unit_dir} and run
+        C{daemon-reload}; its path.
+        """
+        if "/" in name or "." not in name:
+            raise ValueError(f"not a unit file name: {name!r}")
+        path = self.unit_dir / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        self.systemctl("daemon-reload")
+        return path
+
+    def remove_unit(self, name: str) -> None:
+        """
+        Stop C{name} (ignoring failures), reset its failed state, delete its
+        file and C{daemon-reload}.
+        """
+        if not self.is_running():
+            return
+        self.systemctl("stop", name, check=False)
+        self.systemctl("reset-failed", name, check=False)
+        path = self.unit_dir / name
+        if path.exists():
+            path.unlink()
+            self.systemctl("daemon-reload", check=False)
+
+    def __enter__(self) -> UserManager:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_or_skip(base_dir: Path | str | None = None, **kwargs: Any) -> UserManager:
+    """
+    A started L{UserManager} (arguments as for it), or, if it cannot start,
+    skip the current test - fail it instead when C{CI=true} - with the reason
+    and the tail of the manager's log.
+    """
+    reason = unavailable_reason()
+    if reason is None:
+        manager = UserManager(base_dir, **kwargs)
+        try:
+            manager.start()
+        except (OSError, UserManagerError, subprocess.SubprocessError) as e:
+            reason = str(e)
+            if manager.log_path.exists() and str(manager.log_path) not in reason:
+                reason += "\n" + manager.log_tail()
+        else:
+            return manager
+    message = f"private systemd user manager unavailable: {reason}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def user_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserManager]:
+    """
+    A started private L{UserManager} shared by the session, stopped at its
+    end.  If it cannot start the tests using it are skipped, or fail when
+    C{CI=true} (see L{start_or_skip}).  Its files (log included) stay in
+    pytest's temporary directory.
+    """
+    manager = start_or_skip(tmp_path_factory.mktemp("systemd-user"))
+    try:
+        yield manager
+    finally:
+        manager.stop()

@@ -1,0 +1,208 @@
+"""
+The private systemd user manager of L{systemd_harness} really runs units:
+C{Type=notify} readiness, exit codes, C{NOTIFY_SOCKET} for a Python main
+process, the watchdog, and a clean stop.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from systemd_harness import (
+    UserManager,
+    python_exec_start,
+    start_or_skip,
+    user_manager,  # noqa: F401
+)
+
+# Sends one datagram to NOTIFY_SOCKET with a plain socket, as the main
+# process, then optionally lingers.
+NOTIFY_CODE = textwrap.dedent(
+    """
+    import os, socket, sys, time
+    address = os.environ["NOTIFY_SOCKET"]
+    if address.startswith("@"):
+        address = "\\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(address)
+        s.sendall(sys.argv[1].encode())
+    time.sleep(float(sys.argv[2]))
+    """
+)
+
+SH_NOTIFY = (
+    "/bin/sh -c"
+    """ 'sleep 1; systemd-notify --ready --status="hello"; exec sleep 300'"""
+)
+
+
+@pytest.fixture
+def units(user_manager: UserManager) -> Iterator[list[str]]:  # noqa: F811
+    """
+    Names appended here are stopped and removed after the test.
+    """
+    names: list[str] = []
+    yield names
+    for name in names:
+        user_manager.remove_unit(name)
+
+
+def test_notify_ready_blocks_start(
+    user_manager: UserManager,  # noqa: F811
+    units: list[str],
+) -> None:
+    """
+    C{systemctl --user start} of a C{Type=notify} unit returns once it sent
+    READY=1, with its STATUS= visible; stopping it makes it inactive.
+    """
+    name = user_manager.unique_name("notify-sh")
+    units.append(name)
+    user_manager.write_unit(
+        name,
+        f"""
+        [Service]
+        Type=notify
+        NotifyAccess=all
+        ExecStart={SH_NOTIFY}
+        """,
+    )
+    started = time.monotonic()
+    user_manager.systemctl("start", name)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.9, f"start returned after {elapsed:.2f}s, before READY=1"
+    props = user_manager.show(name, "ActiveState", "SubState", "StatusText")
+    assert props == {
+        "ActiveState": "active",
+        "SubState": "running",
+        "StatusText": "hello",
+    }
+    user_manager.systemctl("stop", name)
+    user_manager.wait_for(name, "ActiveState", "inactive", timeout=5)
+
+
+def test_exit_code_failure(
+    user_manager: UserManager,  # noqa: F811
+    units: list[str],
+) -> None:
+    """
+    A unit whose process exits 3 fails with Result=exit-code.
+    """
+    name = user_manager.unique_name("exit3")
+    units.append(name)
+    user_manager.write_unit(
+        name,
+        """
+        [Service]
+        Type=oneshot
+        ExecStart=/bin/sh -c 'exit 3'
+        """,
+    )
+    result = user_manager.systemctl("start", name, check=False)
+    assert result.returncode != 0
+    props = user_manager.show(name, "ActiveState", "Result", "ExecMainStatus")
+    assert props == {
+        "ActiveState": "failed",
+        "Result": "exit-code",
+        "ExecMainStatus": "3",
+    }
+
+
+def test_python_main_process_notifies(
+    user_manager: UserManager,  # noqa: F811
+    units: list[str],
+) -> None:
+    """
+    A Python main process finds NOTIFY_SOCKET and its READY=1 is accepted
+    under the default NotifyAccess=main.
+    """
+    name = user_manager.unique_name("notify-py")
+    units.append(name)
+    exec_start = python_exec_start(NOTIFY_CODE, "READY=1\nSTATUS=python ready", "300")
+    user_manager.write_unit(
+        name,
+        f"""
+        [Service]
+        Type=notify
+        TimeoutStartSec=10
+        ExecStart={exec_start}
+        """,
+    )
+    user_manager.systemctl("start", name)
+    props = user_manager.show(name, "ActiveState", "NotifyAccess", "StatusText")
+    assert props == {
+        "ActiveState": "active",
+        "NotifyAccess": "main",
+        "StatusText": "python ready",
+    }
+
+
+def test_watchdog_fires(user_manager: UserManager, units: list[str]) -> None:  # noqa: F811
+    """
+    A ready unit with WatchdogSec=1 that never pings fails with
+    Result=watchdog.
+    """
+    name = user_manager.unique_name("watchdog")
+    units.append(name)
+    exec_start = python_exec_start(NOTIFY_CODE, "READY=1", "300")
+    user_manager.write_unit(
+        name,
+        f"""
+        [Service]
+        Type=notify
+        WatchdogSec=1
+        ExecStart={exec_start}
+        """,
+    )
+    user_manager.systemctl("start", name)
+    assert user_manager.show(name, "WatchdogUSec") == {"WatchdogUSec": "1s"}
+    user_manager.wait_for(name, "Result", "watchdog", timeout=5)
+    user_manager.wait_for(name, "ActiveState", "failed", timeout=5)
+
+
+def test_stop_leaves_nothing(tmp_path: Path) -> None:
+    """
+    A manager of its own, with a unit running: after stop() neither the
+    manager nor the unit's process exist and its cgroups are gone.
+    """
+    manager = start_or_skip(tmp_path)
+    try:
+        name = manager.unique_name("lingering")
+        manager.write_unit(
+            name,
+            """
+            [Service]
+            ExecStart=/bin/sleep 300
+            """,
+        )
+        manager.systemctl("start", name)
+        main_pid = int(manager.wait_for(name, "MainPID", lambda v: v not in ("", "0")))
+        manager_pid = manager.pid
+        cgroups = manager.cgroup_paths
+        assert cgroups and all(c.is_dir() for c in cgroups)
+    finally:
+        manager.stop()
+    for pid in (manager_pid, main_pid):
+        assert not _exists(pid), f"process {pid} survived stop()"
+    assert not any(c.exists() for c in cgroups)
+    assert (
+        "systemd --user"
+        not in subprocess.run(
+            ["ps", "-o", "args=", "-p", f"{manager_pid},{main_pid}"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+
+
+def _exists(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
