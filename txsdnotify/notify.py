@@ -9,12 +9,13 @@ what to say, this module only makes sure it gets said, in order.
 
 from __future__ import annotations
 
+import array
 import errno
 import os
 import socket
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -91,14 +92,21 @@ def notifyNow(
 
 class _Pending:
     """
-    One message waiting to be sent.
+    One message waiting to be sent, with our own copies of the descriptors
+    that go with it.
     """
 
-    __slots__ = ("fields", "coalescable")
+    __slots__ = ("fields", "coalescable", "fds")
 
-    def __init__(self, fields: dict[str, object]) -> None:
+    def __init__(self, fields: dict[str, object], fds: list[int]) -> None:
         self.fields = fields
-        self.coalescable = fields.keys() <= _COALESCABLE
+        self.fds = fds
+        self.coalescable = not fds and fields.keys() <= _COALESCABLE
+
+    def release(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 @implementer(IWriteDescriptor)
@@ -185,9 +193,12 @@ class Notifier:
         """
         self.send(fields)
 
-    def send(self, fields: Mapping[str, object]) -> None:
+    def send(self, fields: Mapping[str, object], *, fds: Sequence[int] = ()) -> None:
         """
         Send C{fields} as one message.
+
+        @param fds: Descriptors to pass along (C{SCM_RIGHTS}), as C{FDSTORE=1}
+            wants; they are duplicated, so the caller may close its own.
 
         @raise ValueError: See L{txsdnotify.message.formatMessage}.
         """
@@ -196,16 +207,28 @@ class Notifier:
         message = dict(fields)
         formatMessage(message)
         queue = self._queue
-        if queue:
+        if queue and not fds:
             last = queue[-1]
             # Datagrams go out whole, so even the head can still be merged into.
             if last.coalescable and message.keys() <= _COALESCABLE:
                 last.fields.update(message)
                 return
-            queue.append(_Pending(message))
-            return
-        queue.append(_Pending(message))
-        self._drain()
+        queue.append(_Pending(message, [os.dup(fd) for fd in fds]))
+        if len(queue) == 1:
+            self._drain()
+
+    def storeFds(self, name: str, fds: Sequence[int]) -> None:
+        """
+        Keep C{fds} in the service manager's fd store under C{name}; they come
+        back through C{LISTEN_FDS}/C{LISTEN_FDNAMES} at the next start.
+        """
+        self.send({"FDSTORE": 1, "FDNAME": name}, fds=fds)
+
+    def removeStoredFds(self, name: str) -> None:
+        """
+        Drop the descriptors stored under C{name} from the fd store.
+        """
+        self.send({"FDSTOREREMOVE": 1, "FDNAME": name})
 
     def ready(self, status: str | None = None, **extra: object) -> None:
         """
@@ -256,6 +279,8 @@ class Notifier:
         Close the socket; messages still waiting are dropped.
         """
         self._stopWriting()
+        for pending in self._queue:
+            pending.release()
         self._queue.clear()
         self._closeSocket()
         self._fireFlushed()
@@ -286,32 +311,32 @@ class Notifier:
             self._socket.close()
             self._socket = None
 
-    def _sendHead(self, data: bytes) -> None:
+    def _sendHead(self, data: bytes, fds: list[int]) -> None:
         """
         Send one datagram, reconnecting once if the manager went away and came
         back.  Raises what the send raises.
         """
         try:
-            s = self._socket or self._connect()
-            s.send(data)
+            _sendOn(self._socket or self._connect(), data, fds)
         except OSError as e:
             if e.errno not in _RECONNECTABLE:
                 raise
             self._closeSocket()
-            self._connect().send(data)
+            _sendOn(self._connect(), data, fds)
 
     def _drain(self) -> None:
         queue = self._queue
         while queue:
-            data = formatMessage(queue[0].fields)
+            head = queue[0]
+            data = formatMessage(head.fields)
             try:
-                self._sendHead(data)
+                self._sendHead(data, head.fds)
             except BlockingIOError:
                 self._startWriting()
                 return
             except OSError as e:
                 self._logOnce(e.errno, e)
-            queue.popleft()
+            queue.popleft().release()
         self._stopWriting()
         self._fireFlushed()
 
@@ -375,6 +400,14 @@ class Notifier:
         How the reactor names us in its logs.
         """
         return "Notifier"
+
+
+def _sendOn(s: socket.socket, data: bytes, fds: list[int]) -> None:
+    if fds:
+        rights = array.array("i", fds)
+        s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+    else:
+        s.send(data)
 
 
 def _with(

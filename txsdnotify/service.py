@@ -19,7 +19,6 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
@@ -27,7 +26,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from .activation import InheritedSocket, inheritedSockets
 from .drain import Drain, DrainResult
+from .listeners import acceptWaiting, keepOpenForSystemd, planListeners
 from .message import sanitizeStatus
 from .notify import Notifier, monotonicUsec
 from .reload import ReloadHook, ReloadHooks, reopenAccessLog
@@ -65,10 +66,6 @@ class ListenFailed(SystemExit, Exception):
     exits 1 instead of a traceback; an L{Exception} as well, so that twistd's
     start-up still catches it on the way out and removes its pid file.
     """
-
-
-def _describe(endpoint: str | IStreamServerEndpoint) -> str:
-    return endpoint if isinstance(endpoint, str) else repr(endpoint)
 
 
 def _errnoOf(error: BaseException) -> int | None:
@@ -126,6 +123,8 @@ class WebService(MultiService):
         environ: Mapping[str, str] | None = None,
         reloadSignal: int | None = signal.SIGHUP,
         reloadTimeout: float = 60.0,
+        fdStore: bool = False,
+        inherited: Sequence[InheritedSocket] | None = None,
     ) -> None:
         """
         @param site: Any twisted.web site; it is not changed.
@@ -147,6 +146,12 @@ class WebService(MultiService):
             as C{ExecReload=kill -HUP $MAINPID} and C{Type=notify-reload}
             send); L{None} installs no handler.
         @param reloadTimeout: Seconds one reload hook may take.
+        @param fdStore: Keep the TCP sockets this service binds in systemd's
+            fd store (the unit needs C{FileDescriptorStoreMax=}), and adopt
+            the ones stored by the process before, so that a restart never
+            closes a port.
+        @param inherited: The sockets systemd passed in; read from the
+            environment (through Twisted) by default.
         """
         super().__init__()
         if reactor is None:
@@ -167,14 +172,12 @@ class WebService(MultiService):
         self.drainTimeout = drainTimeout
         self.drainGrace = drainGrace
         self.exitOnListenFailure = False
-        self.endpoints: list[tuple[str, IStreamServerEndpoint]] = [
-            (
-                _describe(e),
-                serverFromString(reactor, e) if isinstance(e, str) else e,
-            )
-            for e in endpoints
-        ]
-        self.ports: list[IListeningPort] = []
+        if inherited is None:
+            inherited = inheritedSockets()
+        self.fdStore = fdStore
+        self.listeners, self._staleStored = planListeners(
+            endpoints, reactor=reactor, inherited=inherited, fdStore=fdStore
+        )
         self.drain: Drain | None = None
         self._listening: Deferred[None] | None = None
         self._isReady = False
@@ -251,28 +254,59 @@ class WebService(MultiService):
         self._readyWaiters.append(d)
         return d
 
+    @property
+    def ports(self) -> list[IListeningPort]:
+        """
+        The ports listening now.
+        """
+        return [lsn.port for lsn in self.listeners if lsn.port is not None]
+
     def _startListening(self) -> Deferred[None]:
         attempts = [
-            maybeDeferred(endpoint.listen, self.tracker)
-            for _, endpoint in self.endpoints
+            maybeDeferred(listener.endpoint.listen, self.tracker)
+            for listener in self.listeners
         ]
         return DeferredList(attempts, consumeErrors=True).addCallback(self._listened)
 
     def _listened(self, results: list[tuple[bool, Any]]) -> None:
         failures = []
-        for (ok, result), (description, _) in zip(results, self.endpoints):
+        for (ok, result), listener in zip(results, self.listeners):
             if ok:
-                self.ports.append(result)
+                listener.port = result
             else:
-                failures.append(listenError(description, result))
-        if not failures:
-            return None
-        # The failure is reported at once, while twistd can still exit with
-        # it; the ports that did bind close in the background.
-        bound, self.ports = self.ports, []
-        for port in bound:
-            maybeDeferred(port.stopListening)
-        raise failures[0]
+                failures.append(listenError(listener.description, result))
+        if failures:
+            # The failure is reported at once, while twistd can still exit
+            # with it; the ports that did bind close in the background.
+            for listener in self.listeners:
+                if listener.port is not None:
+                    maybeDeferred(listener.port.stopListening)
+                    listener.port = None
+            raise failures[0]
+        self._updateStore()
+
+    def _updateStore(self) -> None:
+        """
+        Hand the sockets we bound to the fd store; drop the stored ones that
+        are no longer configured.
+        """
+        for listener in self.listeners:
+            port = listener.port
+            if listener.storeName is None or listener.retained or port is None:
+                continue
+            # Storable ports are TCP ports, which have a descriptor.
+            fileno = port.fileno()  # type: ignore[attr-defined]
+            self.notifier.storeFds(listener.storeName, [fileno])
+            keepOpenForSystemd(port)
+            listener.retained = self.notifier.enabled
+        for stale in self._staleStored:
+            self.log.info(
+                "Dropping {name} from the fd store: no longer configured",
+                name=stale.name,
+            )
+            self.notifier.removeStoredFds(stale.name)
+            os.close(stale.fd)
+        self._staleStored = []
 
     def _becomeReady(self, _: None) -> None:
         if not self.running:
@@ -293,14 +327,16 @@ class WebService(MultiService):
 
     def _addresses(self) -> list[str]:
         shown = []
-        for (description, _), port in zip(self.endpoints, self.ports):
-            address = port.getHost()
+        for listener in self.listeners:
+            if listener.port is None:
+                continue
+            address = listener.port.getHost()
             host = getattr(address, "host", None)
             number = getattr(address, "port", None)
             if host is not None and number is not None:
-                shown.append(f"{description} ({host}:{number})")
+                shown.append(f"{listener.label} ({host}:{number})")
             else:
-                shown.append(description)
+                shown.append(listener.label)
         return shown
 
     def _notifyListenError(self, error: ListenError) -> None:
@@ -456,8 +492,17 @@ class WebService(MultiService):
         )
         if self._statusLoop.running:
             self._statusLoop.stop()
-        ports, self.ports = self.ports, []
-        await DeferredList([maybeDeferred(p.stopListening) for p in ports])
+        stopping = []
+        for listener in self.listeners:
+            port, listener.port = listener.port, None
+            if port is None:
+                continue
+            if not listener.retained:
+                # Nobody else holds this socket: what waits in its queue
+                # would be reset when it closes, so serve it here.
+                acceptWaiting(port)
+            stopping.append(maybeDeferred(port.stopListening))
+        await DeferredList(stopping)
         self.drain = Drain(
             self.tracker,
             clock=self.reactor,

@@ -18,6 +18,12 @@ from twisted.web import tap as webtap
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from .activation import (
+    InheritedSocket,
+    inheritedSockets,
+    storeEnabled,
+    systemdDescriptions,
+)
 from .demo import DemoPage
 from .message import NotifyAddressError, parseAddress
 from .notify import Notifier
@@ -68,8 +74,9 @@ class Options(webtap.Options):
     longdesc = """\
 Serve a twisted.web site as a systemd Type=notify service: READY=1 once every
 port is bound, request figures in STATUS= (systemctl status), STOPPING=1 and a
-drain of the requests in flight on SIGTERM.  With no site given, serves a demo
-page; with no --port, listens on tcp:8080."""
+drain of the requests in flight on SIGTERM, reload on SIGHUP, watchdog pings.
+With no site given, serves a demo page; with no --port, serves the sockets
+systemd passed (socket activation), or else tcp:8080."""
 
     optParameters = [
         [
@@ -89,9 +96,33 @@ page; with no --port, listens on tcp:8080."""
         ],
     ]
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    optFlags: list[list[str | None]] = [
+        [
+            "fd-store",
+            None,
+            "Keep the TCP sockets sdweb binds in systemd's fd store (the unit"
+            " needs FileDescriptorStoreMax=), so that a restart never closes a"
+            " port. On by itself where systemd (>= 254) says the store is on.",
+        ],
+    ]
+
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        inherited: Sequence[InheritedSocket] | None = None,
+    ) -> None:
         super().__init__()
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._inherited = inherited
+
+    @property
+    def inherited(self) -> Sequence[InheritedSocket]:
+        """
+        The sockets systemd passed in (socket activation, fd store).
+        """
+        if self._inherited is None:
+            self._inherited = inheritedSockets(environ=self.environ)
+        return self._inherited
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -147,6 +178,9 @@ page; with no --port, listens on tcp:8080."""
         """
         if self["personal"]:
             raise usage.UsageError("--personal is not supported by sdweb")
+        if not self["ports"] and self["https"] is None:
+            # Socket activation: serve what systemd passed, not tcp:8080.
+            self["ports"].extend(systemdDescriptions(self.inherited))
         super().postOptions()
         from twisted.internet import reactor
 
@@ -204,6 +238,8 @@ def makeService(config: Options) -> WebService:
         environ=config.environ,
         statusInterval=config["status-interval"],
         drainTimeout=config["drain-timeout"],
+        fdStore=bool(config["fd-store"]) or storeEnabled(config.environ),
+        inherited=config.inherited,
     )
     # Children (CGI scripts, subprocesses of the application) must not speak
     # for this service.

@@ -13,21 +13,21 @@ Helpers for testing what a service tells systemd.
 
 from __future__ import annotations
 
+import array
 import os
 import select
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .message import MAX_DATAGRAM
+from .message import MAX_DATAGRAM, formatMessage
 from .notify import Notifier
 
 __all__ = ["MemoryNotifier", "Message", "NotifyReceiver", "parseMessage"]
@@ -38,6 +38,9 @@ One notification, as a mapping of its assignments.
 """
 
 Matcher = Callable[[Message], bool]
+
+# More than a service ever passes in one message.
+_MAX_FDS = 64
 
 
 def parseMessage(data: bytes) -> Message:
@@ -68,6 +71,8 @@ class NotifyReceiver:
     @ivar path: The socket's path.
     @ivar messages: Every message received, in order.
     @ivar datagrams: The same, as the raw bytes.
+    @ivar fds: The descriptors that came with each message (C{FDSTORE=1}),
+        now open in this process; L{close} closes them.
     """
 
     def __init__(self, directory: str | None = None) -> None:
@@ -82,6 +87,7 @@ class NotifyReceiver:
         self.path = os.path.join(self.directory, "notify.sock")
         self.messages: list[Message] = []
         self.datagrams: list[bytes] = []
+        self.fds: list[list[int]] = []
         self._reactor: IReactorFDSet | None = None
         self._waiters: list[tuple[Matcher, Deferred[Message]]] = []
         self._socket = self._bind()
@@ -103,16 +109,23 @@ class NotifyReceiver:
     # Receiving.
 
     def _readAll(self) -> None:
+        room = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
         while True:
             try:
-                data = self._socket.recv(MAX_DATAGRAM + 1)
+                data, ancillary, _, _ = self._socket.recvmsg(MAX_DATAGRAM + 1, room)
             except BlockingIOError:
                 return
-            self._record(data)
+            fds = array.array("i")
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    usable = len(payload) - len(payload) % fds.itemsize
+                    fds.frombytes(payload[:usable])
+            self._record(data, list(fds))
 
-    def _record(self, data: bytes) -> None:
+    def _record(self, data: bytes, fds: list[int]) -> None:
         message = parseMessage(data)
         self.datagrams.append(data)
+        self.fds.append(fds)
         self.messages.append(message)
         still = []
         for match, d in self._waiters:
@@ -221,10 +234,15 @@ class NotifyReceiver:
 
     def close(self) -> None:
         """
-        Stop receiving and remove the socket (and its directory, if ours).
+        Stop receiving, close the descriptors received, and remove the socket
+        (and its directory, if ours).
         """
         self.stopReading()
         self._socket.close()
+        for fds in self.fds:
+            for fd in fds:
+                os.close(fd)
+        self.fds = []
         if self._ownDirectory:
             shutil.rmtree(self.directory, ignore_errors=True)
         elif os.path.exists(self.path):
@@ -265,21 +283,16 @@ class MemoryNotifier(Notifier):
 
     def __init__(self) -> None:
         super().__init__("memory")
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[Message] = []
+        self.sentFds: list[list[int]] = []
 
-    def send(self, fields: Mapping[str, object]) -> None:
+    def send(self, fields: Mapping[str, object], *, fds: Sequence[int] = ()) -> None:
         """
-        Record C{fields}; raise L{ValueError} where a real one would.
+        Record C{fields} as the manager would read them (and the descriptors,
+        in L{sentFds}); raise L{ValueError} where a real one would.
         """
-        from .message import formatMessage
-
-        formatMessage(fields)
-        self.sent.append(
-            {
-                k: str(v) if not isinstance(v, bool) else str(int(v))
-                for k, v in fields.items()
-            }
-        )
+        self.sent.append(parseMessage(formatMessage(fields)))
+        self.sentFds.append(list(fds))
 
     def values(self, key: str) -> list[str]:
         """
