@@ -96,10 +96,10 @@ systemd passed (socket activation), or else tcp:8080."""
         ],
     ]
 
-    optFlags: list[list[str | None]] = [
+    optFlags = [
         [
             "fd-store",
-            None,
+            "",
             "Keep the TCP sockets sdweb binds in systemd's fd store (the unit"
             " needs FileDescriptorStoreMax=), so that a restart never closes a"
             " port. On by itself where systemd (>= 254) says the store is on.",

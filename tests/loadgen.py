@@ -1,0 +1,65 @@
+"""
+A steady stream of HTTP requests from a separate process, for the
+zero-downtime tests: each request on a new connection (Connection: close),
+from several threads, until a stop file appears or the time is up.  Prints
+one JSON line: {"ok": N, "failed": N, "errors": [first few]}.
+
+    python loadgen.py URL --stop-file PATH [--threads 4] [--max-seconds 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import threading
+import time
+from urllib.parse import urlsplit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--stop-file", required=True)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--max-seconds", type=float, default=120)
+    args = parser.parse_args()
+    parts = urlsplit(args.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = parts.path or "/"
+    lock = threading.Lock()
+    counts = {"ok": 0, "failed": 0}
+    errors: list[str] = []
+    deadline = time.monotonic() + args.max_seconds
+
+    def worker() -> None:
+        while time.monotonic() < deadline and not os.path.exists(args.stop_file):
+            try:
+                connection = http.client.HTTPConnection(host, port, timeout=20)
+                connection.request("GET", path, headers={"Connection": "close"})
+                response = connection.getresponse()
+                body = response.read()
+                connection.close()
+                good = response.status == 200 and body != b""
+                problem = f"status {response.status}"
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                good, problem = False, f"{type(e).__name__}: {e}"
+            with lock:
+                if good:
+                    counts["ok"] += 1
+                else:
+                    counts["failed"] += 1
+                    if len(errors) < 10:
+                        errors.append(problem)
+
+    threads = [threading.Thread(target=worker) for _ in range(args.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({**counts, "errors": errors}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""
+Socket activation and fd-store restarts under the real (private) systemd
+user manager: the first connection starts the service, names show in the
+log, and restarts under a steady load lose no request.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import freePort, portAnswers, processEnv, twistdCommand
+from systemd_harness import (
+    UserManager,
+    exec_line,
+    user_manager,  # noqa: F401
+)
+
+LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
+
+
+@pytest.fixture
+def units(user_manager: UserManager) -> Iterator[list[str]]:  # noqa: F811
+    names: list[str] = []
+    yield names
+    for name in reversed(names):
+        user_manager.remove_unit(name)
+
+
+def serviceUnit(tmp_path: Path, args: list[str], extra: str = "") -> str:
+    env = processEnv()
+    execStart = exec_line(twistdCommand() + ["-n", "--pidfile=", "sdweb", *args])
+    pythonpath = env["PYTHONPATH"].replace("%", "%%")
+    return f"""
+        [Service]
+        Type=notify
+        ExecStart={execStart}
+        KillMode=mixed
+        TimeoutStopSec=40
+        WorkingDirectory={tmp_path}
+        Environment="PYTHONPATH={pythonpath}"
+        StandardOutput=append:{tmp_path}/unit.log
+        StandardError=inherit
+        {extra}
+        """
+
+
+def get(port: int, path: str = "/") -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+        return r.status, r.read()
+
+
+def unitLog(tmp_path: Path) -> str:
+    log = tmp_path / "unit.log"
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+@pytest.mark.parametrize("portOption", [[], ["--port", "systemd:domain=INET:name=web"]])
+def test_socketActivation(
+    user_manager: UserManager,  # noqa: F811
+    units: list[str],
+    tmp_path: Path,
+    portOption: list[str],
+) -> None:
+    port = freePort()
+    service = user_manager.unique_name("act")
+    socketUnit = service.replace(".service", ".socket")
+    user_manager.write_unit(service, serviceUnit(tmp_path, portOption))
+    user_manager.write_unit(
+        socketUnit,
+        f"""
+        [Socket]
+        ListenStream=127.0.0.1:{port}
+        FileDescriptorName=web
+        Service={service}
+        """,
+    )
+    units.extend([socketUnit, service])
+    user_manager.systemctl("start", socketUnit)
+    assert user_manager.show(service, "ActiveState")["ActiveState"] == "inactive"
+    # The first connection starts the service, and is answered.
+    status, body = get(port)
+    assert status == 200 and b"sdweb is serving" in body
+    user_manager.wait_for(service, "ActiveState", "active", timeout=30)
+    log = unitLog(tmp_path)
+    assert "[web]" in log, log
+    assert f"127.0.0.1:{port}" in log
+
+
+def restartUnderLoad(
+    user_manager: UserManager,  # noqa: F811
+    service: str,
+    port: int,
+    tmp_path: Path,
+    restarts: int = 3,
+) -> dict[str, object]:
+    """
+    Restart C{service} several times while a separate process sends a steady
+    stream of requests; return that process's counts.
+    """
+    stop = tmp_path / "stop-load"
+    load = subprocess.Popen(
+        [
+            sys.executable,
+            str(LOADGEN),
+            f"http://127.0.0.1:{port}/",
+            "--stop-file",
+            str(stop),
+            "--threads",
+            "4",
+            "--max-seconds",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        pids = {user_manager.show(service, "MainPID")["MainPID"]}
+        for _ in range(restarts):
+            user_manager.systemctl("restart", service, timeout=60)
+            pids.add(user_manager.show(service, "MainPID")["MainPID"])
+            time.sleep(1.0)
+        assert len(pids) == restarts + 1, pids
+    finally:
+        stop.touch()
+        out, _ = load.communicate(timeout=60)
+    return json.loads(out)
+
+
+def test_fdStoreRestartsLoseNoRequest(
+    user_manager: UserManager,  # noqa: F811
+    units: list[str],
+    tmp_path: Path,
+) -> None:
+    port = freePort()
+    service = user_manager.unique_name("store")
+    user_manager.write_unit(
+        service,
+        serviceUnit(
+            tmp_path,
+            ["--fd-store", "--port", f"tcp:{port}:interface=127.0.0.1"],
+            "FileDescriptorStoreMax=4",
+        ),
+    )
+    units.append(service)
+    user_manager.systemctl("start", service)
+    counts = restartUnderLoad(user_manager, service, port, tmp_path)
+    log = unitLog(tmp_path)
+    print("fd store restarts:", counts)
+    assert counts["failed"] == 0, (counts, log)
+    assert counts["ok"] > 300, counts
+    assert "from the fd store" in log
+
+
+def test_socketUnitRestartsLoseNoRequest(
+    user_manager: UserManager,  # noqa: F811
+    units: list[str],
+    tmp_path: Path,
+) -> None:
+    port = freePort()
+    service = user_manager.unique_name("sockrestart")
+    socketUnit = service.replace(".service", ".socket")
+    user_manager.write_unit(service, serviceUnit(tmp_path, []))
+    user_manager.write_unit(
+        socketUnit,
+        f"""
+        [Socket]
+        ListenStream=127.0.0.1:{port}
+        Service={service}
+        """,
+    )
+    units.extend([socketUnit, service])
+    user_manager.systemctl("start", socketUnit)
+    user_manager.systemctl("start", service)
+    counts = restartUnderLoad(user_manager, service, port, tmp_path)
+    print("socket unit restarts:", counts)
+    assert counts["failed"] == 0, (counts, unitLog(tmp_path))
+    assert counts["ok"] > 300, counts
+
+
+def test_withoutStoreTheFlagChangesNothing(
+    user_manager: UserManager,  # noqa: F811
+    units: list[str],
+    tmp_path: Path,
+) -> None:
+    port = freePort()
+    service = user_manager.unique_name("nostore")
+    user_manager.write_unit(
+        service,
+        serviceUnit(tmp_path, ["--port", f"tcp:{port}:interface=127.0.0.1"]),
+    )
+    units.append(service)
+    user_manager.systemctl("start", service)
+    assert get(port)[0] == 200
+    # Under load, a restart without a store does lose requests: the port is
+    # closed between the two processes.  That is what the store is for.
+    counts = restartUnderLoad(user_manager, service, port, tmp_path, restarts=2)
+    print("restarts without a store:", counts)
+    assert counts["failed"] > 0
+    assert get(port)[0] == 200
+    user_manager.systemctl("stop", service)
+    assert not portAnswers(port)
+
+
+def test_staleStoredSocketDropped(
+    user_manager: UserManager,  # noqa: F811
+    units: list[str],
+    tmp_path: Path,
+) -> None:
+    kept, dropped = freePort(), freePort()
+    service = user_manager.unique_name("stale")
+    both = [
+        "--fd-store",
+        "--port",
+        f"tcp:{kept}:interface=127.0.0.1",
+        "--port",
+        f"tcp:{dropped}:interface=127.0.0.1",
+    ]
+    user_manager.write_unit(
+        service, serviceUnit(tmp_path, both, "FileDescriptorStoreMax=4")
+    )
+    units.append(service)
+    user_manager.systemctl("start", service)
+    assert portAnswers(kept) and portAnswers(dropped)
+    user_manager.write_unit(
+        service,
+        serviceUnit(tmp_path, both[:3], "FileDescriptorStoreMax=4"),
+    )
+    user_manager.systemctl("restart", service)
+    assert get(kept)[0] == 200
+    # The stored copy is gone from systemd too: nothing listens there now.
+    time.sleep(0.5)
+    assert not portAnswers(dropped), unitLog(tmp_path)
+    assert "Dropping sdweb-tcp_" in unitLog(tmp_path)
