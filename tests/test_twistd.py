@@ -256,6 +256,8 @@ def test_portInUse(twistd: Any, receiver: NotifyReceiver) -> None:
         (["--drain-timeout", "-1"], "drain-timeout"),
         (["--port", "bogus:1234"], "bad --port 'bogus:1234'"),
         (["--nosuchoption"], "nosuchoption"),
+        (["--port", "systemd:domain=INET:index=0"], "systemd passed no such socket"),
+        (["--port", "systemd:domain=INET:name=web"], "systemd passed no such socket"),
         (["--wsgi", "no.such.module.app"], "No such WSGI application"),
         (["--class", "nosuchmodule.Thing"], "No such resource class"),
     ],

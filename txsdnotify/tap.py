@@ -187,7 +187,14 @@ systemd passed (socket activation), or else tcp:8080."""
         for description in self["ports"]:
             try:
                 serverFromString(reactor, description)
-            except (ValueError, KeyError, TypeError) as e:
+            except (IndexError, KeyError) as e:
+                if not description.startswith("systemd:"):
+                    raise usage.UsageError(f"bad --port {description!r}: {e}") from e
+                raise usage.UsageError(
+                    f"bad --port {description!r}: systemd passed no such socket"
+                    f" ({len(self.inherited)} passed)"
+                ) from e
+            except (ValueError, TypeError) as e:
                 raise usage.UsageError(f"bad --port {description!r}: {e}") from e
         value = self.environ.get("NOTIFY_SOCKET")
         if value is not None:
