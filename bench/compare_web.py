@@ -337,6 +337,18 @@ def stopServer(server: Server) -> int | None:
     return proc.returncode
 
 
+def describeExit(code: int | None) -> str:
+    """
+    An exit status for people.  twistd stops cleanly on SIGTERM and then
+    re-raises the signal, so "killed by SIGTERM" is the normal outcome.
+    """
+    if code is None:
+        return "not started"
+    if code < 0:
+        return f"exited by {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
 # --- Measuring ----------------------------------------------------------------
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -408,7 +420,9 @@ def runWrk(url: str, connections: int, duration: int) -> WrkResult:
             timeout=duration + 30,
         )
     except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {duration + 30}s: {' '.join(argv)}")
+        raise BenchError(
+            f"wrk did not finish within {duration + 30}s: {' '.join(argv)}"
+        ) from None
     out = done.stdout
     if done.returncode != 0:
         raise BenchError(
@@ -558,7 +572,8 @@ def summarize(runs: Sequence[Run], blocks: int) -> Summary:
     for b in range(1, blocks + 1):
         a, bb = of("A", b), of("B", b)
         blockRps.append(
-            statistics.fmean(r.wrk.rps for r in bb) / statistics.fmean(r.wrk.rps for r in a)
+            statistics.fmean(r.wrk.rps for r in bb)
+            / statistics.fmean(r.wrk.rps for r in a)
         )
         blockCpu.append(
             statistics.fmean(r.cpuUsPerRequest for r in bb)
@@ -595,7 +610,10 @@ def printSummary(s: Summary, runs: Sequence[Run]) -> None:
         f"  ratio B/A CPU/request   {s.cpuRatio:.3f}"
         f"   (per A-B-B-A block: {', '.join(f'{x:.3f}' for x in s.blockCpu)})"
     )
-    print(f"    i.e. sdweb does {s.cpuA / s.cpuB:.3f} of bare web's requests per CPU second")
+    print(
+        f"    i.e. sdweb serves {s.cpuA / s.cpuB:.3f} of bare web's requests"
+        " per CPU second"
+    )
     print(f"  target: sdweb at least {TARGET} of bare twistd web")
     print(f"    by req/s:            {yesNo(s.rpsMet)} ({s.rpsRatio:.3f} >= {TARGET}?)")
     print(
@@ -688,7 +706,9 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--connections", type=int, default=10, help="wrk connections (default 10)"
     )
-    parser.add_argument("--out", type=Path, help="also write the summary as Markdown here")
+    parser.add_argument(
+        "--out", type=Path, help="also write the summary as Markdown here"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration < 1 or args.connections < 1:
         parser.error("--rounds, --duration and --connections must be at least 1")
@@ -819,10 +839,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"  last STATUS: {listener.lastStatus}")
         print(f"  wrk counted {totalB} requests to B in the measured runs")
-        print(f"servers stopped: A exit {codes.get('A')}, B exit {codes.get('B')}")
+        print(
+            "servers stopped on SIGTERM: "
+            + ", ".join(f"{k} {describeExit(c)}" for k, c in codes.items())
+        )
 
-    s = summarize(runs, blocks)
-    printSummary(s, runs)
+    summary = summarize(runs, blocks)
+    printSummary(summary, runs)
     failed = sum(r.wrk.failed for r in runs)
     if failed:
         for r in runs:
@@ -844,10 +867,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Python {v['python']}, Twisted {v['twisted']}, wrk {v['wrk']},"
             f" {os.cpu_count()} cores"
         )
-        args.out.write_text(markdown(s, runs, settings, vers), encoding="utf-8")
+        args.out.write_text(markdown(summary, runs, settings, vers), encoding="utf-8")
         print(f"wrote {args.out}")
     if failed:
-        print("compare_web: some requests failed; the figures are suspect", file=sys.stderr)
+        print(
+            "compare_web: some requests failed; the figures are suspect",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

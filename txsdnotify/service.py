@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
@@ -31,6 +31,7 @@ from .drain import Drain, DrainResult
 from .listeners import acceptWaiting, keepOpenForSystemd, planListeners
 from .message import sanitizeStatus
 from .notify import Notifier, monotonicUsec
+from .ready import ReadinessCondition, ReadinessConditions, errnoOf
 from .reload import ReloadHook, ReloadHooks, reopenAccessLog
 from .stats import StatusSampler
 from .tracking import TrackingFactory
@@ -68,14 +69,6 @@ class ListenFailed(SystemExit, Exception):
     """
 
 
-def _errnoOf(error: BaseException) -> int | None:
-    candidates = (getattr(error, "socketError", None), error, error.__cause__)
-    for candidate in candidates:
-        if isinstance(candidate, OSError) and candidate.errno:
-            return candidate.errno
-    return None
-
-
 def listenError(description: str, failure: Failure) -> ListenError:
     """
     Make a L{ListenError} of whatever an endpoint's C{listen} failed with.
@@ -84,7 +77,7 @@ def listenError(description: str, failure: Failure) -> ListenError:
     if isinstance(error, ListenError):
         return error
     assert error is not None
-    number = _errnoOf(error)
+    number = errnoOf(error)
     if number is not None:
         reason = os.strerror(number)
     elif isinstance(error, CannotListenError):
@@ -180,7 +173,8 @@ class WebService(MultiService):
         )
         self.drain: Drain | None = None
         self._listening: Deferred[None] | None = None
-        self._isReady = False
+        # False until start-up has ended; then None (ready) or the failure.
+        self._startOutcome: Failure | None | bool = False
         self._readyWaiters: list[Deferred[None]] = []
         self._sampler = StatusSampler(self.tracker.stats, reactor)
         self._lastStatus: str | None = None
@@ -191,6 +185,7 @@ class WebService(MultiService):
         self._previousHandler: Any = None
         self._reloading: Deferred[None] | None = None
         self._reloadAgain = False
+        self.conditions = ReadinessConditions()
         self.reloadHooks = ReloadHooks(clock=reactor, timeout=reloadTimeout)
         if site.logPath:
             self.reloadHooks.add(reopenAccessLog(site), "reopen access log")
@@ -234,7 +229,8 @@ class WebService(MultiService):
         super().startService()
         if self._listening is None:
             self._listening = self._startListening()
-        self._listening.addCallbacks(self._becomeReady, self._listenFailed)
+        self._listening.addCallback(lambda _: self.conditions.whenAll())
+        self._listening.addCallbacks(self._becomeReady, self._startFailed)
         if self.reloadSignal is not None:
             self._previousHandler = signal.signal(self.reloadSignal, self._onSignal)
 
@@ -243,13 +239,24 @@ class WebService(MultiService):
         # does; callFromThread is the one call that is safe from there.
         self.reactor.callFromThread(self.reload)
 
+    def addReadinessCondition(self, condition: ReadinessCondition) -> None:
+        """
+        Hold C{READY=1} back until C{condition} has fired (a L{Deferred}) or
+        succeeded (a callable, called at start-up): a warm database pool, a
+        loaded cache.  If it fails, start-up fails as a listener would.
+        """
+        self.conditions.add(condition)
+
     def whenReady(self) -> Deferred[None]:
         """
         @return: A L{Deferred} that fires once C{READY=1} has been sent, or
-            fails with a L{ListenError}.
+            fails with a L{ListenError} (or what a readiness condition
+            failed with).
         """
-        if self._isReady:
+        if self._startOutcome is None:
             return succeed(None)
+        if isinstance(self._startOutcome, Failure):
+            return fail(self._startOutcome)
         d: Deferred[None] = Deferred()
         self._readyWaiters.append(d)
         return d
@@ -311,7 +318,7 @@ class WebService(MultiService):
     def _becomeReady(self, _: None) -> None:
         if not self.running:
             return
-        self._isReady = True
+        self._startOutcome = None
         text = self._sampler.sample().format()
         self._lastStatus = text
         self.notifier.send({"READY": 1, "MAINPID": os.getpid(), "STATUS": text})
@@ -339,21 +346,23 @@ class WebService(MultiService):
                 shown.append(listener.label)
         return shown
 
-    def _notifyListenError(self, error: ListenError) -> None:
-        fields: dict[str, object] = {"STATUS": sanitizeStatus(f"Failed: {error}")}
-        if error.errno is not None:
-            fields["ERRNO"] = error.errno
+    def _notifyListenError(self, error: BaseException) -> None:
+        reason = str(error) or repr(error)
+        fields: dict[str, object] = {"STATUS": sanitizeStatus(f"Failed: {reason}")}
+        number = error.errno if isinstance(error, ListenError) else errnoOf(error)
+        if number is not None:
+            fields["ERRNO"] = number
         self.notifier.send(fields)
 
-    def _listenFailed(self, failure: Failure) -> None:
+    def _startFailed(self, failure: Failure) -> None:
         error = failure.value
-        if not isinstance(error, ListenError):
-            error = listenError("?", failure)
-        self.log.error("sdweb: {error}", error=str(error))
+        assert error is not None
+        self.log.error("sdweb: {error}", error=str(error) or repr(error))
         self._notifyListenError(error)
+        self._startOutcome = failure
         waiters, self._readyWaiters = self._readyWaiters, []
         for d in waiters:
-            d.errback(Failure(error))
+            d.errback(failure)
         if self.exitOnListenFailure:
             self.reactor.addSystemEventTrigger("after", "shutdown", _exit, 1)
             self.reactor.stop()
@@ -416,8 +425,12 @@ class WebService(MultiService):
             d: Deferred[None] = Deferred()
             self._reloading.addBoth(lambda _: d.callback(None))
             return d
-        self._reloading = Deferred.fromCoroutine(self._reload())
-        return self._reloading
+        d = Deferred.fromCoroutine(self._reload())
+        # Hooks that finish at once finish the whole reload before this line:
+        # only a reload still running may make the next one wait.
+        if not d.called:
+            self._reloading = d
+        return d
 
     async def _reload(self) -> None:
         try:
