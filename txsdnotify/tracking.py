@@ -54,8 +54,8 @@ def channelOf(connection: object) -> Any:
     return getattr(connection, "_channel", connection)
 
 
-# Set on a channel once it has begun a request, so that a drain can tell an
-# idle keep-alive connection (close now) from a fresh one (give it a grace).
+# Set on a channel once it has processed a request, so that a drain can tell
+# an idle keep-alive connection (close now) from a fresh one (give it a grace).
 USED = "_txsdnotifyUsed"
 
 
@@ -153,15 +153,16 @@ def trackingRequestFactory(base: Any, tracker: TrackingFactory) -> Callable[...,
 def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     stats = tracker.stats
 
+    # Every override costs on each request, so there are as few as can be:
+    # a request counts once it is processed (its body has arrived) and ends
+    # once it is finished or its client is gone.
     class TrackedRequest(base):
-        _txsdnotifyEnded = False
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            stats.started += 1
-            setattr(self.channel, USED, True)
+        _txsdnotifyProcessing = False
 
         def process(self) -> None:
+            stats.started += 1
+            self._txsdnotifyProcessing = True
+            self.channel._txsdnotifyUsed = True
             drain = tracker.drain
             if drain is not None:
                 drain.requestArrived(self)
@@ -169,15 +170,15 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
 
         def finish(self) -> None:
             super().finish()
-            if not self._txsdnotifyEnded:
-                self._txsdnotifyEnded = True
+            if self._txsdnotifyProcessing:
+                self._txsdnotifyProcessing = False
                 stats.completed += 1
                 stats.bytesSent += self.sentLength
 
         def connectionLost(self, reason: Failure) -> None:
             super().connectionLost(reason)
-            if not self._txsdnotifyEnded:
-                self._txsdnotifyEnded = True
+            if self._txsdnotifyProcessing:
+                self._txsdnotifyProcessing = False
                 stats.completed += 1
                 stats.bytesSent += self.sentLength
 
