@@ -25,6 +25,7 @@ from .activation import (
     systemdDescriptions,
 )
 from .demo import DemoPage
+from .journal import journalStream
 from .message import NotifyAddressError, parseAddress
 from .notify import Notifier
 from .service import WebService
@@ -174,8 +175,10 @@ systemd passed (socket activation), or else tcp:8080."""
     def postOptions(self) -> None:
         """
         Check what can be checked before start-up: the ports, C{NOTIFY_SOCKET}
-        and that we stay in the foreground under systemd.
+        and that we stay in the foreground under systemd; log in the
+        journal's format when our output goes to the journal.
         """
+        self._useJournalLogging()
         if self["personal"]:
             raise usage.UsageError("--personal is not supported by sdweb")
         if not self["ports"] and self["https"] is None:
@@ -208,6 +211,21 @@ systemd passed (socket activation), or else tcp:8080."""
                     "NOTIFY_SOCKET is set, so systemd waits for this process:"
                     " run in the foreground with twistd -n sdweb"
                 )
+
+    def _useJournalLogging(self) -> None:
+        """
+        Under systemd with the output going to the journal and no log option
+        given, have twistd log with priority prefixes (see
+        L{txsdnotify.journal}).  twistd builds its log observer after this
+        runs, from the dotted name in C{--logger}.
+        """
+        parent = getattr(self, "parent", None)
+        if parent is None or not parent.get("nodaemon"):
+            return
+        if parent.get("logger") or parent.get("logfile") or parent.get("syslog"):
+            return
+        if journalStream(self.environ) is not None:
+            parent["logger"] = "txsdnotify.journal.observerFactory"
 
 
 class _AddHeaders(Resource):
