@@ -36,7 +36,7 @@ class TestWatchdogInterval:
 
 def test_pingsAtHalfTheInterval() -> None:
     clock = Clock()
-    notifier = MemoryNotifier()
+    notifier = MemoryNotifier(clock)
     service = WatchdogService(notifier, 2.0, clock=clock)
     service.startService()
     assert notifier.values("WATCHDOG") == ["1"]
@@ -47,6 +47,7 @@ def test_pingsAtHalfTheInterval() -> None:
     for _ in range(10):
         clock.advance(1.0)
     assert len(notifier.sent) == 12
+    assert notifier.times[:4] == [0.0, 1.0, 2.0, 3.0]
     service.stopService()
     clock.advance(10)
     assert len(notifier.sent) == 12

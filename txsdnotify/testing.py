@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime, IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -279,12 +279,22 @@ class MemoryNotifier(Notifier):
     """
     A L{Notifier} that keeps what it is told in L{sent} instead of sending
     it, after checking it as a real one would.
+
+    Give it the same L{Clock} as the service under test and L{times} says
+    when each message was sent, e.g. that watchdog pings come every
+    C{WatchdogSec/2}, without sleeping.
+
+    @ivar sent: The messages, as the manager would read them.
+    @ivar sentFds: The descriptors that came with each message.
+    @ivar times: When each message was sent, on the clock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: IReactorTime | None = None) -> None:
         super().__init__("memory")
+        self.clock = clock
         self.sent: list[Message] = []
         self.sentFds: list[list[int]] = []
+        self.times: list[float] = []
 
     def send(self, fields: Mapping[str, object], *, fds: Sequence[int] = ()) -> None:
         """
@@ -293,6 +303,7 @@ class MemoryNotifier(Notifier):
         """
         self.sent.append(parseMessage(formatMessage(fields)))
         self.sentFds.append(list(fds))
+        self.times.append(self.clock.seconds() if self.clock is not None else 0.0)
 
     def values(self, key: str) -> list[str]:
         """
