@@ -1,35 +1,51 @@
 """
-txsdnotify: Twisted web servers as first-class systemd services.
+txsdnotify: Twisted servers as first-class systemd services.
 
 The parts, each usable alone:
   - L{Notifier}, L{notifyNow}: the notification client (C{NOTIFY_SOCKET}).
-  - L{WebService}: serves a twisted.web L{Site} with readiness, live status
-    and a draining stop; C{twistd -n sdweb} runs one.
-  - L{RequestStats}, L{TrackingFactory}, L{Drain}: what the service is made of.
+  - L{WebService}: serves a twisted.web L{Site} with readiness, live status,
+    reload, watchdog and a draining stop; C{twistd -n sdweb} runs one.
+  - L{NotifyService}: readiness and stopping for any Twisted service tree.
+  - L{RequestStats}, L{TrackingFactory}, L{Drain}, L{WatchdogService},
+    L{ReloadHooks}: what the services are made of.
+  - L{txsdnotify.testing}: a real notification receiver and a recording
+    notifier for your own tests.
 """
 
+from .activation import InheritedSocket, inheritedSockets
 from .drain import Drain, DrainResult
 from .message import NotifyAddressError, formatMessage, parseAddress, sanitizeStatus
 from .notify import Notifier, monotonicUsec, notifyNow
+from .ready import NotifyService, ReadinessConditions
+from .reload import ReloadHooks, reopenAccessLog
 from .service import ListenError, ListenFailed, WebService
 from .stats import RequestStats, StatusFigures, StatusSampler
 from .tracking import TrackingFactory
+from .watchdog import WatchdogService, watchdogInterval
 
 __all__ = [
     "Drain",
     "DrainResult",
+    "InheritedSocket",
     "ListenError",
     "ListenFailed",
     "Notifier",
     "NotifyAddressError",
+    "NotifyService",
+    "ReadinessConditions",
+    "ReloadHooks",
     "RequestStats",
     "StatusFigures",
     "StatusSampler",
     "TrackingFactory",
+    "WatchdogService",
     "WebService",
     "formatMessage",
+    "inheritedSockets",
     "monotonicUsec",
     "notifyNow",
     "parseAddress",
+    "reopenAccessLog",
     "sanitizeStatus",
+    "watchdogInterval",
 ]
