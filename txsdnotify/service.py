@@ -118,6 +118,7 @@ class WebService(MultiService):
         reloadTimeout: float = 60.0,
         fdStore: bool = False,
         inherited: Sequence[InheritedSocket] | None = None,
+        dropStaleStored: bool | None = None,
     ) -> None:
         """
         @param site: Any twisted.web site; it is not changed.
@@ -145,6 +146,10 @@ class WebService(MultiService):
             closes a port.
         @param inherited: The sockets systemd passed in; read from the
             environment (through Twisted) by default.
+        @param dropStaleStored: Drop from the fd store the sockets stored by
+            an earlier process that no endpoint here wants; by default when
+            C{fdStore} is on.  Only a service that owns the whole process's
+            store may do that (C{twistd sdweb} does).
         """
         super().__init__()
         if reactor is None:
@@ -168,9 +173,12 @@ class WebService(MultiService):
         if inherited is None:
             inherited = inheritedSockets()
         self.fdStore = fdStore
-        self.listeners, self._staleStored = planListeners(
+        self.listeners, stale = planListeners(
             endpoints, reactor=reactor, inherited=inherited, fdStore=fdStore
         )
+        if dropStaleStored is None:
+            dropStaleStored = fdStore
+        self._staleStored = stale if dropStaleStored else []
         self.drain: Drain | None = None
         self._listening: Deferred[None] | None = None
         # False until start-up has ended; then None (ready) or the failure.
@@ -232,7 +240,13 @@ class WebService(MultiService):
         self._listening.addCallback(lambda _: self.conditions.whenAll())
         self._listening.addCallbacks(self._becomeReady, self._startFailed)
         if self.reloadSignal is not None:
-            self._previousHandler = signal.signal(self.reloadSignal, self._onSignal)
+            try:
+                self._previousHandler = signal.signal(self.reloadSignal, self._onSignal)
+            except ValueError:  # not the main thread: reload() still works
+                self.log.warn(
+                    "Not handling signal {signal}: not the main thread",
+                    signal=self.reloadSignal,
+                )
 
     def _onSignal(self, signum: int, frame: object) -> None:
         # A signal handler may run in the middle of anything the reactor

@@ -265,6 +265,9 @@ def makeService(config: Options) -> WebService:
         drainTimeout=config["drain-timeout"],
         fdStore=bool(config["fd-store"]) or storeEnabled(config.environ),
         inherited=config.inherited,
+        # sdweb owns this process: what an earlier sdweb stored and no --port
+        # wants any more would otherwise keep a port listening for nobody.
+        dropStaleStored=True,
     )
     # Children (CGI scripts, subprocesses of the application) must not speak
     # for this service.
