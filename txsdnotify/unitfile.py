@@ -1,0 +1,636 @@
+# -*- test-case-name: tests.test_unitfile -*-
+"""
+systemd unit files for C{twistd sdweb}, written from its options.
+
+L{unitFiles} turns a L{UnitSpec} (what to serve, how, as whom) into the text
+of a C{NAME.service} unit, plus a C{NAME.socket} unit when the service is
+socket-activated, following docs/units.md and docs/activation.md: the right
+C{Type=}, an C{ExecStart=} quoted for systemd, C{KillMode=mixed}, a
+C{TimeoutStopSec=} above C{--drain-timeout}, the watchdog, the fd store and
+the capability to bind a port below 1024.  Everything here is pure: C{python
+-m txsdnotify unit} (L{txsdnotify.__main__}) does the printing and writing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Union
+
+from attrs import field, frozen
+
+__all__ = [
+    "ParsedOption",
+    "SERVICE_TYPES",
+    "UnitError",
+    "UnitSpec",
+    "bindsPrivilegedPort",
+    "defaultTwistd",
+    "drainTimeout",
+    "environmentLine",
+    "execStart",
+    "listeningPorts",
+    "parseArguments",
+    "portNumber",
+    "quoteWord",
+    "serviceUnit",
+    "socketUnit",
+    "unitFiles",
+]
+
+SERVICE_TYPES = ("notify", "notify-reload")
+"""
+The C{Type=} values sdweb supports; C{notify-reload} needs systemd 253.
+"""
+
+DEFAULT_DRAIN_TIMEOUT = 30.0
+"""
+sdweb's C{--drain-timeout} when none is given.
+"""
+
+STOP_MARGIN = 10.0
+"""
+Seconds C{TimeoutStopSec=} allows above C{--drain-timeout}.
+"""
+
+FD_STORE_MAX = 4
+"""
+C{FileDescriptorStoreMax=} for C{--fd-store} (more if there are more ports).
+"""
+
+_PORT_OPTIONS = ("port", "listen", "https")
+_NOT_FOR_A_UNIT = ("help", "version", "personal")
+
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FD_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+_SETTING = re.compile(r"[A-Za-z][A-Za-z0-9]*=.*")
+# Words left bare in ExecStart= (after % and $ are doubled); anything else is
+# double-quoted.
+_BARE = re.compile(r"[A-Za-z0-9_@%$+=:,./~-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_C_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_STRPORTS = re.compile(r"(tcp6?|ssl|unix|systemd):", re.IGNORECASE)
+
+EnvironmentInput = Union[Mapping[str, str], Iterable[Sequence[str]]]
+
+
+class UnitError(ValueError):
+    """
+    The options cannot make a working unit; the message says why, in one
+    line.
+    """
+
+
+def defaultTwistd() -> str:
+    """
+    The C{twistd} next to the running Python: the one of the current
+    virtual environment.  Not resolved, so a virtualenv's C{bin/} is kept.
+    """
+    return str(Path(sys.executable).parent / "twistd")
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _environmentPairs(value: EnvironmentInput) -> tuple[tuple[str, str], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    pairs = []
+    for item in items:
+        name, variable = item
+        pairs.append((str(name), str(variable)))
+    return tuple(pairs)
+
+
+@frozen(kw_only=True)
+class UnitSpec:
+    """
+    What a generated unit runs, and how.
+
+    @ivar name: The unit's name without suffix: C{NAME.service} and
+        C{NAME.socket}.
+    @ivar description: C{Description=}.
+    @ivar arguments: The options of C{twistd sdweb} (and of C{twistd web}),
+        e.g. C{["--port", "8080", "--wsgi", "site.app"]}.
+    @ivar twistd: The absolute path of C{twistd}; by default the one of the
+        running Python (L{defaultTwistd}).
+    @ivar workingDirectory: C{WorkingDirectory=}, an absolute path, or
+        L{None} for none.
+    @ivar user: C{User=}, or L{None} (run as the manager's user).
+    @ivar group: C{Group=}, or L{None}.
+    @ivar serviceType: C{notify} (C{ExecReload=} sends SIGHUP) or
+        C{notify-reload} (systemd 253 sends it itself).
+    @ivar watchdogSec: C{WatchdogSec=}; 0 for no watchdog.
+    @ivar listen: C{ListenStream=} addresses of a C{.socket} unit (socket
+        activation); the service then gets no C{--port}.
+    @ivar fileDescriptorName: The socket unit's C{FileDescriptorName=}.
+    @ivar fdStore: Keep the ports in systemd's fd store (C{--fd-store},
+        C{FileDescriptorStoreMax=}); implied by C{--fd-store} in
+        C{arguments}.
+    @ivar environment: More C{Environment=} variables, as pairs or a
+        mapping.
+    @ivar serviceLines: Raw C{Key=value} lines appended to C{[Service]}.
+    """
+
+    name: str = "sdweb"
+    description: str = "A Twisted web site (twistd sdweb)"
+    arguments: tuple[str, ...] = field(default=(), converter=_strings)
+    twistd: str = field(factory=defaultTwistd)
+    workingDirectory: str | None = None
+    user: str | None = None
+    group: str | None = None
+    serviceType: str = "notify"
+    watchdogSec: float = 30
+    listen: tuple[str, ...] = field(default=(), converter=_strings)
+    fileDescriptorName: str = "web"
+    fdStore: bool = False
+    environment: tuple[tuple[str, str], ...] = field(
+        default=(), converter=_environmentPairs
+    )
+    serviceLines: tuple[str, ...] = field(default=(), converter=_strings)
+
+
+# -- systemd syntax ---------------------------------------------------------
+
+
+def _escape(text: str, *, dollars: bool) -> str:
+    """
+    C{text} with backslashes, double quotes and control characters escaped,
+    C{%} doubled (no specifier) and, if C{dollars}, C{$} doubled (no
+    variable).
+    """
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    if dollars:
+        text = text.replace("$", "$$")
+    return _CONTROL.sub(
+        lambda m: _C_ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text
+    )
+
+
+def quoteWord(word: str, *, dollars: bool = True) -> str:
+    """
+    One word of a command line (C{ExecStart=}) or of C{Environment=},
+    taken literally by systemd: bare if it is plain, else in double quotes.
+
+    @param dollars: Double C{$} too (command lines expand C{$VAR};
+        C{Environment=} does not).
+    """
+    escaped = _escape(word, dollars=dollars)
+    return escaped if _BARE.fullmatch(word) else f'"{escaped}"'
+
+
+def _plainValue(setting: str, value: str) -> str:
+    """
+    A value taken as it is up to the end of the line (C{Description=},
+    C{User=}, paths): C{%} doubled, line breaks refused.
+    """
+    if not value or _CONTROL.search(value):
+        raise UnitError(f"{setting}= wants one line of text, not {value!r}")
+    return value.replace("%", "%%")
+
+
+def environmentLine(name: str, value: str) -> str:
+    """
+    The value of an C{Environment=} line setting C{name} to C{value}.
+    """
+    if not _ENV_NAME.fullmatch(name):
+        raise UnitError(f"not an environment variable name: {name!r}")
+    return quoteWord(f"{name}={value}", dollars=False)
+
+
+# -- sdweb's arguments ------------------------------------------------------
+
+
+@frozen
+class ParsedOption:
+    """
+    One option of C{twistd sdweb}'s command line.
+
+    @ivar name: Its long name (C{port} for C{-p} or C{--po}).
+    @ivar value: Its argument, L{None} for a flag.
+    @ivar words: The words it was written as (C{("-p", "80")}); empty for
+        all but the last option of a cluster of short ones (C{-nl FILE}).
+    """
+
+    name: str
+    value: str | None
+    words: tuple[str, ...]
+
+
+@lru_cache(maxsize=1)
+def _optionTable() -> tuple[dict[str, bool], dict[str, bool], dict[str, str]]:
+    """
+    sdweb's options as twistd parses them (with L{getopt}): short letter ->
+    takes a value, long name -> takes a value, short letter -> long name.
+    """
+    from .tap import Options
+
+    options = Options()
+    short: dict[str, bool] = {}
+    letters = options.shortOpt
+    for i, letter in enumerate(letters):
+        if letter != ":":
+            short[letter] = letters[i + 1 : i + 2] == ":"
+    longs = {o.rstrip("="): o.endswith("=") for o in options.longOpt}
+    return short, longs, dict(options.synonyms)
+
+
+def _longOption(word: str, longs: Mapping[str, bool]) -> tuple[str, bool]:
+    """
+    The long option C{--word} names, as L{getopt} matches it (a unique
+    prefix will do), and whether it takes a value.
+    """
+    if word in longs:
+        return word, longs[word]
+    matches = [name for name in longs if name.startswith(word)]
+    if len(matches) != 1:
+        problem = "is ambiguous" if matches else "is not an sdweb option"
+        raise UnitError(f"--{word} {problem} (see: twistd sdweb --help)")
+    return matches[0], longs[matches[0]]
+
+
+def parseArguments(arguments: Sequence[str]) -> list[ParsedOption]:
+    """
+    Parse C{twistd sdweb} options the way twistd will, keeping how each was
+    written.
+
+    @raise UnitError: For an unknown option, a missing value or an
+        argument that is not an option (sdweb takes none).
+    """
+    short, longs, synonyms = _optionTable()
+    parsed = []
+    words = list(arguments)
+    while words:
+        word = words.pop(0)
+        if word.startswith("--") and word != "--":
+            given, sep, inline = word[2:].partition("=")
+            name, wantsValue = _longOption(given, longs)
+            if sep and not wantsValue:
+                raise UnitError(f"--{name} takes no value: {word!r}")
+            if sep or not wantsValue:
+                parsed.append(ParsedOption(name, inline if sep else None, (word,)))
+                continue
+            if not words:
+                raise UnitError(f"--{name} wants a value")
+            value = words.pop(0)
+            parsed.append(ParsedOption(name, value, (word, value)))
+        elif word.startswith("-") and len(word) > 1:
+            # A cluster (-nl access.log): the last option of it carries the
+            # words, so that they are written once.
+            cluster = []
+            letters = word[1:]
+            written: tuple[str, ...] = (word,)
+            for i, letter in enumerate(letters):
+                if letter not in short:
+                    raise UnitError(f"-{letter} is not an sdweb option ({word!r})")
+                if not short[letter]:
+                    cluster.append(ParsedOption(synonyms[letter], None, ()))
+                    continue
+                value = letters[i + 1 :]
+                if not value:
+                    if not words:
+                        raise UnitError(f"-{letter} wants a value")
+                    value = words.pop(0)
+                    written = (word, value)
+                cluster.append(ParsedOption(synonyms[letter], value, ()))
+                break
+            last = cluster.pop()
+            parsed += [*cluster, ParsedOption(last.name, last.value, written)]
+        else:
+            raise UnitError(
+                f"unexpected argument {word!r}: pass sdweb's options only"
+                " (the unit runs 'twistd -n --pidfile= sdweb OPTIONS')"
+            )
+    for option in parsed:
+        if option.name in _NOT_FOR_A_UNIT:
+            raise UnitError(f"--{option.name} makes no sense in a unit")
+    return parsed
+
+
+def drainTimeout(options: Sequence[ParsedOption]) -> float:
+    """
+    The C{--drain-timeout} sdweb will use (the last one given counts).
+    """
+    seconds = DEFAULT_DRAIN_TIMEOUT
+    for option in options:
+        if option.name == "drain-timeout":
+            try:
+                seconds = float(option.value or "")
+            except ValueError:
+                seconds = -1.0
+            if not 0 <= seconds < math.inf:
+                raise UnitError(
+                    f"--drain-timeout wants a number of seconds >= 0,"
+                    f" not {option.value!r}"
+                )
+    return seconds
+
+
+def listeningPorts(options: Sequence[ParsedOption]) -> list[str]:
+    """
+    The endpoint descriptions of C{--port}, C{--listen} and C{--https}
+    (as sdweb reads them: C{8080} is C{tcp:8080}, C{--https 443} is SSL).
+    """
+    ports = []
+    for option in options:
+        value = option.value or ""
+        if option.name == "https":
+            ports.append(f"ssl:{value}")
+        elif option.name in _PORT_OPTIONS:
+            ports.append(f"tcp:{value}" if value.isdigit() else value)
+    return ports
+
+
+def portNumber(description: str) -> int | None:
+    """
+    The TCP port number an endpoint description binds (C{tcp:80},
+    C{tcp6:port=443:interface=::}, C{ssl:443:privateKey=...}), or L{None}
+    for any other kind (C{unix:}, C{systemd:}).
+    """
+    parts = re.split(r"(?<!\\):", description)
+    if parts[0].lower() not in ("tcp", "tcp6", "ssl"):
+        return None
+    positional = [p for p in parts[1:] if "=" not in p]
+    keywords = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    port = keywords.get("port", positional[0] if positional else "")
+    return int(port) if port.isdigit() else None
+
+
+def bindsPrivilegedPort(ports: Sequence[str]) -> bool:
+    """
+    Whether one of the endpoint descriptions C{ports} binds a TCP port
+    below 1024 (which needs C{CAP_NET_BIND_SERVICE}).
+    """
+    numbers = [portNumber(p) for p in ports]
+    return any(n is not None and 0 < n < 1024 for n in numbers)
+
+
+# -- the units --------------------------------------------------------------
+
+
+@frozen
+class _Plan:
+    """
+    What L{_plan} derived from a L{UnitSpec}, checked.
+    """
+
+    options: list[ParsedOption]
+    drain: float
+    fdStore: bool
+    storeMax: int
+    capability: bool
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _plan(spec: UnitSpec) -> _Plan:
+    """
+    Check C{spec} and derive what the units need from it.
+
+    @raise UnitError: If the options cannot make a working unit.
+    """
+    if not _UNIT_NAME.fullmatch(spec.name):
+        raise UnitError(f"not a unit name: {spec.name!r} (letters, digits, :_.-)")
+    if spec.serviceType not in SERVICE_TYPES:
+        raise UnitError(
+            f"unknown type {spec.serviceType!r}: {' or '.join(SERVICE_TYPES)}"
+        )
+    if not 0 <= spec.watchdogSec < math.inf:
+        raise UnitError(f"watchdog seconds must be >= 0, not {spec.watchdogSec!r}")
+    if not spec.twistd.startswith("/"):
+        raise UnitError(f"the twistd path must be absolute, not {spec.twistd!r}")
+    if spec.workingDirectory is not None and not spec.workingDirectory.startswith("/"):
+        raise UnitError(
+            f"the working directory must be absolute, not {spec.workingDirectory!r}"
+        )
+    if not _FD_NAME.fullmatch(spec.fileDescriptorName):
+        raise UnitError(f"not a file descriptor name: {spec.fileDescriptorName!r}")
+    for address in spec.listen:
+        if not address or any(c.isspace() for c in address):
+            raise UnitError(f"not a socket address: {address!r}")
+        if _STRPORTS.match(address):
+            raise UnitError(
+                f"a socket address is 8080, 127.0.0.1:8080, [::1]:8080 or"
+                f" /run/site.sock, not {address!r}"
+            )
+    for line in spec.serviceLines:
+        if not _SETTING.fullmatch(line):
+            raise UnitError(f"not a Key=value line: {line!r}")
+    options = parseArguments(spec.arguments)
+    ports = listeningPorts(options)
+    activated = [p for p in ports if p.startswith("systemd:")]
+    if spec.listen:
+        bound = [p for p in ports if not p.startswith("systemd:")]
+        if bound:
+            raise UnitError(
+                f"socket activation and --port {bound[0]} both given: systemd"
+                " binds the socket, so drop --port (or select the socket with"
+                f" --port systemd:domain=INET:name={spec.fileDescriptorName})"
+            )
+    elif activated:
+        raise UnitError(
+            f"--port {activated[0]} needs socket activation (a socket address)"
+        )
+    fdStore = spec.fdStore or any(o.name == "fd-store" for o in options)
+    if fdStore and spec.listen:
+        raise UnitError(
+            "the fd store and socket activation both given: with socket"
+            " activation systemd keeps the sockets already"
+        )
+    return _Plan(
+        options=options,
+        drain=drainTimeout(options),
+        fdStore=fdStore,
+        storeMax=max(FD_STORE_MAX, len(ports)),
+        capability=spec.user is not None
+        and not spec.listen
+        and bindsPrivilegedPort(ports),
+    )
+
+
+def execStart(twistd: str, options: Sequence[ParsedOption]) -> str:
+    """
+    The value of C{ExecStart=}: C{twistd -n --pidfile= sdweb} and the
+    options, one per continued line, every word quoted for systemd.
+    """
+    lines = [" ".join(quoteWord(w) for w in [twistd, "-n", "--pidfile=", "sdweb"])]
+    lines += [
+        " ".join(quoteWord(w) for w in option.words)
+        for option in options
+        if option.words
+    ]
+    return " \\\n    ".join(lines)
+
+
+def _comment(text: str) -> list[str]:
+    return [f"# {line}" if line else "#" for line in text.splitlines()]
+
+
+def serviceUnit(spec: UnitSpec) -> str:
+    """
+    The text of C{NAME.service}.
+
+    @raise UnitError: If the options cannot make a working unit.
+    """
+    plan = _plan(spec)
+    options = list(plan.options)
+    if plan.fdStore and not any(o.name == "fd-store" for o in options):
+        options.insert(0, ParsedOption("fd-store", None, ("--fd-store",)))
+    notifyReload = spec.serviceType == "notify-reload"
+    enable = f"{spec.name}.socket" if spec.listen else spec.name
+    out = _comment(
+        f"{spec.name}.service: a twisted.web site, 'twistd sdweb' as a systemd\n"
+        f"Type={spec.serviceType} service.  Written by 'python -m txsdnotify unit';\n"
+        "docs/units.md of txsdnotify explains every line.\n"
+        + ("Needs systemd >= 253 ('systemctl --version').\n" if notifyReload else "")
+        + "Install: copy to /etc/systemd/system/, then\n"
+        f"  systemctl daemon-reload && systemctl enable --now {enable}"
+    )
+    out += ["", "[Unit]", f"Description={_plainValue('Description', spec.description)}"]
+    if spec.listen:
+        out += [
+            "# The socket unit binds the port(s) and hands them over.",
+            f"Requires={spec.name}.socket",
+            f"After={spec.name}.socket network.target",
+        ]
+    else:
+        out += ["After=network.target"]
+    out += [
+        "",
+        "[Service]",
+        "# READY=1 comes once every port is bound: 'systemctl start' returns",
+        "# when the site answers.",
+        f"Type={spec.serviceType}",
+    ]
+    if notifyReload:
+        out += [
+            "# systemd sends it on 'systemctl reload' and waits for sdweb's",
+            "# RELOADING=1 ... READY=1 (the default signal, written down).",
+            "ReloadSignal=SIGHUP",
+        ]
+    out += [
+        "# -n: stay in the foreground, systemd is the supervisor; --pidfile=:",
+        "# no twistd.pid (systemd knows the PID).",
+    ]
+    if spec.listen and not listeningPorts(options):
+        out += ["# No --port: sdweb serves every socket systemd passes."]
+    out += [
+        f"ExecStart={execStart(spec.twistd, options)}",
+        "# Only twistd itself may send notifications.",
+        "NotifyAccess=main",
+        "# SIGTERM to twistd alone: it drains its own requests; what is left in",
+        "# the cgroup afterwards gets SIGKILL.",
+        "KillMode=mixed",
+    ]
+    if not notifyReload:
+        out += [
+            "# 'systemctl reload' reopens the --logfile access log and runs the",
+            "# reload hooks (logrotate's postrotate).",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+        ]
+    if spec.watchdogSec:
+        out += [
+            "# sdweb pings every WatchdogSec/2 from the reactor: a reactor blocked",
+            "# for longer is killed (SIGABRT) and restarted.",
+            f"WatchdogSec={_seconds(spec.watchdogSec)}",
+        ]
+    else:
+        out += ["# No WatchdogSec=: a blocked reactor goes unnoticed."]
+    out += [
+        "# A traceback of every thread in the log when something kills it.",
+        "Environment=PYTHONFAULTHANDLER=1",
+    ]
+    out += [f"Environment={environmentLine(k, v)}" for k, v in spec.environment]
+    out += [
+        f"# --drain-timeout ({_seconds(plan.drain)} s) plus"
+        f" {_seconds(STOP_MARGIN)} s: requests in flight",
+        "# finish before systemd kills anything.",
+        f"TimeoutStopSec={_seconds(plan.drain + STOP_MARGIN)}",
+        "# After a crash or a watchdog kill, not after 'systemctl stop'.",
+        "Restart=on-failure",
+        "RestartSec=2",
+    ]
+    if plan.fdStore:
+        out += [
+            "# --fd-store: the listening sockets outlive a restart in systemd,",
+            "# so no connection is refused meanwhile.",
+            f"FileDescriptorStoreMax={plan.storeMax}",
+        ]
+    if spec.user is not None:
+        out += [
+            "# A user of its own, never root.",
+            f"User={_plainValue('User', spec.user)}",
+        ]
+    if spec.group is not None:
+        out += [f"Group={_plainValue('Group', spec.group)}"]
+    if spec.workingDirectory is not None:
+        out += [
+            "# Where relative paths and the application's modules are found.",
+            "WorkingDirectory="
+            + _plainValue("WorkingDirectory", spec.workingDirectory),
+        ]
+    if plan.capability:
+        out += [
+            "# A port below 1024 as that user: just that right, and no other.",
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        ]
+    if spec.serviceLines:
+        out += ["# Added as they were given."]
+        out += list(spec.serviceLines)
+    out += ["", "[Install]", "WantedBy=multi-user.target"]
+    return "\n".join(out) + "\n"
+
+
+def socketUnit(spec: UnitSpec) -> str:
+    """
+    The text of C{NAME.socket} for a socket-activated service.
+
+    @raise UnitError: If C{spec} has no socket address, or cannot make a
+        working unit.
+    """
+    _plan(spec)
+    if not spec.listen:
+        raise UnitError("no socket address: nothing to write a .socket unit for")
+    out = _comment(
+        f"{spec.name}.socket: socket activation for {spec.name}.service.  systemd\n"
+        "binds the port(s) and starts the service on the first connection;\n"
+        "restarts lose no connection (docs/activation.md of txsdnotify)."
+    )
+    out += [
+        "",
+        "[Unit]",
+        f"Description={_plainValue('Description', spec.description)}, socket",
+        "",
+        "[Socket]",
+    ]
+    out += [f"ListenStream={address.replace('%', '%%')}" for address in spec.listen]
+    out += [
+        "# Shown in sdweb's log next to the address; --port",
+        f"# systemd:domain=INET:name={spec.fileDescriptorName} selects it.",
+        f"FileDescriptorName={spec.fileDescriptorName}",
+        "",
+        "[Install]",
+        "WantedBy=sockets.target",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def unitFiles(spec: UnitSpec) -> dict[str, str]:
+    """
+    File name -> text: C{NAME.service}, and C{NAME.socket} with socket
+    activation.
+
+    @raise UnitError: If the options cannot make a working unit.
+    """
+    files = {f"{spec.name}.service": serviceUnit(spec)}
+    if spec.listen:
+        files[f"{spec.name}.socket"] = socketUnit(spec)
+    return files
