@@ -96,12 +96,17 @@ class _Pending:
     that go with it.
     """
 
-    __slots__ = ("fields", "coalescable", "fds")
+    __slots__ = ("fields", "data", "coalescable", "fds")
 
-    def __init__(self, fields: dict[str, object], fds: list[int]) -> None:
+    def __init__(self, fields: dict[str, object], data: bytes, fds: list[int]) -> None:
         self.fields = fields
+        self.data = data
         self.fds = fds
         self.coalescable = not fds and fields.keys() <= _COALESCABLE
+
+    def merge(self, fields: Mapping[str, object]) -> None:
+        self.fields.update(fields)
+        self.data = formatMessage(self.fields)
 
     def release(self) -> None:
         for fd in self.fds:
@@ -204,18 +209,26 @@ class Notifier:
         """
         if self.address is None:
             return
-        message = dict(fields)
-        formatMessage(message)
+        data = formatMessage(fields)
         queue = self._queue
-        if queue and not fds:
+        if not queue:
+            # The usual case: straight out, nothing kept.
+            try:
+                self._sendHead(data, list(fds))
+                return
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                self._logOnce(e.errno, e)
+                return
+        elif not fds:
             last = queue[-1]
             # Datagrams go out whole, so even the head can still be merged into.
-            if last.coalescable and message.keys() <= _COALESCABLE:
-                last.fields.update(message)
+            if last.coalescable and fields.keys() <= _COALESCABLE:
+                last.merge(fields)
                 return
-        queue.append(_Pending(message, [os.dup(fd) for fd in fds]))
-        if len(queue) == 1:
-            self._drain()
+        queue.append(_Pending(dict(fields), data, [os.dup(fd) for fd in fds]))
+        self._startWriting()
 
     def storeFds(self, name: str, fds: Sequence[int]) -> None:
         """
@@ -328,9 +341,8 @@ class Notifier:
         queue = self._queue
         while queue:
             head = queue[0]
-            data = formatMessage(head.fields)
             try:
-                self._sendHead(data, head.fds)
+                self._sendHead(head.data, head.fds)
             except BlockingIOError:
                 self._startWriting()
                 return
