@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_twistd -*-
 """
 The page C{twistd -n sdweb} serves when it is given nothing else to serve.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_listeners -*-
+# -*- test-case-name: tests.test_activation -*-
 """
 The listening sockets of a service: where each comes from and what becomes
 of it on stop.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_twistd -*-
 """
 The C{twistd sdweb} command line: every option of C{twistd web}, plus
 C{--port}, C{--status-interval} and C{--drain-timeout}.

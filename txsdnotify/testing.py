@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_testing -*-
+# -*- test-case-name: tests.test_notify -*-
 """
 Helpers for testing what a service tells systemd.
 

@@ -1,0 +1,132 @@
+"""
+Tests for txsdnotify.drain with a fake clock: what a drain does to idle,
+fresh, busy and stuck connections, without sleeping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from txsdnotify.drain import Drain
+from txsdnotify.tracking import TrackingFactory
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class Root(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Request] = []
+
+    def render_GET(self, request: Request) -> Any:
+        if request.path == b"/hold":
+            self.held.append(request)
+            return NOT_DONE_YET
+        return b"ok"
+
+
+def setUp() -> tuple[Root, TrackingFactory, Clock]:
+    root = Root()
+    return root, TrackingFactory(Site(root)), Clock()
+
+
+def connect(tracker: TrackingFactory) -> tuple[Any, StringTransport]:
+    connection = tracker.buildProtocol(PEER)
+    transport = StringTransport()
+    connection.makeConnection(transport)
+    return connection, transport
+
+
+def lose(connection: Any) -> None:
+    connection.connectionLost(Failure(ConnectionError("closed")))
+
+
+def test_nothingToDrain() -> None:
+    _, tracker, clock = setUp()
+    result = Drain(tracker, clock=clock).start()
+    assert result.called and result.result.aborted == 0
+
+
+def test_idleKeepAliveClosedAtOnce() -> None:
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"")
+    done = Drain(tracker, clock=clock, grace=2).start()
+    assert transport.disconnecting
+    lose(connection)
+    assert done.called and done.result.seconds == 0
+
+
+def test_freshConnectionGetsGraceThenIsClosed() -> None:
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    done = Drain(tracker, clock=clock, grace=2, timeout=30).start()
+    clock.advance(1.9)
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
+    lose(connection)
+    assert done.result.seconds == 2.0
+
+
+def test_requestDuringGraceIsServedWithClose() -> None:
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    done = Drain(tracker, clock=clock, grace=2).start()
+    clock.advance(1)
+    connection.dataReceived(GET % b"")
+    response = transport.value()
+    assert response.startswith(b"HTTP/1.1 200 OK")
+    assert b"\r\nConnection: close\r\n" in response
+    assert transport.disconnecting
+    lose(connection)
+    assert done.called
+
+
+def test_requestInFlightFinishes() -> None:
+    root, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"hold")
+    done = Drain(tracker, clock=clock, timeout=30).start()
+    clock.advance(10)
+    assert not transport.disconnecting
+    root.held[0].write(b"late")
+    root.held[0].finish()
+    assert b"Connection: close" in transport.value()
+    assert transport.disconnecting
+    lose(connection)
+    assert done.result.aborted == 0 and done.result.seconds == 10
+
+
+def test_timeoutAborts() -> None:
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"hold")
+    drain = Drain(tracker, clock=clock, timeout=5)
+    done = drain.start()
+    assert drain.remaining == 1 and drain.deadline == 5
+    clock.advance(5)
+    assert transport.disconnecting  # StringTransport's abortConnection
+    lose(connection)
+    assert done.result.aborted == 1 and done.result.seconds == 5
+
+
+def test_lostConnectionNeverReportedStillEnds() -> None:
+    _, tracker, clock = setUp()
+    connection, _ = connect(tracker)
+    connection.dataReceived(GET % b"hold")
+    done = Drain(tracker, clock=clock, timeout=5).start()
+    clock.advance(5)
+    assert not done.called
+    clock.advance(1)
+    assert done.called and done.result.aborted == 1
