@@ -7,44 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address
+from inmemory import GET, Root, connect
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Site
 
 from txsdnotify.drain import Drain
 from txsdnotify.tracking import TrackingFactory
-
-PEER = IPv4Address("TCP", "127.0.0.1", 40000)
-GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-class Root(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[Request] = []
-
-    def render_GET(self, request: Request) -> Any:
-        if request.path == b"/hold":
-            self.held.append(request)
-            return NOT_DONE_YET
-        return b"ok"
 
 
 def setUp() -> tuple[Root, TrackingFactory, Clock]:
     root = Root()
     return root, TrackingFactory(Site(root)), Clock()
-
-
-def connect(tracker: TrackingFactory) -> tuple[Any, StringTransport]:
-    connection = tracker.buildProtocol(PEER)
-    transport = StringTransport()
-    connection.makeConnection(transport)
-    return connection, transport
 
 
 def lose(connection: Any) -> None:

@@ -5,43 +5,15 @@ Site, through an in-memory transport.
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
+from inmemory import GET, Root, connect
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Request, Site
 
 from txsdnotify.tracking import TrackingFactory, channelOf
 
-PEER = IPv4Address("TCP", "127.0.0.1", 40000)
-GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-class Root(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[Request] = []
-
-    def render_GET(self, request: Request) -> Any:
-        if request.path == b"/hold":
-            self.held.append(request)
-            return NOT_DONE_YET
-        return b"12345"
-
-
-def connect(tracker: TrackingFactory) -> tuple[Any, StringTransport]:
-    connection = tracker.buildProtocol(PEER)
-    transport = StringTransport()
-    connection.makeConnection(transport)
-    return connection, transport
-
 
 def test_countsRequestsAndBytes() -> None:
-    tracker = TrackingFactory(Site(Root()))
+    tracker = TrackingFactory(Site(Root(b"12345")))
     connection, transport = connect(tracker)
     for _ in range(3):
         connection.dataReceived(GET % b"")
@@ -52,7 +24,7 @@ def test_countsRequestsAndBytes() -> None:
 
 
 def test_inFlightAndClientGone() -> None:
-    root = Root()
+    root = Root(b"12345")
     tracker = TrackingFactory(Site(root))
     connection, _ = connect(tracker)
     connection.dataReceived(GET % b"hold")
@@ -65,7 +37,7 @@ def test_inFlightAndClientGone() -> None:
 
 
 def test_partialRequestNotInFlight() -> None:
-    tracker = TrackingFactory(Site(Root()))
+    tracker = TrackingFactory(Site(Root(b"12345")))
     connection, _ = connect(tracker)
     connection.dataReceived(b"GET / HTTP/1.1\r\nHost:")
     assert tracker.stats.inFlight == 0
@@ -74,7 +46,7 @@ def test_partialRequestNotInFlight() -> None:
 
 
 def test_siteUnchanged() -> None:
-    site = Site(Root())
+    site = Site(Root(b"12345"))
     before = (site.requestFactory, type(site), site.buildProtocol)
     tracker = TrackingFactory(site)
     connect(tracker)
@@ -85,7 +57,7 @@ def test_requestClassKept() -> None:
     class Mine(Request):
         pass
 
-    tracker = TrackingFactory(Site(Root(), requestFactory=Mine))
+    tracker = TrackingFactory(Site(Root(b"12345"), requestFactory=Mine))
     connection, _ = connect(tracker)
     connection.dataReceived(GET % b"")
     assert tracker.stats.completed == 1
@@ -94,7 +66,7 @@ def test_requestClassKept() -> None:
 
 
 def test_connectionsTracked() -> None:
-    tracker = TrackingFactory(Site(Root()))
+    tracker = TrackingFactory(Site(Root(b"12345")))
     one, _ = connect(tracker)
     two, _ = connect(tracker)
     assert tracker.connections == {one, two}

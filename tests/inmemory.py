@@ -1,0 +1,48 @@
+"""
+HTTP connections over an in-memory transport, for tests of the tracking and
+the drain: no sockets, no reactor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from txsdnotify.tracking import TrackingFactory
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class Root(Resource):
+    """
+    /hold is answered only when a test finishes it (see C{held}); anything
+    else gets C{body} at once.
+    """
+
+    isLeaf = True
+
+    def __init__(self, body: bytes = b"ok") -> None:
+        super().__init__()
+        self.body = body
+        self.held: list[Request] = []
+
+    def render_GET(self, request: Request) -> Any:
+        if request.path == b"/hold":
+            self.held.append(request)
+            return NOT_DONE_YET
+        return self.body
+
+
+def connect(tracker: TrackingFactory) -> tuple[Any, StringTransport]:
+    """
+    A new connection to C{tracker}, and its transport.
+    """
+    connection = tracker.buildProtocol(PEER)
+    transport = StringTransport()
+    connection.makeConnection(transport)
+    return connection, transport
