@@ -123,57 +123,56 @@ def test_sigtermDrainsSlowRequest(twistd: Any, receiver: NotifyReceiver) -> None
     assert receiver.values("STATUS")[-1].startswith("Stopped: 1 request(s) served")
 
 
+def getDuringStop(
+    server: Any, receiver: NotifyReceiver, port: int, path: str
+) -> tuple[int, bytes, Any]:
+    """
+    GET C{path} and, once the request is in flight (the status line says
+    so), SIGTERM the server; the response, and a clean exit.
+    """
+    result: dict[str, Any] = {}
+    seen = len(receiver.receiveAvailable())
+    thread = threading.Thread(target=lambda: result.setdefault("r", get(port, path)))
+    thread.start()
+    receiver.expect(
+        lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20, after=seen
+    )
+    server.process.send_signal(signal.SIGTERM)
+    thread.join(30)
+    assert server.wait() == -signal.SIGTERM
+    assert TRACEBACK not in server.output()
+    return result["r"]  # type: ignore[no-any-return]
+
+
 def test_streamingResponseCompletesOnStop(
     twistd: Any, receiver: NotifyReceiver
 ) -> None:
-    server, port = startServer(twistd, receiver, "--class", "slowapp.Slow")
-    result: dict[str, Any] = {}
-
-    def fetch() -> None:
-        result["response"] = get(port, "/stream?n=6&s=0.25")
-
-    thread = threading.Thread(target=fetch)
-    thread.start()
-    time.sleep(0.4)
-    server.process.send_signal(signal.SIGTERM)
-    thread.join(30)
-    status, body, _ = result["response"]
+    server, port = startServer(
+        twistd, receiver, "--class", "slowapp.Slow", "--status-interval", "0.05"
+    )
+    status, body, _ = getDuringStop(server, receiver, port, "/stream?n=6&s=0.25")
     assert status == 200
     assert body == b"".join(b"chunk %d\n" % i for i in range(6))
-    assert server.wait() == -signal.SIGTERM
 
 
 def test_wsgiSlowCallDrains(twistd: Any, receiver: NotifyReceiver) -> None:
-    server, port = startServer(twistd, receiver, "--wsgi", "slowapp.wsgi")
-    assert get(port)[1] == b"wsgi fast\n"
-    result: dict[str, Any] = {}
-    thread = threading.Thread(
-        target=lambda: result.setdefault("r", get(port, "/slow?s=1.5"))
+    server, port = startServer(
+        twistd, receiver, "--wsgi", "slowapp.wsgi", "--status-interval", "0.05"
     )
-    thread.start()
-    time.sleep(0.4)
-    server.process.send_signal(signal.SIGTERM)
-    thread.join(30)
-    assert result["r"][:2] == (200, b"wsgi slow done\n")
-    assert server.wait() == -signal.SIGTERM
-    assert TRACEBACK not in server.output()
+    assert get(port)[1] == b"wsgi fast\n"
+    status, body, _ = getDuringStop(server, receiver, port, "/slow?s=1.5")
+    assert (status, body) == (200, b"wsgi slow done\n")
 
 
 def test_flaskApp(twistd: Any, receiver: NotifyReceiver) -> None:
     pytest.importorskip("flask")
-    server, port = startServer(twistd, receiver, "--wsgi", "flaskapp.app")
+    server, port = startServer(
+        twistd, receiver, "--wsgi", "flaskapp.app", "--status-interval", "0.05"
+    )
     assert get(port)[:2] == (200, b"hello from flask\n")
     assert get(port, "/stream?n=3")[1] == b"part 0\npart 1\npart 2\n"
-    result: dict[str, Any] = {}
-    thread = threading.Thread(
-        target=lambda: result.setdefault("r", get(port, "/slow?s=1"))
-    )
-    thread.start()
-    time.sleep(0.4)
-    server.process.send_signal(signal.SIGTERM)
-    thread.join(30)
-    assert result["r"][:2] == (200, b"flask slow done\n")
-    assert server.wait() == -signal.SIGTERM
+    status, body, _ = getDuringStop(server, receiver, port, "/slow?s=1")
+    assert (status, body) == (200, b"flask slow done\n")
 
 
 def test_staticPathAndAccessLog(
