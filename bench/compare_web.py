@@ -48,224 +48,48 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import importlib.metadata
-import importlib.util
 import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+from _common import (
+    HOST,
+    LABELS,
+    BenchError,
+    NotifyListener,
+    Server,
+    WrkResult,
+    addOutArgument,
+    describeExits,
+    exitOnSigterm,
+    makeServers,
+    markdownTable,
+    packageVersion,
+    runWrk,
+    serverEnvironment,
+    startAndWait,
+    stopServers,
+    writeOut,
+)
+
 FILE_NAME = "page.html"
 FILE_SIZE = 1024
 TARGET = 0.98
-START_TIMEOUT = 60.0  # seconds for a server to become ready
 WARMUP_SECONDS = 2
 SETTLE_SECONDS = 1.0  # pause between runs
-STOP_TIMEOUT = 15.0  # seconds a server gets to exit on SIGTERM
 ORDER = "ABBA"
-
-LABELS = {"A": "twistd web", "B": "twistd sdweb"}
-
-
-class BenchError(Exception):
-    """
-    Something that makes the benchmark meaningless: ends it with exit status 2.
-    """
-
-
-# --- The notification socket -------------------------------------------------
-
-
-class NotifyListener:
-    """
-    Binds an C{AF_UNIX} datagram socket and reads it in a background thread,
-    as systemd would, counting what sdweb sends.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.ready = threading.Event()
-        self.datagrams = 0
-        self.statusMessages = 0
-        self.stopping = 0
-        self.lastStatus: str | None = None
-        self.mainPid: int | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
-
-    def start(self) -> None:
-        """
-        Start reading.
-        """
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self._handle(data)
-
-    def _handle(self, data: bytes) -> None:
-        fields: dict[str, str] = {}
-        for line in data.decode("utf-8", "replace").split("\n"):
-            key, sep, value = line.partition("=")
-            if sep:
-                fields[key] = value
-        with self._lock:
-            self.datagrams += 1
-            if "STATUS" in fields:
-                self.statusMessages += 1
-                self.lastStatus = fields["STATUS"]
-            if fields.get("STOPPING") == "1":
-                self.stopping += 1
-            if fields.get("READY") == "1":
-                if "MAINPID" in fields and fields["MAINPID"].isdigit():
-                    self.mainPid = int(fields["MAINPID"])
-                self.ready.set()
-
-    def statusCount(self) -> int:
-        """
-        How many messages carrying C{STATUS=} have arrived so far.
-        """
-        with self._lock:
-            return self.statusMessages
-
-    def close(self) -> None:
-        """
-        Stop reading and close the socket.
-        """
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
-        self.sock.close()
 
 
 # --- The servers --------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """
-    One twistd process under test.
-    """
-
-    key: str
-    argv: list[str]
-    port: int
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def label(self) -> str:
-        return LABELS[self.key]
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}/{FILE_NAME}"
-
-    def checkAlive(self) -> None:
-        """
-        Raise L{BenchError} with the end of the log if the process has exited.
-        """
-        assert self.proc is not None
-        code = self.proc.poll()
-        if code is not None:
-            raise BenchError(
-                f"{self.key} ({self.label}) exited with status {code}.\n"
-                f"  command: {' '.join(self.argv)}\n"
-                f"  last lines of its output ({self.log}):\n{tail(self.log)}"
-            )
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    """
-    The last lines of a log file, indented.
-    """
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as e:
-        return f"    (cannot read: {e})"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
-
-
-def freePort() -> int:
-    """
-    A TCP port on 127.0.0.1 that nothing listens on right now.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def twistdCommand() -> list[str]:
-    """
-    How to run twistd with this very interpreter, so that the process we
-    measure is Python itself (no shell or pyenv shim in between).
-    """
-    script = Path(sys.executable).parent / "twistd"
-    if script.is_file():
-        return [sys.executable, str(script)]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd';"
-        " run()",
-    ]
-
-
-def serverEnvironment() -> tuple[dict[str, str], str]:
-    """
-    The environment for both servers, and a note on where txsdnotify is
-    imported from.
-    """
-    env = dict(os.environ)
-    env.pop("NOTIFY_SOCKET", None)
-    # Keep the servers from writing bytecode caches into the shared tree.
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    if importlib.util.find_spec("txsdnotify") is not None:
-        return env, "installed"
-    parts = [str(REPO_ROOT)]
-    if env.get("PYTHONPATH"):
-        parts.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(parts)
-    return env, f"PYTHONPATH={REPO_ROOT}"
-
-
-def startServer(server: Server, env: dict[str, str], cwd: Path) -> None:
-    """
-    Start one server with its output going to its log file.
-    """
-    with open(server.log, "wb") as log:
-        server.proc = subprocess.Popen(
-            server.argv,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def httpGet(port: int, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -281,72 +105,18 @@ def httpGet(port: int, timeout: float = 2.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def waitAnswers(server: Server, content: bytes, deadline: float) -> None:
+def servesFile(content: bytes) -> Callable[[Server], str | None]:
     """
-    Poll until the server's port answers C{GET} with the file.
+    A readiness probe: the server answers C{GET} with the file.
     """
-    last: object = None
-    while time.monotonic() < deadline:
-        server.checkAlive()
-        try:
-            status, body = httpGet(server.port)
-        except OSError as e:
-            last = e
-        else:
-            if status == 200 and body == content:
-                return
-            last = f"HTTP {status}, {len(body)} bytes"
-        time.sleep(0.1)
-    raise BenchError(
-        f"{server.key} ({server.label}) did not answer on port {server.port}"
-        f" within {START_TIMEOUT:.0f}s (last: {last}).\n"
-        f"  command: {' '.join(server.argv)}\n"
-        f"  last lines of its output ({server.log}):\n{tail(server.log)}"
-    )
 
+    def probe(server: Server) -> str | None:
+        status, body = httpGet(server.port)
+        if status == 200 and body == content:
+            return None
+        return f"HTTP {status}, {len(body)} bytes"
 
-def waitReady(server: Server, listener: NotifyListener, deadline: float) -> None:
-    """
-    Wait for C{READY=1} on the notification socket.
-    """
-    while not listener.ready.wait(0.1):
-        server.checkAlive()
-        if time.monotonic() >= deadline:
-            raise BenchError(
-                f"{server.key} ({server.label}) sent no READY=1 within"
-                f" {START_TIMEOUT:.0f}s ({listener.datagrams} datagram(s) received).\n"
-                f"  command: {' '.join(server.argv)}\n"
-                f"  last lines of its output ({server.log}):\n{tail(server.log)}"
-            )
-
-
-def stopServer(server: Server) -> int | None:
-    """
-    SIGTERM, then SIGKILL if it does not exit in time; the exit status.
-    """
-    proc = server.proc
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    return proc.returncode
-
-
-def describeExit(code: int | None) -> str:
-    """
-    An exit status for people.  twistd stops cleanly on SIGTERM and then
-    re-raises the signal, so "killed by SIGTERM" is the normal outcome.
-    """
-    if code is None:
-        return "not started"
-    if code < 0:
-        return f"exited by {signal.Signals(-code).name}"
-    return f"exit status {code}"
+    return probe
 
 
 # --- Measuring ----------------------------------------------------------------
@@ -365,95 +135,6 @@ def cpuSeconds(pid: int) -> float:
     rest = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(rest[11]), int(rest[12])  # fields 14, 15
     return (utime + stime) / CLOCK_TICKS
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-
-
-def toMs(text: str) -> float:
-    """
-    A wrk duration (C{812.00us}, C{1.23ms}, C{2.00s}) in milliseconds.
-    """
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
-    if not m:
-        return float("nan")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-@dataclass
-class WrkResult:
-    """
-    What one wrk run reported.
-    """
-
-    rps: float
-    requests: int
-    seconds: float
-    non2xx: int
-    socketErrors: dict[str, int]
-    p50ms: float
-    p99ms: float
-    output: str
-
-    @property
-    def failed(self) -> int:
-        return self.non2xx + sum(self.socketErrors.values())
-
-
-def runWrk(url: str, connections: int, duration: int) -> WrkResult:
-    """
-    Run wrk once against C{url} and parse its report.
-    """
-    argv = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--latency",
-        url,
-    ]
-    try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=duration + 30,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(
-            f"wrk did not finish within {duration + 30}s: {' '.join(argv)}"
-        ) from None
-    out = done.stdout
-    if done.returncode != 0:
-        raise BenchError(
-            f"wrk failed with status {done.returncode}: {' '.join(argv)}\n"
-            f"{out}\n{done.stderr}"
-        )
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h),", out)
-    if not rps or not total:
-        raise BenchError(f"cannot parse wrk's output:\n{out}\n{done.stderr}")
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-    )
-    socketErrors = (
-        dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups())))
-        if errors
-        else {}
-    )
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
-    return WrkResult(
-        rps=float(rps.group(1)),
-        requests=int(total.group(1)),
-        seconds=toMs(total.group(2) + total.group(3)) / 1e3,
-        non2xx=int(non2xx.group(1)) if non2xx else 0,
-        socketErrors=socketErrors,
-        p50ms=toMs(p50.group(1)) if p50 else float("nan"),
-        p99ms=toMs(p99.group(1)) if p99 else float("nan"),
-        output=out,
-    )
 
 
 @dataclass
@@ -628,17 +309,21 @@ def markdown(s: Summary, runs: Sequence[Run], settings: str, versions: str) -> s
     The summary as a small Markdown table.
     """
     n = sum(1 for r in runs if r.key == "A")
+    table = markdownTable(
+        ["Measure (median)", "`twistd web`", "`twistd sdweb`", "sdweb / web",
+         f"Target: sdweb ≥ {TARGET} of web"],
+        "lrrrl",
+        [
+            ["Requests/s", f"{s.rpsA:.0f}", f"{s.rpsB:.0f}", f"{s.rpsRatio:.3f}",
+             "met" if s.rpsMet else "not met"],
+            ["CPU µs per request", f"{s.cpuA:.1f}", f"{s.cpuB:.1f}",
+             f"{s.cpuRatio:.3f}",
+             f"{'met' if s.cpuMet else 'not met'}"
+             f" (requests per CPU second {s.cpuA / s.cpuB:.3f})"],
+        ],
+    )  # fmt: skip
     return (
-        "| Measure (median) | `twistd web` | `twistd sdweb` | sdweb / web "
-        f"| Target: sdweb ≥ {TARGET} of web |\n"
-        "|---|---:|---:|---:|---|\n"
-        f"| Requests/s | {s.rpsA:.0f} | {s.rpsB:.0f} | {s.rpsRatio:.3f} "
-        f"| {'met' if s.rpsMet else 'not met'} |\n"
-        f"| CPU µs per request | {s.cpuA:.1f} | {s.cpuB:.1f} | {s.cpuRatio:.3f} "
-        f"| {'met' if s.cpuMet else 'not met'} "
-        f"(requests per CPU second {s.cpuA / s.cpuB:.3f}) |\n"
-        "\n"
-        f"{n} runs of each server in A-B-B-A order; {settings}. {versions}.\n"
+        table + f"\n{n} runs of each server in A-B-B-A order; {settings}. {versions}.\n"
     )
 
 
@@ -646,10 +331,6 @@ def versions() -> dict[str, str]:
     """
     Python, Twisted and wrk versions, and the cores.
     """
-    try:
-        twisted = importlib.metadata.version("twisted")
-    except importlib.metadata.PackageNotFoundError:
-        twisted = "?"
     try:
         out = subprocess.run(
             ["wrk", "-v"], capture_output=True, text=True, timeout=10
@@ -662,7 +343,7 @@ def versions() -> dict[str, str]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     return {
         "python": platform.python_version(),
-        "twisted": twisted,
+        "twisted": packageVersion("twisted"),
         "wrk": wrk,
         "cores": f"{cores} ({usable} usable by this process)",
         "kernel": platform.release(),
@@ -706,17 +387,11 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--connections", type=int, default=10, help="wrk connections (default 10)"
     )
-    parser.add_argument(
-        "--out", type=Path, help="also write the summary as Markdown here"
-    )
+    addOutArgument(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration < 1 or args.connections < 1:
         parser.error("--rounds, --duration and --connections must be at least 1")
     return args
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -724,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("compare_web: wrk is not on PATH", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _terminate)
+    exitOnSigterm()
     v = versions()
     blocks, duration, connections = args.rounds, args.duration, args.connections
     runsEach = 2 * blocks
@@ -753,48 +428,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         env, origin = serverEnvironment()
         print(f"txsdnotify: {txsdnotifyOrigin(env, base)} ({origin})")
-        twistd = twistdCommand()
-        portA, portB = freePort(), freePort()
-        while portB == portA:
-            portB = freePort()
-        a = Server(
-            "A",
-            twistd + ["-n", "--pidfile=", "web",
-                      "--listen", f"tcp:{portA}:interface={HOST}",
-                      "--path", str(docroot)],
-            portA,
-            base / "web.log",
-        )  # fmt: skip
-        b = Server(
-            "B",
-            twistd + ["-n", "--pidfile=", "sdweb",
-                      "--port", f"tcp:{portB}:interface={HOST}",
-                      "--path", str(docroot)],
-            portB,
-            base / "sdweb.log",
-        )  # fmt: skip
-        servers = [a, b]
         try:
             listener = NotifyListener(base / "notify.sock")
             listener.start()
-            envB = dict(env, NOTIFY_SOCKET=str(listener.path))
-            startServer(a, env, base)
-            startServer(b, envB, base)
+            servers = makeServers(
+                Server, base, env, listener.path, ["--path", str(docroot)],
+                "/" + FILE_NAME,
+            )  # fmt: skip
+            a, b = servers
             for s in servers:
                 print(f"{s.key}: {' '.join(s.argv)}")
             print(f"B: NOTIFY_SOCKET={listener.path}")
-
-            deadline = time.monotonic() + START_TIMEOUT
-            started = time.monotonic()
-            waitAnswers(a, content, deadline)
-            print(f"A ready: answers on {a.url} ({time.monotonic() - started:.1f}s)")
-            waitReady(b, listener, deadline)
-            readyAfter = time.monotonic() - started
-            waitAnswers(b, content, deadline)
-            assert b.proc is not None
+            answeredA, readyB = startAndWait(
+                servers, listener, base, servesFile(content)
+            )
+            print(f"A ready: answers on {a.url} ({answeredA:.1f}s)")
             print(
-                f"B ready: READY=1 after {readyAfter:.1f}s (MAINPID={listener.mainPid},"
-                f" process {b.proc.pid}), answers on {b.url}"
+                f"B ready: READY=1 after {readyB:.1f}s (MAINPID={listener.mainPid},"
+                f" process {b.pid}), answers on {b.url}"
             )
 
             for s in servers:
@@ -822,11 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\ncompare_web: FAILED: {e}", file=sys.stderr)
             return 2
         finally:
-            codes = {s.key: stopServer(s) for s in servers}
-            # Give the last datagrams (STOPPING=1, the final STATUS) a moment.
-            time.sleep(0.3)
-            if listener is not None:
-                listener.close()
+            codes = stopServers(servers, listener)
 
         assert listener is not None
         totalB = sum(r.wrk.requests for r in runs if r.key == "B")
@@ -839,10 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"  last STATUS: {listener.lastStatus}")
         print(f"  wrk counted {totalB} requests to B in the measured runs")
-        print(
-            "servers stopped on SIGTERM: "
-            + ", ".join(f"{k} {describeExit(c)}" for k, c in codes.items())
-        )
+        print(describeExits(codes))
 
     summary = summarize(runs, blocks)
     printSummary(summary, runs)
@@ -867,8 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Python {v['python']}, Twisted {v['twisted']}, wrk {v['wrk']},"
             f" {os.cpu_count()} cores"
         )
-        args.out.write_text(markdown(summary, runs, settings, vers), encoding="utf-8")
-        print(f"wrote {args.out}")
+        writeOut(args.out, markdown(summary, runs, settings, vers))
     if failed:
         print(
             "compare_web: some requests failed; the figures are suspect",

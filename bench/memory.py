@@ -49,255 +49,52 @@ parent of this script's folder) is put on the servers' ``PYTHONPATH``.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
-import os
-import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-START_TIMEOUT = 60.0  # seconds for a server to become ready
-STOP_TIMEOUT = 15.0  # seconds a server gets to exit on SIGTERM
+from _common import (
+    HOST,
+    BenchError,
+    NotifyListener,
+    Server,
+    addOutArgument,
+    describeExits,
+    exitOnSigterm,
+    makeServers,
+    markdownTable,
+    runWrk,
+    serverEnvironment,
+    startAndWait,
+    stopServers,
+    versionLine,
+    writeOut,
+)
+
 REQUEST_TIMEOUT = 5.0  # seconds for one request
 SETTLE_SECONDS = 3.0  # idle time before each reading (sdweb ticks every 1 s)
 BLOCK = 250  # requests per block in the A B B A order
 WRK_CONNECTIONS = 50
 METRICS = ("VmRSS", "VmHWM", "Pss", "USS")
-LABELS = {"A": "twistd web", "B": "twistd sdweb"}
-
-
-class BenchError(Exception):
-    """
-    Something that makes the benchmark meaningless: exit status 2.
-    """
-
-
-# --- The notification socket --------------------------------------------------
-
-
-class NotifyListener:
-    """
-    Binds an C{AF_UNIX} datagram socket and reads it in a background thread,
-    as systemd would, counting what sdweb sends.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.ready = threading.Event()
-        self.datagrams = 0
-        self.statusMessages = 0
-        self.lastStatus: str | None = None
-        self.mainPid: int | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def reset(self) -> None:
-        """
-        Forget what arrived so far (the bytecode warm-up start).
-        """
-        with self._lock:
-            self.ready.clear()
-            self.datagrams = self.statusMessages = 0
-            self.lastStatus = None
-            self.mainPid = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            fields: dict[str, str] = {}
-            for line in data.decode("utf-8", "replace").split("\n"):
-                key, sep, value = line.partition("=")
-                if sep:
-                    fields[key] = value
-            with self._lock:
-                self.datagrams += 1
-                if "STATUS" in fields:
-                    self.statusMessages += 1
-                    self.lastStatus = fields["STATUS"]
-                if fields.get("READY") == "1":
-                    if fields.get("MAINPID", "").isdigit():
-                        self.mainPid = int(fields["MAINPID"])
-                    self.ready.set()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
-        self.sock.close()
 
 
 # --- The servers ---------------------------------------------------------------
 
 
 @dataclass
-class Server:
+class MemoryServer(Server):
     """
-    One twistd process under test.
+    One twistd process under test, with its memory readings by stage.
     """
 
-    key: str
-    argv: list[str]
-    port: int
-    log: Path
-    env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
     readings: dict[str, list[dict[str, int]]] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return LABELS[self.key]
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}/"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, cwd: Path) -> None:
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def checkAlive(self) -> None:
-        assert self.proc is not None
-        code = self.proc.poll()
-        if code is not None:
-            raise BenchError(
-                f"{self.key} ({self.label}) exited with status {code}.\n"
-                f"  command: {' '.join(self.argv)}\n"
-                f"  last lines of its output ({self.log}):\n{tail(self.log)}"
-            )
-
-    def stop(self) -> int | None:
-        """
-        SIGTERM, then SIGKILL if it does not exit in time; the exit status.
-        """
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        return proc.returncode
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as e:
-        return f"    (cannot read: {e})"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
-
-
-def freePorts(n: int) -> list[int]:
-    """
-    Distinct TCP ports on 127.0.0.1 that nothing listens on right now.
-    """
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def twistdCommand() -> list[str]:
-    """
-    twistd run by this very interpreter, so that the process measured is
-    Python itself (no shell or pyenv shim in between).
-    """
-    script = Path(sys.executable).parent / "twistd"
-    if script.is_file():
-        return [sys.executable, str(script)]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd';"
-        " run()",
-    ]
-
-
-def serverEnvironment(pycache: Path) -> tuple[dict[str, str], str]:
-    """
-    The environment for both servers, and where txsdnotify comes from.
-    """
-    env = dict(os.environ)
-    env.pop("NOTIFY_SOCKET", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    if importlib.util.find_spec("txsdnotify") is not None:
-        return env, "installed"
-    parts = [str(REPO_ROOT)]
-    if env.get("PYTHONPATH"):
-        parts.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(parts)
-    return env, f"PYTHONPATH={REPO_ROOT}"
-
-
-def makeServers(base: Path, env: dict[str, str], notify: Path) -> list[Server]:
-    portA, portB = freePorts(2)
-    twistd = twistdCommand()
-    a = Server(
-        "A",
-        twistd + ["-n", "--pidfile=", "web",
-                  "--listen", f"tcp:{portA}:interface={HOST}"],
-        portA,
-        base / "web.log",
-        env,
-    )  # fmt: skip
-    b = Server(
-        "B",
-        twistd + ["-n", "--pidfile=", "sdweb",
-                  "--port", f"tcp:{portB}:interface={HOST}"],
-        portB,
-        base / "sdweb.log",
-        dict(env, NOTIFY_SOCKET=str(notify)),
-    )  # fmt: skip
-    return [a, b]
 
 
 def httpGet(url: str) -> int:
@@ -311,56 +108,22 @@ def httpGet(url: str) -> int:
     return len(body)
 
 
-def waitAnswers(server: Server, deadline: float) -> None:
-    last: object = None
-    while time.monotonic() < deadline:
-        server.checkAlive()
-        try:
-            httpGet(server.url)
-            return
-        except OSError as e:
-            last = e
-        time.sleep(0.1)
-    raise BenchError(
-        f"{server.key} ({server.label}) did not answer on {server.url} within"
-        f" {START_TIMEOUT:.0f}s (last: {last}).\n  last lines of its output"
-        f" ({server.log}):\n{tail(server.log)}"
-    )
+def answers(server: Server) -> str | None:
+    """
+    A readiness probe: the server answers C{GET /} (else L{OSError}).
+    """
+    httpGet(server.url)
+    return None
 
 
-def startAndWait(
-    servers: Sequence[Server], listener: NotifyListener, cwd: Path
-) -> None:
+def startBoth(servers: Sequence[Server], listener: NotifyListener, cwd: Path) -> None:
     """
     Start both servers and wait until they are ready.
     """
-    a, b = servers
-    for s in servers:
-        s.start(cwd)
-    deadline = time.monotonic() + START_TIMEOUT
-    waitAnswers(a, deadline)
-    while not listener.ready.wait(0.1):
-        b.checkAlive()
-        if time.monotonic() >= deadline:
-            raise BenchError(
-                f"B ({b.label}) sent no READY=1 within {START_TIMEOUT:.0f}s.\n"
-                f"  last lines of its output ({b.log}):\n{tail(b.log)}"
-            )
-    waitAnswers(b, deadline)
+    startAndWait(servers, listener, cwd, answers)
+    b = servers[1]
     if listener.mainPid != b.pid:
         raise BenchError(f"READY=1 said MAINPID={listener.mainPid}, not {b.pid}")
-
-
-def describeExit(code: int | None) -> str:
-    """
-    An exit status for people.  twistd stops cleanly on SIGTERM and then
-    re-raises the signal, so "exited by SIGTERM" is the normal outcome.
-    """
-    if code is None:
-        return "not started"
-    if code < 0:
-        return f"exited by {signal.Signals(-code).name}"
-    return f"exit status {code}"
 
 
 # --- Memory ---------------------------------------------------------------------
@@ -391,7 +154,7 @@ def readMemory(pid: int) -> dict[str, int]:
     return values
 
 
-def measureStage(servers: Sequence[Server], stage: str, samples: int) -> None:
+def measureStage(servers: Sequence[MemoryServer], stage: str, samples: int) -> None:
     """
     Let the servers idle, then read both C{samples} times, A B B A ...
     """
@@ -404,7 +167,7 @@ def measureStage(servers: Sequence[Server], stage: str, samples: int) -> None:
         time.sleep(0.1)
 
 
-def medianOf(server: Server, stage: str, metric: str) -> float:
+def medianOf(server: MemoryServer, stage: str, metric: str) -> float:
     return statistics.median(r[metric] for r in server.readings[stage])
 
 
@@ -432,30 +195,6 @@ def requestBlocks(servers: Sequence[Server], count: int) -> dict[str, int]:
     return failures
 
 
-def runWrk(url: str, seconds: int) -> tuple[int, int]:
-    """
-    One wrk run; the requests made and the errors it reported.
-    """
-    argv = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", url]
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=seconds + 30
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish: {' '.join(argv)}") from None
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed: {' '.join(argv)}\n{done.stdout}{done.stderr}")
-    total = re.search(r"(\d+) requests in", done.stdout)
-    errors = sum(
-        int(x)
-        for x in re.findall(
-            r"(?:Non-2xx or 3xx responses:\s+|connect |read |write |timeout )(\d+)",
-            done.stdout,
-        )
-    )
-    return (int(total.group(1)) if total else 0), errors
-
-
 # --- Reporting ------------------------------------------------------------------
 
 
@@ -464,7 +203,7 @@ def mib(kb: float) -> str:
 
 
 def table(
-    servers: Sequence[Server], stages: Sequence[tuple[str, str]]
+    servers: Sequence[MemoryServer], stages: Sequence[tuple[str, str]]
 ) -> list[tuple[str, str, float, float]]:
     """
     (stage, metric, A, B) for every stage and metric.
@@ -478,28 +217,16 @@ def table(
 
 
 def markdown(rows: Sequence[tuple[str, str, float, float]], settings: str) -> str:
-    text = (
-        "| Stage | Measure | `twistd web` MiB | `twistd sdweb` MiB | sdweb − web MiB"
-        " | sdweb / web |\n"
-        "|---|---|---:|---:|---:|---:|\n"
-    )
-    for title, metric, va, vb in rows:
-        text += (
-            f"| {title} | {metric} | {mib(va)} | {mib(vb)} | {mib(vb - va)}"
-            f" | {vb / va:.3f} |\n"
-        )
-    return text + f"\n{settings}\n"
-
-
-def versions() -> str:
-    try:
-        twisted = importlib.metadata.version("twisted")
-    except importlib.metadata.PackageNotFoundError:
-        twisted = "?"
-    return (
-        f"Python {platform.python_version()}, Twisted {twisted},"
-        f" kernel {platform.release()}, {os.cpu_count()} cores"
-    )
+    table = markdownTable(
+        ["Stage", "Measure", "`twistd web` MiB", "`twistd sdweb` MiB",
+         "sdweb − web MiB", "sdweb / web"],
+        "llrrrr",
+        [
+            [title, metric, mib(va), mib(vb), mib(vb - va), f"{vb / va:.3f}"]
+            for title, metric, va, vb in rows
+        ],
+    )  # fmt: skip
+    return table + f"\n{settings}\n"
 
 
 # --- Main -----------------------------------------------------------------------
@@ -528,24 +255,18 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
         default=5,
         help="readings per server and stage (default 5)",
     )
-    parser.add_argument(
-        "--out", type=Path, help="also write the summary as Markdown here"
-    )
+    addOutArgument(parser)
     args = parser.parse_args(argv)
     if args.requests < 0 or args.wrk_seconds < 0 or args.samples < 1:
         parser.error("counts must not be negative, --samples at least 1")
     return args
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parseArgs(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exitOnSigterm()
     useWrk = args.wrk_seconds > 0 and shutil.which("wrk") is not None
-    print(versions())
+    print(versionLine())
     if args.wrk_seconds > 0 and not useWrk:
         print("wrk is not installed: the wrk stage is skipped")
     stages = [("start", "idle after start")]
@@ -556,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("wrk", f"idle after {args.wrk_seconds}s of wrk -c{WRK_CONNECTIONS}")
         )
 
-    servers: list[Server] = []
+    servers: list[MemoryServer] = []
     listener: NotifyListener | None = None
     failed = 0
     with tempfile.TemporaryDirectory(prefix="memory.") as tmp:
@@ -568,9 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             listener.start()
 
             began = time.monotonic()
-            servers = makeServers(base, env, listener.path)
+            servers = makeServers(MemoryServer, base, env, listener.path)
             try:
-                startAndWait(servers, listener, base)
+                startBoth(servers, listener, base)
             finally:
                 for s in servers:
                     s.stop()
@@ -582,12 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(0.5)
             listener.reset()
 
-            servers = makeServers(base, env, listener.path)
+            servers = makeServers(MemoryServer, base, env, listener.path)
             for s in servers:
                 print(f"{s.key}: {' '.join(s.argv)}")
             print(f"B: NOTIFY_SOCKET={listener.path}")
             began = time.monotonic()
-            startAndWait(servers, listener, base)
+            startBoth(servers, listener, base)
             a, b = servers
             print(
                 f"both ready in {time.monotonic() - began:.1f}s: A pid {a.pid} on"
@@ -608,30 +329,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 measureStage(servers, "requests", args.samples)
             if useWrk:
                 for s in servers:
-                    total, errors = runWrk(s.url, args.wrk_seconds)
-                    failed += errors
+                    w = runWrk(s.url, WRK_CONNECTIONS, args.wrk_seconds, latency=False)
+                    failed += w.failed
                     print(
                         f"wrk -t1 -c{WRK_CONNECTIONS} -d{args.wrk_seconds}s on"
-                        f" {s.key}: {total} requests, {errors} errors"
+                        f" {s.key}: {w.requests} requests, {w.failed} errors"
                     )
                 measureStage(servers, "wrk", args.samples)
         except BenchError as e:
             print(f"\nmemory: FAILED: {e}", file=sys.stderr)
             return 2
         finally:
-            codes = {s.key: s.stop() for s in servers}
-            time.sleep(0.3)
-            if listener is not None:
-                listener.close()
+            codes = stopServers(servers, listener)
         assert listener is not None
         print(
             f"sdweb sent {listener.datagrams} datagram(s), {listener.statusMessages}"
             f" with STATUS=; last: {listener.lastStatus}"
         )
-        print(
-            "servers stopped on SIGTERM: "
-            + ", ".join(f"{k} {describeExit(c)}" for k, c in codes.items())
-        )
+        print(describeExits(codes))
 
     rows = table(servers, stages)
     print()
@@ -655,10 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" of {args.samples} readings of /proc/PID/status and smaps_rollup per"
             f" stage, taken after {SETTLE_SECONDS:.0f}s idle; requests by urllib"
             f" (a new connection each) in blocks of {BLOCK}, A B B A."
-            f" {versions()}."
+            f" {versionLine()}."
         )
-        args.out.write_text(markdown(rows, settings), encoding="utf-8")
-        print(f"wrote {args.out}")
+        writeOut(args.out, markdown(rows, settings))
     return 1 if failed else 0
 
 

@@ -64,9 +64,7 @@ above when present.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
-import importlib.metadata
 import os
 import platform
 import shutil
@@ -80,23 +78,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-try:
-    import txsdnotify  # noqa: F401
-except ImportError:
-    # Not installed: use the repository this script belongs to.
-    sys.path.insert(0, str(REPO_ROOT))
+from _common import (
+    BenchError,
+    DatagramReceiver,
+    addOutArgument,
+    chunkSize,
+    medianRatios,
+    packageVersion,
+    queueCapacity,
+    timeInterleaved,
+    useRepositoryTxsdnotify,
+    writeOut,
+)
+
+useRepositoryTxsdnotify()
 
 from txsdnotify import Notifier, notifyNow  # noqa: E402
 
 INSTALL_TIMEOUT = 600.0  # seconds for one apt-get or pip step
-CHUNK_CAP = 256  # never time more sends than this between two drains
-
-
-class BenchError(Exception):
-    """
-    Something that makes the benchmark meaningless: exit status 2.
-    """
 
 
 # --- Installing the other clients ---------------------------------------------
@@ -150,60 +149,16 @@ def install() -> None:
 # --- The receiver -------------------------------------------------------------
 
 
-class Receiver:
+class Receiver(DatagramReceiver):
     """
     A bound C{AF_UNIX} datagram socket, read empty on demand.
 
     @ivar expected: What every datagram should be.
     """
 
-    def __init__(self, path: Path, expected: bytes = b"") -> None:
-        self.path = path
+    def __init__(self, path: Path, expected: bytes) -> None:
+        super().__init__(path)
         self.expected = expected
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-
-    def drain(self) -> list[bytes]:
-        """
-        Every datagram waiting now.
-        """
-        got = []
-        recv = self.sock.recv
-        while True:
-            try:
-                got.append(recv(65536))
-            except BlockingIOError:
-                return got
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def queueCapacity(base: Path, message: bytes) -> int:
-    """
-    How many datagrams of this size one sender can queue at a receiver that
-    does not read, before a send would block.
-    """
-    receiver = Receiver(base / "probe.sock")
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.setblocking(False)
-            s.connect(str(receiver.path))
-            sent = 0
-            while sent < 100_000:
-                try:
-                    s.send(message)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno == errno.EAGAIN:
-                        break
-                    raise
-                sent += 1
-        return sent
-    finally:
-        receiver.close()
 
 
 def readSysctl(name: str) -> str:
@@ -349,16 +304,9 @@ def timeRound(
     with the order reversed after each chunk (A B ... B A ...), so that the
     clients are measured side by side; microseconds per message by client.
     """
-    totals = {c.key: 0 for c in order}
-    left = messages
-    flip = False
-    while left:
-        n = min(chunk, left)
-        for c in reversed(order) if flip else order:
-            totals[c.key] += timeChunk(c, receiver, n)
-        flip = not flip
-        left -= n
-    return {key: total / messages / 1000 for key, total in totals.items()}
+    return timeInterleaved(
+        order, messages, chunk, lambda c, n: timeChunk(c, receiver, n)
+    )
 
 
 # --- Reporting ----------------------------------------------------------------
@@ -383,19 +331,17 @@ def summarize(clients: Sequence[Client]) -> list[Row]:
     Medians per client and the ratios to A (ours, Notifier.send).
     """
     ours = next(c for c in clients if c.key == "A")
-    oursMedian = statistics.median(ours.usPerMessage)
     rows = []
     for c in clients:
-        median = statistics.median(c.usPerMessage)
-        perRound = [x / a for x, a in zip(c.usPerMessage, ours.usPerMessage)]
+        ratioOfMedians, medianRatio = medianRatios(c.usPerMessage, ours.usPerMessage)
         rows.append(
             Row(
                 c,
-                median,
+                statistics.median(c.usPerMessage),
                 min(c.usPerMessage),
                 max(c.usPerMessage),
-                median / oursMedian,
-                statistics.median(perRound),
+                ratioOfMedians,
+                medianRatio,
             )
         )
     return rows
@@ -407,10 +353,7 @@ def versions() -> dict[str, str]:
     """
 
     def dist(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
+        return packageVersion(name, "not installed")
 
     libsystemd = "?"
     try:
@@ -497,9 +440,7 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
         default=100,
         help="bytes per datagram, STATUS= included (default 100)",
     )
-    parser.add_argument(
-        "--out", type=Path, help="also write the summary as Markdown here"
-    )
+    addOutArgument(parser)
     args = parser.parse_args(argv)
     if args.messages < 1 or args.rounds < 1 or args.size < 8:
         parser.error("--messages and --rounds must be >= 1, --size >= 8")
@@ -531,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["NOTIFY_SOCKET"] = str(receiver.path)
         try:
             capacity = queueCapacity(base, message)
-            chunk = max(1, min(capacity - 1, CHUNK_CAP))
+            chunk = chunkSize(capacity)
             print(
                 f"receiver {receiver.path}: net.unix.max_dgram_qlen="
                 f"{readSysctl('net.unix.max_dgram_qlen')}, a non-reading receiver"
@@ -610,8 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             " receiver (a real AF_UNIX datagram socket) read empty between chunks,"
             " every message checked"
         )
-        args.out.write_text(markdown(rows, missing, settings, vers), encoding="utf-8")
-        print(f"wrote {args.out}")
+        writeOut(args.out, markdown(rows, missing, settings, vers))
     if lost:
         print(f"notify_cost: {lost} message(s) lost or garbled", file=sys.stderr)
         return 1

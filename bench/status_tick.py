@@ -61,10 +61,6 @@ when it is not installed) are used.
 from __future__ import annotations
 
 import argparse
-import errno
-import importlib.metadata
-import os
-import platform
 import resource
 import socket
 import statistics
@@ -77,12 +73,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-try:
-    import txsdnotify  # noqa: F401
-except ImportError:
-    # Not installed: use the repository this script belongs to.
-    sys.path.insert(0, str(REPO_ROOT))
+from _common import (
+    HOST,
+    BenchError,
+    DatagramReceiver,
+    addOutArgument,
+    chunkSize,
+    markdownTable,
+    medianRatios,
+    queueCapacity,
+    timeInterleaved,
+    useRepositoryTxsdnotify,
+    versionLine,
+    writeOut,
+)
+
+useRepositoryTxsdnotify()
 
 from twisted.internet import reactor as _reactor  # noqa: E402
 from twisted.internet.defer import Deferred  # noqa: E402
@@ -103,21 +109,13 @@ from txsdnotify.demo import DemoPage  # noqa: E402
 from txsdnotify.tracking import USED, channelOf  # noqa: E402
 
 reactor: Any = _reactor
-HOST = "127.0.0.1"
 CONNECT_TIMEOUT = 10.0  # seconds for one client connect or response
 SETUP_TIMEOUT = 120.0  # seconds to open all the connections of one service
 CLIENT_EXIT_TIMEOUT = 15.0  # seconds for a client process to close and exit
 COUNT_TIMEOUT = 10.0  # seconds for the stats to catch up with the clients
 STOP_TIMEOUT = 30.0  # seconds for a service to stop (drain)
 TOTAL_TIMEOUT = 600.0  # seconds for the whole benchmark
-CHUNK_CAP = 256
 FD_MARGIN = 1024  # descriptors beyond both ends of every connection
-
-
-class BenchError(Exception):
-    """
-    Something that makes the benchmark meaningless: exit status 2.
-    """
 
 
 class CountMismatch(Exception):
@@ -129,7 +127,7 @@ class CountMismatch(Exception):
 # --- The receivers -------------------------------------------------------------
 
 
-class Receiver:
+class Receiver(DatagramReceiver):
     """
     A bound C{AF_UNIX} datagram socket standing in for the service manager:
     read by the reactor while it runs, and read empty on demand while the
@@ -137,26 +135,18 @@ class Receiver:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
+        super().__init__(path)
         self.datagrams = 0
         self.statusMessages = 0
         self.ready = False
         self.lastStatus: str | None = None
 
-    def drain(self) -> int:
+    def countStatus(self) -> int:
         """
         Read every datagram waiting now; how many carried C{STATUS=}.
         """
         status = 0
-        recv = self.sock.recv
-        while True:
-            try:
-                data = recv(65536)
-            except BlockingIOError:
-                break
+        for data in self.drain():
             self.datagrams += 1
             for line in data.split(b"\n"):
                 if line.startswith(b"STATUS="):
@@ -173,7 +163,7 @@ class Receiver:
         return self.sock.fileno()
 
     def doRead(self) -> None:
-        self.drain()
+        self.countStatus()
 
     def connectionLost(self, reason: Failure) -> None:
         pass
@@ -183,34 +173,7 @@ class Receiver:
 
     def close(self) -> None:
         reactor.removeReader(self)
-        self.sock.close()
-
-
-def queueCapacity(base: Path) -> int:
-    """
-    How many ~150-byte datagrams one sender can queue at a receiver that does
-    not read, before a send would block.
-    """
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    probe.bind(str(base / "probe.sock"))
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.setblocking(False)
-            s.connect(str(base / "probe.sock"))
-            sent = 0
-            while sent < 100_000:
-                try:
-                    s.send(b"STATUS=" + b"x" * 143)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno == errno.EAGAIN:
-                        break
-                    raise
-                sent += 1
-        return sent
-    finally:
-        probe.close()
+        super().close()
 
 
 # --- The clients ---------------------------------------------------------------
@@ -449,10 +412,10 @@ def settle(s: Subject, changed: bool) -> None:
     Read the receiver empty; for the unchanged variant, tick once so that the
     timed ticks find the line unchanged.
     """
-    s.receiver.drain()
+    s.receiver.countStatus()
     if not changed:
         s.service._statusTick()
-        s.receiver.drain()
+        s.receiver.countStatus()
 
 
 def timeChunk(s: Subject, n: int, changed: bool) -> int:
@@ -477,7 +440,7 @@ def timeChunk(s: Subject, n: int, changed: bool) -> int:
             tick()
         elapsed = clock() - start
     s.ticks += n
-    got = s.receiver.drain()
+    got = s.receiver.countStatus()
     if got != (n if changed else 0):
         raise CountMismatch(
             f"{s.key}: {got} STATUS= message(s) arrived for {n}"
@@ -498,16 +461,7 @@ def timeRound(
     """
     for s in order:
         settle(s, changed)
-    totals = {s.key: 0 for s in order}
-    left = ticks
-    flip = False
-    while left:
-        n = min(chunk, left)
-        for s in reversed(order) if flip else order:
-            totals[s.key] += timeChunk(s, n, changed)
-        flip = not flip
-        left -= n
-    return {key: total / ticks / 1000 for key, total in totals.items()}
+    return timeInterleaved(order, ticks, chunk, lambda s, n: timeChunk(s, n, changed))
 
 
 # --- Reporting -----------------------------------------------------------------
@@ -524,16 +478,16 @@ class Line:
     b: float
     ratio: float
     roundRatio: float
-    perRound: list[float]
 
 
 def summarize(a: Subject, b: Subject) -> list[Line]:
     lines = []
     for name in ("unchanged", "changed"):
         xa, xb = getattr(a, name), getattr(b, name)
-        perRound = [y / x for x, y in zip(xa, xb)]
-        ma, mb = statistics.median(xa), statistics.median(xb)
-        lines.append(Line(name, ma, mb, mb / ma, statistics.median(perRound), perRound))
+        ratio, roundRatio = medianRatios(xb, xa)
+        lines.append(
+            Line(name, statistics.median(xa), statistics.median(xb), ratio, roundRatio)
+        )
     return lines
 
 
@@ -544,36 +498,28 @@ VARIANTS = {
 
 
 def markdown(a: Subject, b: Subject, lines: Sequence[Line], settings: str) -> str:
-    text = (
-        f"| Status tick (median µs) | {a.label} | {b.label} | ratio |\n"
-        "|---|---:|---:|---:|\n"
-    )
-    for line in lines:
-        text += (
-            f"| {VARIANTS[line.name]} | {line.a:.2f} | {line.b:.2f}"
-            f" | {line.roundRatio:.2f} |\n"
-        )
-    return text + f"\n{settings}\n"
+    table = markdownTable(
+        ["Status tick (median µs)", a.label, b.label, "ratio"],
+        "lrrr",
+        [
+            [VARIANTS[line.name], f"{line.a:.2f}", f"{line.b:.2f}",
+             f"{line.roundRatio:.2f}"]
+            for line in lines
+        ],
+    )  # fmt: skip
+    return table + f"\n{settings}\n"
 
 
 def versions() -> str:
-    try:
-        twisted = importlib.metadata.version("twisted")
-    except importlib.metadata.PackageNotFoundError:
-        twisted = "?"
-    return (
-        f"Python {platform.python_version()}, Twisted {twisted},"
-        f" {type(reactor).__name__}, kernel {platform.release()},"
-        f" {os.cpu_count()} cores"
-    )
+    return versionLine(type(reactor).__name__)
 
 
 # --- Main ----------------------------------------------------------------------
 
 
 async def run(args: argparse.Namespace, base: Path) -> int:
-    capacity = queueCapacity(base)
-    chunk = max(1, min(capacity - 1, CHUNK_CAP))
+    capacity = queueCapacity(base, b"STATUS=" + b"x" * 143)
+    chunk = chunkSize(capacity)
     print(
         f"receivers: a non-reading receiver takes {capacity} datagram(s);"
         f" ticks are timed in chunks of {chunk}, the receiver read empty"
@@ -618,10 +564,10 @@ async def run(args: argparse.Namespace, base: Path) -> int:
         problems = []
         for s in subjects:
             problems += verifyConnections(s)
-            s.receiver.drain()
+            s.receiver.countStatus()
             s.service._statusTick()  # one real tick: the line systemd would show
             await deferLater(reactor, 0.05, lambda: None)
-            s.receiver.drain()
+            s.receiver.countStatus()
             print(f"  {s.key} STATUS: {s.receiver.lastStatus}")
             expect = f"Connections: {s.connections};"
             if expect not in (s.receiver.lastStatus or ""):
@@ -700,8 +646,7 @@ async def run(args: argparse.Namespace, base: Path) -> int:
                 f" to a real AF_UNIX receiver; ratio: median of per-round B/A."
                 f" {versions()}."
             )
-            args.out.write_text(markdown(a, b, lines, settings), encoding="utf-8")
-            print(f"wrote {args.out}")
+            writeOut(args.out, markdown(a, b, lines, settings))
     except CountMismatch as e:
         print(f"\nstatus_tick: COUNT MISMATCH: {e}", file=sys.stderr)
         code = 1
@@ -741,9 +686,7 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
         help="ticks per service, variant and round (default 20000)",
     )
     parser.add_argument("--rounds", type=int, default=8, help="rounds (default 8)")
-    parser.add_argument(
-        "--out", type=Path, help="also write the summary as Markdown here"
-    )
+    addOutArgument(parser)
     parser.add_argument(
         "--client", nargs=2, type=int, metavar=("PORT", "COUNT"), help=argparse.SUPPRESS
     )
