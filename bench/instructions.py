@@ -1,0 +1,216 @@
+"""
+Instructions per request of `twistd sdweb` against bare `twistd web`,
+counted by valgrind (callgrind), which counts instructions rather than
+seconds: the figure does not depend on what the other tenants of a shared
+machine are doing.
+
+Each server runs under callgrind twice: once answering N requests and once
+2N (the same 1 KiB static file, over keep-alive connections from a client
+outside valgrind).  The difference between the two totals, divided by N, is
+the cost of N requests with start-up and shutdown taken out.  sdweb runs
+with a live NOTIFY_SOCKET (a receiver that reads every datagram) and its
+status line every second.
+
+    python bench/instructions.py [--requests 2000] [--out FILE]
+
+Needs valgrind (apt-get install valgrind).  Takes a few minutes: Python runs
+about 50 times slower under callgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Receiver(threading.Thread):
+    """
+    A notification socket that reads (and counts) every datagram.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(daemon=True)
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(path)
+        self.socket.settimeout(0.5)
+        self.messages: list[bytes] = []
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                self.messages.append(self.socket.recv(4096))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def ready(self) -> bool:
+        return any(b"READY=1" in m for m in self.messages)
+
+
+def waitForPort(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise SystemExit(f"instructions: nothing answers on port {port} after {timeout}s")
+
+
+def load(port: int, count: int, connections: int = 4) -> None:
+    """
+    C{count} GETs of /page.html over C{connections} keep-alive connections.
+    """
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        for _ in range(n):
+            conn.request("GET", "/page.html")
+            response = conn.getresponse()
+            if response.status != 200 or len(response.read()) != 1024:
+                errors.append(f"status {response.status}")
+        conn.close()
+
+    share = [count // connections] * connections
+    share[0] += count - sum(share)
+    threads = [threading.Thread(target=worker, args=(n,)) for n in share]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"instructions: {len(errors)} failed requests: {errors[:3]}")
+
+
+def countInstructions(kind: str, requests: int, work: Path) -> int:
+    """
+    Total instructions of one server run answering C{requests} requests.
+    """
+    port = freePort()
+    out = work / f"callgrind.{kind}.{requests}"
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    try:
+        import txsdnotify  # noqa: F401
+    except ImportError:
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT), env.get("PYTHONPATH")])
+        )
+    receiver = None
+    if kind == "web":
+        args = ["web", "--listen", f"tcp:{port}:interface=127.0.0.1"]
+    else:
+        args = ["sdweb", "--port", f"tcp:{port}:interface=127.0.0.1"]
+        notify = str(work / f"notify.{requests}.sock")
+        receiver = Receiver(notify)
+        receiver.start()
+        env["NOTIFY_SOCKET"] = notify
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        TWISTD,
+        "-n",
+        "--pidfile=",
+        *args,
+        "--path",
+        str(work / "docroot"),
+    ]
+    log = open(work / f"{kind}.{requests}.log", "wb")
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        waitForPort(port, 600)
+        if receiver is not None:
+            deadline = time.monotonic() + 60
+            while not receiver.ready() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if not receiver.ready():
+                raise SystemExit("instructions: sdweb sent no READY=1")
+        load(port, requests)
+        server.send_signal(signal.SIGTERM)
+        server.wait(600)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        if receiver is not None:
+            receiver.running = False
+    text = out.read_text(errors="replace")
+    found = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
+    if not found:
+        raise SystemExit(f"instructions: no totals in {out}")
+    return int(found.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind is not installed", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="instructions-"))
+    (work / "docroot").mkdir()
+    (work / "docroot" / "page.html").write_bytes(b"x" * 1024)
+    n = args.requests
+    perRequest = {}
+    for kind in ("web", "sdweb"):
+        small = countInstructions(kind, n, work)
+        large = countInstructions(kind, 2 * n, work)
+        perRequest[kind] = (large - small) / n
+        print(
+            f"{kind:6s} {small:>15,} instructions for {n} requests,"
+            f" {large:>15,} for {2 * n}: {perRequest[kind]:,.0f} per request",
+            flush=True,
+        )
+    ratio = perRequest["web"] / perRequest["sdweb"]
+    extra = perRequest["sdweb"] - perRequest["web"]
+    print(
+        f"sdweb: {extra:+,.0f} instructions per request"
+        f" ({perRequest['sdweb'] / perRequest['web']:.4f} of bare web's);"
+        f" requests per instruction, sdweb / web: {ratio:.4f}"
+        f" (target >= 0.98: {'met' if ratio >= 0.98 else 'NOT met'})"
+    )
+    if args.out:
+        args.out.write_text(
+            "| Server | Instructions per request | sdweb / web |\n"
+            "|---|---:|---:|\n"
+            f"| `twistd web` | {perRequest['web']:,.0f} | |\n"
+            f"| `twistd sdweb` | {perRequest['sdweb']:,.0f} |"
+            f" {perRequest['sdweb'] / perRequest['web']:.4f} |\n\n"
+            f"valgrind callgrind; (instructions for {2 * n} requests − for {n}) / {n};"
+            " the same 1 KiB static file over 4 keep-alive connections; sdweb with a"
+            " live NOTIFY_SOCKET and STATUS every 1 s. Requests per instruction,"
+            f" sdweb / web: {ratio:.4f}.\n"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
