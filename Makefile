@@ -38,7 +38,7 @@ system-tools:
 test: venv system-tools
 	rm -rf build
 	$(BIN)/python -m pip install --quiet '.[test]'
-	cd tests && ../$(BIN)/python -m pytest -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $(PYTEST_ARGS)
+	cd tests && $(abspath $(BIN))/python -m pytest -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/python -m pip install --quiet '.[dev]'

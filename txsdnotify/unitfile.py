@@ -14,11 +14,11 @@ the capability to bind a port below 1024.  Everything here is pure: C{python
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Union
 
 from attrs import field, frozen
@@ -91,7 +91,9 @@ def defaultTwistd() -> str:
     The C{twistd} next to the running Python: the one of the current
     virtual environment.  Not resolved, so a virtualenv's C{bin/} is kept.
     """
-    return str(Path(sys.executable).parent / "twistd")
+    # abspath tidies "venv/../venv" away; it keeps the virtualenv's own
+    # path, where resolving links would name the Python it was made from.
+    return os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "twistd")
 
 
 def _strings(value: Iterable[str]) -> tuple[str, ...]:
