@@ -486,7 +486,8 @@ def test_watchdogPings(receiver: NotifyReceiver) -> Iterator[Any]:
     yield service.whenReady()
     yield sleep(0.55)
     pings = [m for m in receiver.messages if "WATCHDOG" in m]
-    assert 4 <= len(pings) <= 8
+    # Every 0.1 s; a loaded machine may delay a few, never add any.
+    assert 3 <= len(pings) <= 8
     yield service.stopService()
     receiver.stopReading()
 
