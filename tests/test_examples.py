@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import ROOT, freePort, portAnswers, processEnv, twistdCommand
 
 from txsdnotify.testing import NotifyReceiver
@@ -64,7 +63,6 @@ def test_webTac(receiver: NotifyReceiver, tmp_path: Path) -> None:
 
 
 def test_kleinTac(receiver: NotifyReceiver, tmp_path: Path) -> None:
-    pytest.importorskip("klein")
     greeting = tmp_path / "greeting.txt"
     port = freePort()
     process = run(
@@ -98,7 +96,6 @@ def test_kleinTac(receiver: NotifyReceiver, tmp_path: Path) -> None:
 
 
 def test_wsgiTac(receiver: NotifyReceiver, tmp_path: Path) -> None:
-    pytest.importorskip("flask")
     port = freePort()
     process = run(
         ["-y", str(EXAMPLES / "wsgi.tac")], receiver, tmp_path, PORT=str(port)

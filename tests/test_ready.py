@@ -101,16 +101,20 @@ def test_failedListenReported(receiver: NotifyReceiver) -> Iterator[Any]:
     receiver.stopReading()
 
 
-@pytest_twisted.inlineCallbacks
-def test_webServiceWaitsForConditions() -> Iterator[Any]:
-    notifier = MemoryNotifier()
-    web = WebService(
+def quietWebService(notifier: MemoryNotifier) -> WebService:
+    return WebService(
         Site(Resource()),
         ["tcp:0:interface=127.0.0.1"],
         notifier=notifier,
         environ={},
         reactor=reactor,
     )
+
+
+@pytest_twisted.inlineCallbacks
+def test_webServiceWaitsForConditions() -> Iterator[Any]:
+    notifier = MemoryNotifier()
+    web = quietWebService(notifier)
     warm: Deferred[None] = Deferred()
     web.addReadinessCondition(warm)
     web.startService()
@@ -124,13 +128,7 @@ def test_webServiceWaitsForConditions() -> Iterator[Any]:
 @pytest_twisted.inlineCallbacks
 def test_webServiceConditionFails() -> Iterator[Any]:
     notifier = MemoryNotifier()
-    web = WebService(
-        Site(Resource()),
-        ["tcp:0:interface=127.0.0.1"],
-        notifier=notifier,
-        environ={},
-        reactor=reactor,
-    )
+    web = quietWebService(notifier)
     web.addReadinessCondition(lambda: 1 / 0)
     web.startService()
     with pytest.raises(ZeroDivisionError):

@@ -165,7 +165,6 @@ def test_wsgiSlowCallDrains(twistd: Any, receiver: NotifyReceiver) -> None:
 
 
 def test_flaskApp(twistd: Any, receiver: NotifyReceiver) -> None:
-    pytest.importorskip("flask")
     server, port = startServer(
         twistd, receiver, "--wsgi", "flaskapp.app", "--status-interval", "0.05"
     )
