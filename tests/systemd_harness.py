@@ -999,3 +999,15 @@ def user_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserManag
         yield manager
     finally:
         manager.stop()
+
+
+@pytest.fixture
+def units(user_manager: UserManager) -> Iterator[list[str]]:
+    """
+    Unit names a test appends here are stopped and removed after it, last
+    first.
+    """
+    names: list[str] = []
+    yield names
+    for name in reversed(names):
+        user_manager.remove_unit(name)

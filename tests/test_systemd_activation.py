@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,11 @@ from conftest import freePort, portAnswers, processEnv, twistdCommand
 from systemd_harness import (
     UserManager,
     exec_line,
+    units,  # noqa: F401
     user_manager,  # noqa: F401
 )
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
-
-
-@pytest.fixture
-def units(user_manager: UserManager) -> Iterator[list[str]]:  # noqa: F811
-    names: list[str] = []
-    yield names
-    for name in reversed(names):
-        user_manager.remove_unit(name)
 
 
 def serviceUnit(tmp_path: Path, args: list[str], extra: str = "") -> str:

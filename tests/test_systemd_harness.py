@@ -9,14 +9,13 @@ from __future__ import annotations
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from systemd_harness import (
     UserManager,
     python_exec_start,
     start_or_skip,
+    units,  # noqa: F401
     user_manager,  # noqa: F401
 )
 
@@ -39,17 +38,6 @@ SH_NOTIFY = (
     "/bin/sh -c"
     """ 'sleep 1; systemd-notify --ready --status="hello"; exec sleep 300'"""
 )
-
-
-@pytest.fixture
-def units(user_manager: UserManager) -> Iterator[list[str]]:  # noqa: F811
-    """
-    Names appended here are stopped and removed after the test.
-    """
-    names: list[str] = []
-    yield names
-    for name in names:
-        user_manager.remove_unit(name)
 
 
 def test_notify_ready_blocks_start(

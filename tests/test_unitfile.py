@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from conftest import freePort, need, portAnswers, processEnv, twistdCommand
 from systemd_harness import (
     UserManager,
     exec_line,
+    units,  # noqa: F401
     user_manager,  # noqa: F401
 )
 
@@ -702,14 +702,6 @@ def test_systemdAnalyzeVerifyNotifyReload(tmp_path: Path) -> None:
 
 
 # -- under the private systemd user manager -----------------------------------
-
-
-@pytest.fixture
-def units(user_manager: UserManager) -> Iterator[list[str]]:  # noqa: F811
-    names: list[str] = []
-    yield names
-    for name in reversed(names):
-        user_manager.remove_unit(name)
 
 
 def get(port: int, path: str = "/") -> tuple[int, bytes]:

@@ -206,12 +206,8 @@ class NotifyService(MultiService):
 
     def _failed(self, failure: Failure) -> None:
         failure = _firstError(failure)
-        reason = sanitizeStatus(failure.getErrorMessage() or repr(failure.value))
-        fields: dict[str, object] = {"STATUS": f"Failed: {reason}"}
-        number = errnoOf(failure.value)
-        if number is not None:
-            fields["ERRNO"] = number
-        self.notifier.send(fields)
+        assert failure.value is not None
+        self.notifier.send(failureFields(failure.value))
         self.log.failure("Not ready", failure)
         self._settle(failure)
 
@@ -223,6 +219,19 @@ class NotifyService(MultiService):
         return maybeDeferred(super().stopService)
 
 
+def failureFields(error: BaseException) -> dict[str, object]:
+    """
+    What to tell the manager when start-up failed: C{STATUS=Failed: ...}, and
+    C{ERRNO=} where the operating system gave a reason.
+    """
+    reason = sanitizeStatus(str(error) or repr(error))
+    fields: dict[str, object] = {"STATUS": f"Failed: {reason}"}
+    number = errnoOf(error)
+    if number is not None:
+        fields["ERRNO"] = number
+    return fields
+
+
 def errnoOf(error: BaseException | None) -> int | None:
     """
     The operating system's error number behind C{error}, if any (a
@@ -230,6 +239,9 @@ def errnoOf(error: BaseException | None) -> int | None:
     """
     if error is None:
         return None
+    own = getattr(error, "errno", None)
+    if isinstance(own, int) and own:
+        return own
     for candidate in (getattr(error, "socketError", None), error, error.__cause__):
         if isinstance(candidate, OSError) and candidate.errno:
             return candidate.errno

@@ -31,7 +31,7 @@ from .drain import Drain, DrainResult
 from .listeners import acceptWaiting, keepOpenForSystemd, planListeners
 from .message import sanitizeStatus
 from .notify import Notifier, monotonicUsec
-from .ready import ReadinessCondition, ReadinessConditions, errnoOf
+from .ready import ReadinessCondition, ReadinessConditions, errnoOf, failureFields
 from .reload import ReloadHook, ReloadHooks, reopenAccessLog
 from .stats import StatusSampler
 from .tracking import TrackingFactory
@@ -361,12 +361,7 @@ class WebService(MultiService):
         return shown
 
     def _notifyListenError(self, error: BaseException) -> None:
-        reason = str(error) or repr(error)
-        fields: dict[str, object] = {"STATUS": sanitizeStatus(f"Failed: {reason}")}
-        number = error.errno if isinstance(error, ListenError) else errnoOf(error)
-        if number is not None:
-            fields["ERRNO"] = number
-        self.notifier.send(fields)
+        self.notifier.send(failureFields(error))
 
     def _startFailed(self, failure: Failure) -> None:
         error = failure.value
