@@ -453,14 +453,16 @@ def test_sighupReloads(live: NotifyReceiver) -> Iterator[Any]:
     import os
     import signal
 
+    before = signal.getsignal(signal.SIGHUP)
     service = makeService(live, Controlled())
     service.startService()
     yield service.whenReady()
+    assert signal.getsignal(signal.SIGHUP) is not before
     os.kill(os.getpid(), signal.SIGHUP)
     yield live.waitFor("RELOADING")
     yield secondReady(live)
     yield service.stopService()
-    assert signal.getsignal(signal.SIGHUP) is not service._onSignal
+    assert signal.getsignal(signal.SIGHUP) is before
 
 
 @pytest_twisted.inlineCallbacks

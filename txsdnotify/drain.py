@@ -12,17 +12,25 @@ reads L{Drain.remaining} to tell the manager how far it has got.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
-from .tracking import USED, TrackingFactory, channelOf
+from .tracking import USED, TrackingFactory, channelOf, isProcessing
 
-__all__ = ["Drain", "DrainResult"]
+__all__ = ["Drain", "DrainHook", "DrainResult"]
+
+DrainHook = Callable[[float], object]
+"""
+Called as C{hook(secondsLeft)} when a drain begins; may return a
+L{Deferred}, which the drain does not wait for.
+"""
 
 
 @frozen
@@ -31,11 +39,14 @@ class DrainResult:
     How a drain ended.
 
     @ivar seconds: How long it took.
-    @ivar aborted: Connections still open at the timeout, and aborted.
+    @ivar aborted: Connections still open at the timeout (or when the stop
+        was forced), and aborted.
+    @ivar forced: Whether the stop was forced before the timeout.
     """
 
     seconds: float
     aborted: int
+    forced: bool = False
 
 
 class Drain:
@@ -56,21 +67,27 @@ class Drain:
         clock: IReactorTime,
         timeout: float = 30.0,
         grace: float = 2.0,
+        hooks: Sequence[DrainHook] = (),
     ) -> None:
         """
         @param tracker: The factory whose connections to drain; it must no
             longer be listening.
         @param clock: Schedules the grace and the timeout.
         @param timeout: Seconds after which what is left is aborted.
-        @param grace: Seconds a connection with no request yet may take to
-            send one.
+        @param grace: Seconds a connection with no request yet (or one whose
+            request has not fully arrived) may take to send one.
+        @param hooks: Told that the drain began, with the seconds left, so
+            that the application can end what only it can end (WebSockets,
+            event streams).
         """
         self.tracker = tracker
         self.clock = clock
         self.timeout = timeout
         self.grace = grace
+        self.hooks = list(hooks)
         self.started: float | None = None
         self.aborted = 0
+        self.forced = False
         self._done: Deferred[DrainResult] = Deferred()
         self._calls: list[IDelayedCall] = []
 
@@ -89,6 +106,13 @@ class Drain:
         assert self.started is not None, "the drain has not started"
         return self.started + self.timeout
 
+    @property
+    def done(self) -> bool:
+        """
+        Whether the drain has ended.
+        """
+        return self._done.called
+
     def start(self) -> Deferred[DrainResult]:
         """
         Begin; the result fires once no connection is left.
@@ -98,6 +122,7 @@ class Drain:
         fresh = False
         for connection in list(self.tracker.connections):
             fresh = self._settle(connection) or fresh
+        self._runHooks()
         if not self.tracker.connections:
             self._finish()
             return self._done
@@ -108,14 +133,30 @@ class Drain:
         self._calls.append(self.clock.callLater(self.timeout, self._abortAll))
         return self._done
 
+    def force(self) -> None:
+        """
+        Stop waiting: abort every connection left now.
+        """
+        if self.started is None or self._done.called or self.forced:
+            return
+        self.forced = True
+        for call in self._calls:
+            if call.active():
+                call.cancel()
+        self._calls = []
+        self._abort("Stop forced")
+
     # Told by the tracking.
 
     def requestArrived(self, request: Any) -> None:
         """
         A request arrived during the drain: it is served, then its
-        connection closes.
+        connection closes, unless the client pipelined more requests behind
+        it, which are served first.
         """
-        _closeAfter(request)
+        channel = getattr(request, "channel", None)
+        if not _morePipelined(channel):
+            _closeAfter(request)
 
     def connectionClosed(self, connection: IProtocol) -> None:
         """
@@ -126,42 +167,65 @@ class Drain:
 
     # Our own steps.
 
+    def _runHooks(self) -> None:
+        for hook in self.hooks:
+            maybeDeferred(hook, self.timeout).addErrback(self._hookFailed, hook)
+
+    def _hookFailed(self, failure: Failure, hook: DrainHook) -> None:
+        self.log.failure("Drain hook {hook!r} failed", failure, hook=hook)
+
     def _settle(self, connection: IProtocol) -> bool:
         """
         Start ending one connection.
 
-        @return: Whether it is fresh (accepted, no request yet) and waits for
-            the grace.
+        @return: Whether it waits for the grace: accepted with no request
+            yet, or with one whose headers or body are still arriving.
         """
+        if connection in self.tracker.upgraded:
+            # Only the application can end these well: the drain hooks.
+            return False
         channel = channelOf(connection)
-        requests = getattr(channel, "requests", None)
-        if requests:
-            for request in requests:
-                _closeAfter(request)
+        requests = getattr(channel, "requests", None) or ()
+        processing = [r for r in requests if isProcessing(r)]
+        if processing:
+            if not _morePipelined(channel):
+                for request in processing:
+                    _closeAfter(request)
             return False
-        if getattr(channel, USED, False):
-            _close(connection)
-            return False
-        return True
+        if requests or not getattr(channel, USED, False):
+            return True
+        _close(connection)
+        return False
+
+    def _busy(self, connection: IProtocol) -> bool:
+        if connection in self.tracker.upgraded:
+            return True
+        requests = getattr(channelOf(connection), "requests", None) or ()
+        return any(isProcessing(r) for r in requests)
 
     def _endGrace(self) -> None:
         for connection in list(self.tracker.connections):
-            if not getattr(channelOf(connection), "requests", None):
+            if not self._busy(connection):
                 _close(connection)
 
     def _abortAll(self) -> None:
+        self._abort(f"Drain timeout ({self.timeout:g}s) passed")
+
+    def _abort(self, why: str) -> None:
         left = list(self.tracker.connections)
         self.aborted = len(left)
-        self.log.warn(
-            "Drain timeout ({timeout}s) passed: aborting {count} connection(s)",
-            timeout=self.timeout,
-            count=len(left),
-        )
+        if left:
+            self.log.warn(
+                "{why}: aborting {count} connection(s)", why=why, count=len(left)
+            )
         for connection in left:
-            transport = getattr(channelOf(connection), "transport", None)
+            transport = self.tracker.transportOf(connection)
             if transport is not None:
                 transport.abortConnection()
-        self._calls.append(self.clock.callLater(self._abortWait, self._finish))
+        if not self.tracker.connections:
+            self._finish()
+        else:
+            self._calls.append(self.clock.callLater(self._abortWait, self._finish))
 
     def _finish(self) -> None:
         if self._done.called:
@@ -170,12 +234,25 @@ class Drain:
             if call.active():
                 call.cancel()
         self._calls = []
+        self.tracker.drain = None
         assert self.started is not None
         self._done.callback(
             DrainResult(
-                seconds=self.clock.seconds() - self.started, aborted=self.aborted
+                seconds=self.clock.seconds() - self.started,
+                aborted=self.aborted,
+                forced=self.forced,
             )
         )
+
+
+def _morePipelined(channel: object) -> bool:
+    """
+    Whether the client sent more bytes behind the request being processed
+    on C{channel} (pipelined requests), which Twisted buffers until the
+    current one is answered.
+    """
+    buffered: list[bytes] = getattr(channel, "_dataBuffer", None) or []
+    return any(buffered)
 
 
 def _closeAfter(request: Any) -> None:

@@ -13,11 +13,19 @@ that only we hold has its queue accepted and served before it closes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import Any
 
 from attrs import define
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
 
 from .activation import (
     InheritedSocket,
@@ -25,8 +33,21 @@ from .activation import (
     isStorable,
     storeName,
 )
+from .failures import listenError
+from .notify import Notifier
 
-__all__ = ["Listener", "acceptWaiting", "keepOpenForSystemd", "planListeners"]
+__all__ = [
+    "Listener",
+    "acceptWaiting",
+    "addresses",
+    "keepOpenForSystemd",
+    "listenAll",
+    "planListeners",
+    "stopListening",
+    "storeSockets",
+]
+
+log = Logger()
 
 
 @define
@@ -145,3 +166,96 @@ def acceptWaiting(port: IListeningPort) -> None:
     doRead = getattr(port, "doRead", None)
     if doRead is not None and getattr(port, "connected", False):
         doRead()
+
+
+def listenAll(
+    listeners: Sequence[Listener], factory: IProtocolFactory
+) -> Deferred[None]:
+    """
+    Listen on every listener with C{factory}.
+
+    @return: Fires once all are listening; fails with the first
+        L{txsdnotify.failures.ListenError}, after closing those that did bind.
+    """
+    attempts = [
+        maybeDeferred(listener.endpoint.listen, factory) for listener in listeners
+    ]
+
+    def listened(results: list[tuple[bool, Any]]) -> None:
+        failures = []
+        for (ok, result), listener in zip(results, listeners):
+            if ok:
+                listener.port = result
+            else:
+                failures.append(listenError(listener.description, result))
+        if failures:
+            # The failure is reported at once, while twistd can still exit
+            # with it; the ports that did bind close in the background.
+            for listener in listeners:
+                if listener.port is not None:
+                    maybeDeferred(listener.port.stopListening)
+                    listener.port = None
+            raise failures[0]
+
+    return DeferredList(attempts, consumeErrors=True).addCallback(listened)
+
+
+def storeSockets(
+    listeners: Sequence[Listener], stale: Sequence[InheritedSocket], notifier: Notifier
+) -> None:
+    """
+    Hand the sockets we bound to the fd store; drop the stored ones that are
+    no longer configured (C{stale}).
+    """
+    for listener in listeners:
+        port = listener.port
+        if listener.storeName is None or listener.retained or port is None:
+            continue
+        # Storable ports are TCP ports, which have a descriptor.
+        fileno = port.fileno()  # type: ignore[attr-defined]
+        notifier.storeFds(listener.storeName, [fileno])
+        keepOpenForSystemd(port)
+        listener.retained = notifier.enabled
+    for socket in stale:
+        log.info(
+            "Dropping {name} from the fd store: no longer configured",
+            name=socket.name,
+        )
+        notifier.removeStoredFds(socket.name)
+        os.close(socket.fd)
+
+
+def stopListening(listeners: Sequence[Listener]) -> Deferred[Any]:
+    """
+    Stop every listener.  The connections waiting in each socket's queue are
+    accepted first and served by the drain: a socket that only we hold would
+    reset them when it closes, and one that systemd also holds (a C{.socket}
+    unit, the fd store; whether the store really took it cannot be known)
+    loses nothing by their being served here.
+    """
+    stopping = []
+    for listener in listeners:
+        port, listener.port = listener.port, None
+        if port is None:
+            continue
+        acceptWaiting(port)
+        stopping.append(maybeDeferred(port.stopListening))
+    return DeferredList(stopping)
+
+
+def addresses(listeners: Sequence[Listener]) -> list[str]:
+    """
+    How the log names the listeners that are listening, with their address.
+    """
+    shown = []
+    for listener in listeners:
+        if listener.port is None:
+            continue
+        address = listener.port.getHost()
+        host = getattr(address, "host", None)
+        number = getattr(address, "port", None)
+        if host is not None and number is not None:
+            shown.append(f"{listener.label} ({host}:{number})")
+        else:
+            shown.append(listener.label)
+    return shown

@@ -20,11 +20,18 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .message import sanitizeStatus
+from .failures import errnoOf, failureFields
+from .lifecycle import Lifecycle
 from .notify import Notifier
 from .watchdog import WatchdogService, watchdogInterval
 
-__all__ = ["NotifyService", "ReadinessCondition", "ReadinessConditions"]
+__all__ = [
+    "NotifyService",
+    "ReadinessCondition",
+    "ReadinessConditions",
+    "errnoOf",
+    "failureFields",
+]
 
 ReadinessCondition = Union["Deferred[Any]", Callable[[], Any]]
 """
@@ -152,12 +159,11 @@ class NotifyService(MultiService):
             else Notifier.fromEnvironment(environ, reactor=reactor)
         )
         self.readyStatus = status
+        self.lifecycle = Lifecycle(self.notifier)
         self.conditions = ReadinessConditions()
-        self._outcome: Failure | None | bool = False
-        self._waiters: list[Deferred[None]] = []
         interval = watchdogInterval(environ)
         if interval is not None:
-            WatchdogService(self.notifier, interval, clock=reactor).setServiceParent(
+            WatchdogService(self.lifecycle, interval, clock=reactor).setServiceParent(
                 self
             )
 
@@ -173,18 +179,7 @@ class NotifyService(MultiService):
         @return: Fires once C{READY=1} was sent, or fails with what kept it
             from being sent.
         """
-        d: Deferred[None] = Deferred()
-        if self._outcome is False:
-            self._waiters.append(d)
-        else:
-            _passOn(self._outcome, d)
-        return d
-
-    def _settle(self, outcome: Failure | None) -> None:
-        self._outcome = outcome
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            _passOn(outcome, d)
+        return self.lifecycle.whenReady()
 
     def startService(self) -> None:
         """
@@ -198,51 +193,23 @@ class NotifyService(MultiService):
         )
 
     def _becomeReady(self, _: object) -> None:
-        self.notifier.send(
-            {"READY": 1, "MAINPID": os.getpid(), "STATUS": self.readyStatus}
-        )
-        self.log.info("Ready: told systemd READY=1")
-        self._settle(None)
+        if self.lifecycle.ready(self.readyStatus):
+            self.log.info("Ready: told systemd READY=1")
 
     def _failed(self, failure: Failure) -> None:
         failure = _firstError(failure)
-        assert failure.value is not None
-        self.notifier.send(failureFields(failure.value))
-        self.log.failure("Not ready", failure)
-        self._settle(failure)
+        if self.lifecycle.failed(failure):
+            self.log.failure("Not ready", failure)
 
     def stopService(self) -> Deferred[None]:
         """
         Send C{STOPPING=1}, then stop the children.
         """
-        self.notifier.send({"STOPPING": 1, "STATUS": "Stopping"})
-        return maybeDeferred(super().stopService)
+        self.lifecycle.draining("Stopping")
+        d = maybeDeferred(super().stopService)
+        d.addBoth(self._stopped)
+        return d
 
-
-def failureFields(error: BaseException) -> dict[str, object]:
-    """
-    What to tell the manager when start-up failed: C{STATUS=Failed: ...}, and
-    C{ERRNO=} where the operating system gave a reason.
-    """
-    reason = sanitizeStatus(str(error) or repr(error))
-    fields: dict[str, object] = {"STATUS": f"Failed: {reason}"}
-    number = errnoOf(error)
-    if number is not None:
-        fields["ERRNO"] = number
-    return fields
-
-
-def errnoOf(error: BaseException | None) -> int | None:
-    """
-    The operating system's error number behind C{error}, if any (a
-    C{CannotListenError} keeps it in its C{socketError}).
-    """
-    if error is None:
-        return None
-    own = getattr(error, "errno", None)
-    if isinstance(own, int) and own:
-        return own
-    for candidate in (getattr(error, "socketError", None), error, error.__cause__):
-        if isinstance(candidate, OSError) and candidate.errno:
-            return candidate.errno
-    return None
+    def _stopped(self, result: object) -> object:
+        self.lifecycle.stopped()
+        return result

@@ -9,16 +9,20 @@ ones after it: a reload that half works still reopens the log files.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-__all__ = ["ReloadHooks", "reopenAccessLog"]
+from .lifecycle import Lifecycle, State
+from .message import sanitizeStatus
+
+__all__ = ["ReloadHooks", "Reloader", "reopenAccessLog"]
 
 ReloadHook = Callable[[], Any]
 
@@ -93,3 +97,84 @@ def reopenAccessLog(site: Site) -> Callable[[], None]:
         old.close()
 
     return reopenAccessLog
+
+
+class Reloader:
+    """
+    Runs reloads through a L{Lifecycle}: C{RELOADING=1}, the hooks, then
+    C{READY=1}, whatever the hooks did.  A reload asked for while one runs
+    runs once more after it; one asked for while stopping does nothing, and
+    one still running when the stop begins never sends C{READY=1}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        hooks: ReloadHooks,
+        *,
+        status: Callable[[], str],
+        onNote: Callable[[str | None], None],
+    ) -> None:
+        """
+        @param status: The status line to send with C{READY=1}.
+        @param onNote: Told the failure note to show in the status line
+            (L{None} once a reload succeeds).
+        """
+        self.lifecycle = lifecycle
+        self.hooks = hooks
+        self._status = status
+        self._onNote = onNote
+        self._running: Deferred[None] | None = None
+        self._again = False
+
+    @property
+    def running(self) -> bool:
+        """
+        Whether a reload is in progress.
+        """
+        return self._running is not None
+
+    def reload(self) -> Deferred[None]:
+        """
+        Reload now, or once more after the reload in progress.
+
+        @return: Fires when the reload (and any asked for meanwhile) is done.
+        """
+        if self._running is not None:
+            self._again = True
+            d: Deferred[None] = Deferred()
+            self._running.addBoth(lambda _: d.callback(None))
+            return d
+        if self.lifecycle.state is not State.READY:
+            return succeed(None)
+        d = Deferred.fromCoroutine(self._reload())
+        # Hooks that finish at once finish the whole reload before this line:
+        # only a reload still running may make the next one wait.
+        if not d.called:
+            self._running = d
+        return d
+
+    async def _reload(self) -> None:
+        try:
+            while self.lifecycle.reloading():
+                self._again = False
+                await self._runHooks()
+                self.lifecycle.ready(self._status())
+                if not self._again:
+                    break
+        finally:
+            self._running = None
+
+    async def _runHooks(self) -> None:
+        self.log.info("sdweb reloading")
+        failed = await self.hooks.run()
+        if failed:
+            when = time.strftime("%H:%M:%S")
+            note = sanitizeStatus(f"Reload failed at {when}: {'; '.join(failed)}")
+            self._onNote(note)
+            self.log.error("sdweb {note}", note=note)
+        else:
+            self._onNote(None)
+            self.log.info("sdweb reloaded")

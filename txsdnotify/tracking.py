@@ -58,6 +58,20 @@ def channelOf(connection: object) -> Any:
 # an idle keep-alive connection (close now) from a fresh one (give it a grace).
 USED = "_txsdnotifyUsed"
 
+# Set on a request while it is processed (its body has arrived) and not yet
+# answered: the drain and the figures agree that this is "in flight".
+PROCESSING = "_txsdnotifyProcessing"
+
+# Set on a channel: the tracked connection it belongs to.
+_CONNECTION = "_txsdnotifyConnection"
+
+
+def isProcessing(request: object) -> bool:
+    """
+    Whether C{request} is being processed: fully received, not yet answered.
+    """
+    return getattr(request, PROCESSING, False)
+
 
 @implementer(IProtocolFactory, ILoggingContext)
 class TrackingFactory:
@@ -67,6 +81,9 @@ class TrackingFactory:
     @ivar site: The site that builds the connections and handles requests.
     @ivar stats: The counters this factory updates.
     @ivar connections: The connections open now.
+    @ivar upgraded: The connections that switched protocols (a WebSocket),
+        with their transports: no HTTP request is left on them, but they are
+        open until their new protocol says they are gone.
     @ivar drain: The drain in progress, told about new requests and closed
         connections; L{None} while serving normally.
     """
@@ -75,9 +92,12 @@ class TrackingFactory:
         self.site = site
         self.stats = stats if stats is not None else RequestStats()
         self.connections: set[IProtocol] = set()
+        self.upgraded: dict[IProtocol, Any] = {}
         self.drain: DrainObserver | None = None
         self._baseRequestFactory: object = None
         self._requestFactory: Callable[..., Any] | None = None
+        self._siteHeld = False
+        self._siteStopsHeld = 0
 
     def doStart(self) -> None:
         """
@@ -87,15 +107,42 @@ class TrackingFactory:
 
     def doStop(self) -> None:
         """
-        A port stopped listening with us.
+        A port stopped listening with us: the site closes its log when the
+        last one has, unless L{holdSite} keeps it open for a drain.
         """
-        self.site.doStop()
+        if self._siteHeld:
+            self._siteStopsHeld += 1
+        else:
+            self.site.doStop()
+
+    def holdSite(self) -> None:
+        """
+        Keep the site started (its access log open) when the ports stop
+        listening, until L{releaseSite}: requests finished during a drain
+        are logged too.
+        """
+        self._siteHeld = True
+
+    def releaseSite(self) -> None:
+        """
+        Let the site stop as the ports that stopped meanwhile asked.
+        """
+        self._siteHeld = False
+        held, self._siteStopsHeld = self._siteStopsHeld, 0
+        for _ in range(held):
+            self.site.doStop()
 
     def logPrefix(self) -> str:
         """
         Log as the site does.
         """
         return self.site.logPrefix()
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The protocols the site offers in TLS ALPN negotiation.
+        """
+        return self.site.acceptableProtocols()
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         """
@@ -110,31 +157,112 @@ class TrackingFactory:
         return connection
 
     def _track(self, connection: IProtocol) -> None:
-        connections = self.connections
-        stats = self.stats
-        connections.add(connection)
-        stats.connectionsOpened += 1
+        self.connections.add(connection)
+        self.stats.connectionsOpened += 1
+        setattr(channelOf(connection), _CONNECTION, connection)
         original = connection.connectionLost
 
         # An attribute on this one connection, rather than a wrapper around
         # it: a wrapper would sit in the path of every byte.
         def connectionLost(reason: Failure) -> None:
             del connection.connectionLost
-            connections.discard(connection)
-            stats.connectionsClosed += 1
             try:
                 original(reason)
             finally:
-                if self.drain is not None:
-                    self.drain.connectionClosed(connection)
+                self._release(connection)
 
         connection.connectionLost = connectionLost  # type: ignore[method-assign]
+
+    def _release(self, connection: IProtocol) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        self.upgraded.pop(connection, None)
+        self.stats.connectionsClosed += 1
+        if self.drain is not None:
+            self.drain.connectionClosed(connection)
+
+    def switchedProtocols(self, request: Any) -> None:
+        """
+        C{request}'s connection was taken over by another protocol (a
+        WebSocket): the request counts as answered, and the connection stays
+        tracked until the new protocol loses it.
+        """
+        _ended(request, self.stats)
+        connection = getattr(request.channel, _CONNECTION, None)
+        transport = request.transport
+        if connection is None or connection not in self.connections:
+            return
+        protocol = getattr(transport, "wrappedProtocol", None) or getattr(
+            transport, "protocol", None
+        )
+        if protocol is None:
+            return
+        self.upgraded[connection] = transport
+        original = protocol.connectionLost
+
+        def connectionLost(reason: Failure) -> None:
+            del protocol.connectionLost
+            try:
+                original(reason)
+            finally:
+                self._release(connection)
+
+        protocol.connectionLost = connectionLost
+
+    def transportOf(self, connection: IProtocol) -> Any:
+        """
+        The transport a tracked connection runs over, also once another
+        protocol took it over.
+        """
+        transport = self.upgraded.get(connection)
+        if transport is not None:
+            return transport
+        return getattr(channelOf(connection), "transport", None)
 
     def _requestFactoryFor(self, base: object) -> Callable[..., Any]:
         if base is not self._baseRequestFactory or self._requestFactory is None:
             self._baseRequestFactory = base
             self._requestFactory = trackingRequestFactory(base, self)
         return self._requestFactory
+
+
+def _began(request: Any, tracker: TrackingFactory) -> Any:
+    """
+    C{request} is about to be processed: count it and tell the drain.
+
+    @return: Its channel, to see afterwards whether it switched protocols.
+    """
+    tracker.stats.started += 1
+    setattr(request, PROCESSING, True)
+    channel = request.channel
+    setattr(channel, USED, True)
+    drain = tracker.drain
+    if drain is not None:
+        drain.requestArrived(request)
+    return channel
+
+
+def _ended(request: Any, stats: RequestStats) -> None:
+    """
+    C{request} was answered, or its client went away: count it once.
+    """
+    if getattr(request, PROCESSING, False):
+        setattr(request, PROCESSING, False)
+        stats.completed += 1
+        stats.bytesSent += getattr(request, "sentLength", 0)
+
+
+def _logUnfinished(request: Any) -> None:
+    """
+    Write a request whose connection is gone before it finished to the
+    access log, as Twisted does only for finished ones: every request
+    processed appears there.
+    """
+    if getattr(request, PROCESSING, False) and not request.finished:
+        factory = getattr(request.channel, "factory", None)
+        if factory is not None:
+            factory.log(request)
 
 
 def trackingRequestFactory(base: Any, tracker: TrackingFactory) -> Callable[..., Any]:
@@ -160,13 +288,10 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
         _txsdnotifyProcessing = False
 
         def process(self) -> None:
-            stats.started += 1
-            self._txsdnotifyProcessing = True
-            self.channel._txsdnotifyUsed = True
-            drain = tracker.drain
-            if drain is not None:
-                drain.requestArrived(self)
+            channel = _began(self, tracker)
             super().process()
+            if channel.transport is None and self._txsdnotifyProcessing:
+                tracker.switchedProtocols(self)
 
         def finish(self) -> None:
             super().finish()
@@ -176,11 +301,10 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
                 stats.bytesSent += self.sentLength
 
         def connectionLost(self, reason: Failure) -> None:
-            super().connectionLost(reason)
             if self._txsdnotifyProcessing:
-                self._txsdnotifyProcessing = False
-                stats.completed += 1
-                stats.bytesSent += self.sentLength
+                _logUnfinished(self)
+                _ended(self, stats)
+            super().connectionLost(reason)
 
     TrackedRequest.__name__ = TrackedRequest.__qualname__ = "Tracked" + base.__name__
     TrackedRequest.__module__ = base.__module__
@@ -194,13 +318,18 @@ def _trackingRequestCallable(
 
     def makeRequest(*args: Any, **kwargs: Any) -> Any:
         request = base(*args, **kwargs)
-        stats.started += 1
-        setattr(request.channel, USED, True)
+        process = request.process
+
+        def tracked() -> None:
+            channel = _began(request, tracker)
+            process()
+            if channel.transport is None and getattr(request, PROCESSING, False):
+                tracker.switchedProtocols(request)
 
         def ended(result: object) -> None:
-            stats.completed += 1
-            stats.bytesSent += getattr(request, "sentLength", 0)
+            _ended(request, stats)
 
+        request.process = tracked
         request.notifyFinish().addBoth(ended)
         return request
 

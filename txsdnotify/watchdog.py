@@ -11,15 +11,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Protocol
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from .notify import Notifier
+__all__ = ["Pinger", "WatchdogService", "watchdogInterval"]
 
-__all__ = ["WatchdogService", "watchdogInterval"]
+
+class Pinger(Protocol):
+    """
+    What the watchdog pings through: a L{txsdnotify.notify.Notifier}, or a
+    L{txsdnotify.lifecycle.Lifecycle} (which stops the pings once the
+    service has stopped).
+    """
+
+    def watchdog(self) -> object:
+        """
+        Send C{WATCHDOG=1}.
+        """
+
 
 log = Logger()
 
@@ -65,8 +78,13 @@ class WatchdogService(Service):
     """
 
     def __init__(
-        self, notifier: Notifier, interval: float, *, clock: IReactorTime | None = None
+        self, notifier: Pinger, interval: float, *, clock: IReactorTime | None = None
     ) -> None:
+        """
+        @param notifier: What the pings go through.
+        @param interval: The watchdog timeout (C{WatchdogSec=}), in seconds.
+        @param clock: Schedules the pings; the reactor by default.
+        """
         if clock is None:
             from twisted.internet import reactor
 

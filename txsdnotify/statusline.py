@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.test_statusline -*-
+"""
+Keeping the status line (what C{systemctl status} shows) current.
+
+While the service serves, L{StatusLine} samples the request figures every
+interval and sends the line when it changed.  While it drains, it counts the
+drain down every second and asks for the time the drain still needs
+(C{EXTEND_TIMEOUT_USEC=}), so that a stop timeout shorter than the drain
+does not cut it short.  It speaks only through the L{Lifecycle}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+
+from .lifecycle import Lifecycle, State
+from .stats import RequestStats, StatusSampler
+
+__all__ = ["DrainProgress", "StatusLine", "EXIT_MARGIN"]
+
+# Seconds beyond the drain's deadline that a stop may take: aborting what is
+# left and the process's own shutdown.
+EXIT_MARGIN = 5.0
+
+
+class DrainProgress(Protocol):
+    """
+    What the status line reads of a drain in progress.
+    """
+
+    @property
+    def remaining(self) -> int:
+        """
+        Connections still open.
+        """
+
+    @property
+    def deadline(self) -> float:
+        """
+        When what is left will be aborted.
+        """
+
+
+Figure = Callable[[], "str | None"]
+
+
+class StatusLine:
+    """
+    Sends the status line through a L{Lifecycle}.
+
+    @ivar note: A sentence shown before the figures (e.g. a failed reload),
+        or L{None}.
+    """
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        stats: RequestStats,
+        *,
+        clock: IReactorTime,
+        interval: float,
+    ) -> None:
+        """
+        @param interval: Seconds between updates while serving; 0 sends
+            none but those at the transitions.
+        """
+        self.lifecycle = lifecycle
+        self.stats = stats
+        self.clock = clock
+        self.interval = interval
+        self.note: str | None = None
+        self._sampler = StatusSampler(stats, clock)
+        self._last: str | None = None
+        self._figures: list[Figure] = []
+        self._drain: DrainProgress | None = None
+        self._drainTimeout = 0.0
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = clock
+
+    def addFigure(self, figure: Figure) -> None:
+        """
+        Append what C{figure()} returns to the line, when it returns text
+        (e.g. C{"Waiting for a thread: 4"} while a pool is saturated).
+        """
+        self._figures.append(figure)
+
+    def current(self) -> str:
+        """
+        The line now: the note, the request figures and the extra ones.
+        Resets the rates' interval.
+        """
+        text = self._sampler.sample().format()
+        for figure in self._figures:
+            extra = figure()
+            if extra:
+                text = f"{text}; {extra}"
+        if self.note:
+            text = f"{self.note}; {text}"
+        self._last = text
+        return text
+
+    def serving(self) -> None:
+        """
+        Update every interval while the service serves.
+        """
+        self._stopLoop()
+        if self.interval > 0:
+            self._loop.start(self.interval, now=False)
+
+    def draining(self, drain: DrainProgress) -> None:
+        """
+        Count C{drain} down every second.
+        """
+        self._stopLoop()
+        self._drain = drain
+        self._loop.start(1.0, now=False)
+
+    def stop(self) -> None:
+        """
+        No more updates.
+        """
+        self._stopLoop()
+
+    def extendUsec(self, seconds: float) -> int:
+        """
+        The C{EXTEND_TIMEOUT_USEC=} for C{seconds} more, plus the exit margin.
+        """
+        return int((max(0.0, seconds) + EXIT_MARGIN) * 1_000_000)
+
+    def drainText(self, drain: DrainProgress) -> str:
+        """
+        The line while draining.
+        """
+        stats = self.stats
+        left = max(0.0, drain.deadline - self.clock.seconds())
+        return (
+            f"Stopping: draining {drain.remaining} connection(s),"
+            f" {stats.inFlight} request(s) in flight, {left:.0f}s left;"
+            f" Total requests: {stats.completed}"
+        )
+
+    def _stopLoop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def _tick(self) -> None:
+        lifecycle = self.lifecycle
+        if not lifecycle.notifier.enabled:
+            return
+        state = lifecycle.state
+        drain = self._drain
+        if drain is not None and state in (State.DRAINING, State.FORCED):
+            left = drain.deadline - self.clock.seconds()
+            lifecycle.status(self.drainText(drain), self.extendUsec(left))
+            return
+        if state is not State.READY:
+            return
+        previous = self._last
+        text = self.current()
+        if text != previous:
+            lifecycle.status(text)
