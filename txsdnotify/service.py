@@ -201,11 +201,13 @@ class WebService(MultiService):
         """
         self._refuseRestart()
         super().startService()
+        # Before READY=1 can go out: systemd may signal as soon as it has.
+        self.signals.serving()
         if self._listening is None:
             self._listening = self._startListening()
         self._listening.addCallback(lambda _: self.conditions.whenAll())
+        self._listening.addCallback(lambda _: _whenRunning(self.reactor))
         self._listening.addCallbacks(self._becomeReady, self._startFailed)
-        self.signals.serving()
 
     def _refuseRestart(self) -> None:
         if self.lifecycle.state is not State.STARTING:
@@ -339,12 +341,14 @@ class WebService(MultiService):
 
     async def _stop(self) -> None:
         stats = self.tracker.stats
+        # Before STOPPING=1 goes out: a second signal may follow at once.
+        # Its handler acts from the reactor, after this step has run.
+        self.signals.stopping()
         self.lifecycle.draining(
             f"Stopping: draining {stats.openConnections} connection(s),"
             f" {stats.inFlight} request(s) in flight",
             self.statusLine.extendUsec(self.drainTimeout),
         )
-        self.signals.stopping()
         self.log.info(
             "sdweb stopping: draining {connections} connection(s),"
             " {inFlight} request(s) in flight",
@@ -384,6 +388,21 @@ class WebService(MultiService):
             await flushed
         except Exception:
             self.log.warn("Some notifications could not be delivered before exit")
+
+
+def _whenRunning(reactor: Any) -> Deferred[None]:
+    """
+    Fires once C{reactor} runs: only then has it installed its handlers for
+    C{SIGTERM} and C{SIGINT} (twistd starts the services before it runs the
+    reactor), and systemd may stop the service as soon as it is ready.
+    """
+    d: Deferred[None] = Deferred()
+    callWhenRunning = getattr(reactor, "callWhenRunning", None)
+    if callWhenRunning is None:
+        d.callback(None)
+    else:
+        callWhenRunning(d.callback, None)
+    return d
 
 
 def _stoppedText(completed: int, result: DrainResult) -> str:

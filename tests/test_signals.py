@@ -1,0 +1,156 @@
+"""
+Signals as operators send them to a real C{twistd -n sdweb}: a second stop
+signal, a reload during a stop, reload and stop at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+from conftest import need, waitUntil
+from test_twistd import TRACEBACK, startServer
+
+from txsdnotify.testing import NotifyReceiver
+
+CLEAN = (0, -signal.SIGTERM, -signal.SIGINT)
+
+
+def curlInFlight(
+    receiver: NotifyReceiver, port: int, path: str
+) -> subprocess.Popen[bytes]:
+    """
+    Start curl on C{path} and wait until the status says it is in flight.
+    """
+    curl = need("curl")
+    seen = len(receiver.receiveAvailable())
+    client = subprocess.Popen(
+        [curl, "-sS", "-i", "--max-time", "60", f"http://127.0.0.1:{port}{path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    receiver.expect(
+        lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20, after=seen
+    )
+    return client
+
+
+@pytest.mark.parametrize(
+    "first,second",
+    [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT, signal.SIGINT)],
+)
+def test_secondSignalStopsNow(
+    twistd: Any, receiver: NotifyReceiver, first: int, second: int
+) -> None:
+    """
+    A second SIGTERM (or Ctrl-C) during a 20 s drain ends it within 2 s,
+    cleanly, and says so.
+    """
+    server, port = startServer(
+        twistd,
+        receiver,
+        "--class",
+        "slowapp.Slow",
+        "--status-interval",
+        "0.1",
+        "--drain-timeout",
+        "60",
+    )
+    client = curlInFlight(receiver, port, "/slow?s=20")
+    server.process.send_signal(first)
+    receiver.expect("STOPPING", timeout=10)
+    signalled = time.monotonic()
+    server.process.send_signal(second)
+    status = server.wait(timeout=10)
+    assert time.monotonic() - signalled < 2.0
+    assert status in CLEAN
+    client.communicate(timeout=10)
+    log = server.output()
+    assert TRACEBACK not in log
+    assert "ReactorNotRunning" not in log
+    assert "stop forced" in log
+    statuses = receiver.values("STATUS")
+    assert any(s.startswith("Stopping now") for s in statuses)
+    assert statuses[-1].startswith("Stopped:") and "stop forced" in statuses[-1]
+
+
+def test_secondSignalDoesNotWaitForThreads(
+    twistd: Any, receiver: NotifyReceiver
+) -> None:
+    """
+    A WSGI request stuck in its thread for 30 s: a forced stop does not wait
+    for it (Twisted's shutdown would join the thread).
+    """
+    server, port = startServer(
+        twistd,
+        receiver,
+        "--wsgi",
+        "slowapp.wsgi",
+        "--status-interval",
+        "0.1",
+        "--drain-timeout",
+        "60",
+    )
+    client = curlInFlight(receiver, port, "/slow?s=30")
+    server.process.send_signal(signal.SIGTERM)
+    receiver.expect("STOPPING", timeout=10)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    status = server.wait(timeout=15)
+    assert time.monotonic() - signalled < 5.0
+    assert status in CLEAN
+    client.kill()
+    client.communicate()
+    assert TRACEBACK not in server.output()
+
+
+def test_reloadSignalDuringDrainIgnored(twistd: Any, receiver: NotifyReceiver) -> None:
+    """
+    SIGHUP during a drain (logrotate's postrotate meeting a stop) neither
+    kills the process nor reloads: the request in flight gets its 200.
+    """
+    server, port = startServer(
+        twistd, receiver, "--class", "slowapp.Slow", "--status-interval", "0.1"
+    )
+    client = curlInFlight(receiver, port, "/slow?s=2")
+    server.process.send_signal(signal.SIGTERM)
+    receiver.expect("STOPPING", timeout=10)
+    server.process.send_signal(signal.SIGHUP)
+    waitUntil(lambda: "Ignoring SIGHUP" in server.output(), timeout=10)
+    out, err = client.communicate(timeout=30)
+    assert out.startswith(b"HTTP/1.1 200 OK"), err
+    assert out.endswith(b"slow done\n")
+    assert server.wait() == -signal.SIGTERM
+    assert "RELOADING" not in [k for m in receiver.messages for k in m]
+
+
+def test_reloadAndStopTogether(twistd: Any, receiver: NotifyReceiver) -> None:
+    """
+    SIGHUP and SIGTERM sent together, 20 times over: never a READY=1 (or
+    RELOADING=1) after STOPPING=1, and always a clean exit.
+    """
+    for _ in range(20):
+        fresh = NotifyReceiver()
+        try:
+            server, port = startServer(
+                twistd, fresh, "--status-interval", "0.05", "--drain-timeout", "5"
+            )
+            server.process.send_signal(signal.SIGHUP)
+            server.process.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=30) == -signal.SIGTERM
+            fresh.receiveAvailable()
+            order = [
+                k
+                for m in fresh.messages
+                for k in m
+                if k in ("READY", "RELOADING", "STOPPING")
+            ]
+            assert "STOPPING" in order
+            after = order[order.index("STOPPING") + 1 :]
+            assert after == [], order
+            assert TRACEBACK not in server.output()
+        finally:
+            fresh.close()
