@@ -6,9 +6,13 @@ pool, and an application's own twistd plugin.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
+import socket
+import struct
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -123,3 +127,106 @@ def test_ownPlugin(receiver: NotifyReceiver, tmp_path: Path) -> None:
         assert get(port) == b"myapp is running\n"
     finally:
         stop(process, tmp_path)
+
+
+def wsConnect(port: int) -> socket.socket:
+    """
+    A WebSocket client handshake on /ws, done by hand: the server is the
+    real autobahn.
+    """
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    key = base64.b64encode(os.urandom(16))
+    s.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return s
+
+
+def wsFrame(opcode: int, payload: bytes) -> bytes:
+    """
+    One masked client frame (payload under 126 bytes).
+    """
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+def wsReadFrame(s: socket.socket) -> tuple[int, bytes]:
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            assert chunk, "connection closed mid-frame"
+            data += chunk
+        return data
+
+    first, second = exactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", exactly(2))[0]
+    return first & 0x0F, exactly(length)
+
+
+def status(receiver: NotifyReceiver, text: str) -> dict[str, str]:
+    return receiver.expect(lambda m: text in m.get("STATUS", ""), timeout=20)
+
+
+def test_websocketTac(receiver: NotifyReceiver, tmp_path: Path) -> None:
+    """
+    Real autobahn WebSockets: 20 opened and closed leave the figures at 0;
+    5 open at SIGTERM are closed with 1001 by the drain hook, and the stop
+    takes well under a second, not the drain timeout.
+    """
+    port = freePort()
+    process = run(
+        ["-y", str(EXAMPLES / "websocket.tac")], receiver, tmp_path, PORT=str(port)
+    )
+    try:
+        receiver.expect("READY", timeout=30)
+        sockets = [wsConnect(port) for _ in range(20)]
+        for s in sockets:
+            s.sendall(wsFrame(0x1, b"ping"))
+            assert wsReadFrame(s) == (0x1, b"ping")
+        status(receiver, "In flight: 0; Connections: 20;")
+        for s in sockets:
+            s.sendall(wsFrame(0x8, struct.pack("!H", 1000)))
+            assert wsReadFrame(s)[0] == 0x8
+            s.close()
+        status(receiver, "Total requests: 20; In flight: 0; Connections: 0;")
+        sockets = [wsConnect(port) for _ in range(5)]
+        stream = socket.create_connection(("127.0.0.1", port), timeout=30)
+        stream.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        status(receiver, "In flight: 1; Connections: 6;")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        events = b""
+        while not events.endswith(b"0\r\n\r\n"):
+            chunk = stream.recv(65536)
+            assert chunk, events
+            events += chunk
+        assert b"event: bye" in events
+        stream.close()
+        for s in sockets:
+            opcode, payload = wsReadFrame(s)
+            assert opcode == 0x8
+            assert struct.unpack("!H", payload[:2])[0] == 1001
+            s.sendall(wsFrame(0x8, payload[:2]))
+        assert process.wait(30) == -signal.SIGTERM
+        assert time.monotonic() - started < 1.0
+        for s in sockets:
+            s.close()
+        final = receiver.values("STATUS")[-1]
+        assert final.startswith("Stopped: 26 request(s) served; drained in")
+        assert "aborted" not in final
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

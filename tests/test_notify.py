@@ -167,6 +167,31 @@ class TestBackpressure:
             {"STATUS": "s6"},
         ]
 
+    @pytest_twisted.inlineCallbacks
+    def test_connectionLostStrandsNothing(
+        self, notifier: Notifier, receiver: NotifyReceiver
+    ) -> Iterator[object]:
+        """
+        The reactor drops our descriptor while messages wait: they still go
+        out, in order, the flush waiter fires, and sending goes on.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        sent = fillQueue(notifier)
+        notifier.notify(READY=1)
+        flushed = notifier.flush()
+        reactor.removeWriter(notifier)
+        notifier.connectionLost(Failure(ConnectionLost()))
+        notifier.notify(STOPPING=1)
+        receiver.startReading(reactor)
+        yield flushed
+        yield receiver.waitFor("STOPPING")
+        assert notifier.pending == 0
+        keys = [k for m in receiver.messages for k in m if k != "X_FILL"]
+        assert keys == ["READY", "STOPPING"]
+        assert len([m for m in receiver.messages if "X_FILL" in m]) == sent + 1
+
 
 def test_notifyNow(receiver: NotifyReceiver) -> None:
     assert notifyNow({"READY": 1, "STATUS": "sync"}, environ=receiver.environ())

@@ -402,10 +402,13 @@ class Notifier:
 
     def connectionLost(self, reason: Failure) -> None:
         """
-        The reactor gave up on our descriptor; the next message reconnects.
+        The reactor gave up on our descriptor (it has already stopped
+        watching it): reconnect and send what waits, so that no queued
+        message and no L{flush} waiter is stranded.
         """
         self._writing = False
         self._closeSocket()
+        self._drain()
 
     def logPrefix(self) -> str:
         """
