@@ -18,8 +18,6 @@ from conftest import freePort, portAnswers, processEnv, twistdCommand
 from systemd_harness import (
     UserManager,
     exec_line,
-    units,  # noqa: F401
-    user_manager,  # noqa: F401
 )
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"

@@ -27,7 +27,6 @@ from conftest import freePort, need, portAnswers, processEnv, twistdCommand
 from systemd_harness import (
     UserManager,
     exec_line,
-    user_manager,  # noqa: F401
 )
 
 # Generous: two shared, noisy cores, and a twistd that imports Twisted.
