@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import freePort
 from systemd_harness import UserManager, only_254
-from test_systemd_activation import restartUnderLoad, serviceUnit, unitLog
+from test_systemd_activation import assertStoredRestartsLoseNoRequest, startStoring
 from test_systemd_units import (
     DOCS_UNITS,
     START_TIMEOUT,
@@ -114,28 +113,12 @@ def test_automatic_fd_store(
     (C{$FDSTORE}), sdweb keeps its socket there by itself, and restarts
     under a steady load lose no request.
     """
-    port = freePort()
-    service = manager.unique_name("autostore")
-    manager.write_unit(
-        service,
-        serviceUnit(
-            tmp_path,
-            ["--port", f"tcp:{port}:interface=127.0.0.1"],
-            "FileDescriptorStoreMax=4",
-        ),
-    )
-    units.append(service)
-    manager.systemctl("start", service)
+    service, port = startStoring(manager, units, tmp_path, [])
     pid = manager.show(service, "MainPID")["MainPID"]
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"FDSTORE=4" in environ
     manager.wait_for(service, "NFileDescriptorStore", "1")
-    counts = restartUnderLoad(manager, service, port, tmp_path)
-    log = unitLog(tmp_path)
-    print("automatic fd store restarts:", counts)
-    assert counts["failed"] == 0, (counts, log)
-    assert counts["ok"] > 300, counts
-    assert "from the fd store" in log
+    assertStoredRestartsLoseNoRequest(manager, service, port, tmp_path)
     assert manager.show(service, "NFileDescriptorStore") == {
         "NFileDescriptorStore": "1"
     }

@@ -122,30 +122,51 @@ def restartUnderLoad(
     return json.loads(out)
 
 
-@every_manager
-def test_fdStoreRestartsLoseNoRequest(
-    manager: UserManager,
-    units: list[str],
-    tmp_path: Path,
-) -> None:
+def startStoring(
+    manager: UserManager, units: list[str], tmp_path: Path, args: list[str]
+) -> tuple[str, int]:
+    """
+    Start an sdweb service with an fd store (C{FileDescriptorStoreMax=4})
+    and C{args} on a free port; its name and port.
+    """
     port = freePort()
     service = manager.unique_name("store")
     manager.write_unit(
         service,
         serviceUnit(
             tmp_path,
-            ["--fd-store", "--port", f"tcp:{port}:interface=127.0.0.1"],
+            [*args, "--port", f"tcp:{port}:interface=127.0.0.1"],
             "FileDescriptorStoreMax=4",
         ),
     )
     units.append(service)
     manager.systemctl("start", service)
+    return service, port
+
+
+def assertStoredRestartsLoseNoRequest(
+    manager: UserManager, service: str, port: int, tmp_path: Path
+) -> None:
+    """
+    Restarts of C{service} under a steady load fail no request, and the
+    new processes adopt the stored sockets.
+    """
     counts = restartUnderLoad(manager, service, port, tmp_path)
     log = unitLog(tmp_path)
     print("fd store restarts:", counts)
     assert counts["failed"] == 0, (counts, log)
     assert counts["ok"] > 300, counts
     assert "from the fd store" in log
+
+
+@every_manager
+def test_fdStoreRestartsLoseNoRequest(
+    manager: UserManager,
+    units: list[str],
+    tmp_path: Path,
+) -> None:
+    service, port = startStoring(manager, units, tmp_path, ["--fd-store"])
+    assertStoredRestartsLoseNoRequest(manager, service, port, tmp_path)
 
 
 def test_socketUnitRestartsLoseNoRequest(
