@@ -316,7 +316,7 @@ def installed_systemd() -> SystemdBuild:
     missing = None
     if systemd is None:
         missing = f"systemd not found at {' or '.join(candidates)}"
-    return SystemdBuild(INSTALLED, systemd, shutil.which("systemctl"), "", missing)
+    return SystemdBuild(INSTALLED, systemd, shutil.which("systemctl"), missing=missing)
 
 
 def unpacked_systemd(root: Path, name: str) -> SystemdBuild:
@@ -348,7 +348,12 @@ def unpacked_systemd(root: Path, name: str) -> SystemdBuild:
     elif not libraries or not os.access(loader, os.X_OK):
         missing = f"no libraries or no dynamic loader for systemd {name} in {root}"
     return SystemdBuild(
-        name, str(systemd), str(systemctl), ":".join(libraries), loader, missing
+        name,
+        str(systemd),
+        str(systemctl),
+        library_path=":".join(libraries),
+        loader=loader,
+        missing=missing,
     )
 
 
