@@ -16,6 +16,15 @@ from pathlib import Path
 
 import pytest
 
+# The private systemd managers' fixtures, for every module: one manager of
+# each systemd for the whole session.
+from systemd_harness import (  # noqa: F401
+    manager,
+    units,
+    user_manager,
+    user_manager_254,
+)
+
 import txsdnotify
 from txsdnotify.testing import NotifyReceiver
 

@@ -7,13 +7,13 @@ on a machine that does not boot with systemd, without touching the host's
 C{/run/systemd} or any real user manager.  Only the standard library and
 pytest are used.
 
-Use the session fixture (pytest puts C{tests/} on C{sys.path})::
+Use the session fixture (pytest puts C{tests/} on C{sys.path}; tests/conftest.py
+registers the fixtures)::
 
     import sys
     from pathlib import Path
 
     from systemd_harness import exec_line
-    from systemd_harness import user_manager  # noqa: F401
 
     def test_sdweb(user_manager, tmp_path):
         name = user_manager.unique_name("sdweb")
@@ -37,6 +37,19 @@ Without root, C{unshare}/C{nsenter}/systemd or a usable cgroup hierarchy, or
 if the manager does not come up, the fixture skips - except when
 C{CI=true}: then it fails, with the reason and the tail of the manager's log
 (L{start_or_skip} does the same for a test wanting a manager of its own).
+
+Another systemd
+===============
+
+A L{SystemdBuild} says where one systemd's C{systemd} and C{systemctl} are
+(L{BUILDS}: the installed one, and systemd 254 unpacked - not installed - by
+tests/fetch_systemd254.sh into C{.cache/systemd-254}, run by the dynamic
+loader with its own libraries first, for those two processes only).  The
+C{manager} fixture is the installed one's session manager unless a test is
+parametrized with L{every_manager} (once on each) or L{only_254} (for what
+252 cannot do: C{Type=notify-reload}, C{$FDSTORE}); C{user_manager_254} is
+the 254 session manager itself.  Without the unpacked 254, its tests skip
+(fail when C{CI=true}).  tests/conftest.py registers these fixtures.
 
 Writing units
 =============
@@ -112,6 +125,7 @@ import select
 import shlex
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -121,23 +135,40 @@ import time
 import tty
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import pytest
 
 __all__ = [
+    "BUILDS",
+    "INSTALLED",
+    "SYSTEMD_254",
+    "SystemdBuild",
     "UserManager",
     "UserManagerError",
     "SystemctlError",
+    "every_manager",
     "exec_line",
+    "installed_systemd",
+    "manager",
+    "only_254",
     "python_exec_start",
     "start_or_skip",
+    "systemd_254",
     "unavailable_reason",
+    "units",
+    "unpacked_systemd",
     "user_manager",
+    "user_manager_254",
 ]
 
 SYSTEMD_CANDIDATES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd")
+# The names of the managers tests can ask for (L{BUILDS}).
+INSTALLED = "installed"
+SYSTEMD_254 = "254"
+SYSTEMD_254_DIR = Path(__file__).resolve().parent.parent / ".cache" / "systemd-254"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PREFIX = "txsdnotify-harness-"
 
@@ -217,14 +248,128 @@ def python_exec_start(code: str, *args: str) -> str:
     return exec_line([sys.executable, "-c", code, *args])
 
 
-def _which_systemd() -> str | None:
+@dataclass(frozen=True)
+class SystemdBuild:
+    """
+    Where one systemd's binaries are: the only place the harness learns
+    which C{systemd} and C{systemctl} it runs.
+
+    @ivar name: What tests call it (C{"installed"}, C{"254"}).
+    @ivar systemd: The manager binary, or C{None} if not found.
+    @ivar systemctl: The matching C{systemctl}, or C{None} if not found.
+    @ivar library_path: Where the libraries of an unpacked (not installed)
+        systemd are, searched first by those two binaries only; or C{""}.
+    @ivar loader: The dynamic loader that runs them with C{library_path}.
+    @ivar missing: Why this build cannot be used, if it cannot.
+    """
+
+    name: str
+    systemd: str | None
+    systemctl: str | None
+    library_path: str = ""
+    loader: str = ""
+    missing: str | None = None
+
+    def command(self, binary: str, *args: str) -> list[str]:
+        """
+        An argv running C{binary} (L{systemd} or L{systemctl}) with C{args}.
+        With a L{library_path}, the dynamic loader runs it (C{ld.so
+        --library-path}): unlike C{LD_LIBRARY_PATH}, that reaches no child
+        process - a user manager hands its own environment to its units.
+        """
+        if self.library_path:
+            return [self.loader, "--library-path", self.library_path, binary, *args]
+        return [binary, *args]
+
+
+def elf_interpreter(path: Path) -> str:
+    """
+    The program interpreter (C{PT_INTERP}, the dynamic loader) of 64-bit
+    little-endian ELF executable C{path}, or C{""}.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:6] != b"\x7fELF\x02\x01":
+                return ""
+            (phoff,) = struct.unpack_from("<Q", head, 0x20)
+            phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+            for i in range(phnum):
+                f.seek(phoff + i * phentsize)
+                kind, _, offset, _, _, size = struct.unpack("<IIQQQQ", f.read(40))
+                if kind == 3:  # PT_INTERP
+                    f.seek(offset)
+                    return f.read(size).rstrip(b"\0").decode()
+    except (OSError, struct.error, UnicodeDecodeError):
+        pass
+    return ""
+
+
+def installed_systemd() -> SystemdBuild:
+    """
+    The machine's own systemd (C{$TXSD_SYSTEMD_BINARY} overrides the
+    manager binary).
+    """
     override = os.environ.get("TXSD_SYSTEMD_BINARY")
-    if override:
-        return override if os.access(override, os.X_OK) else None
-    for candidate in SYSTEMD_CANDIDATES:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    candidates = (override,) if override else SYSTEMD_CANDIDATES
+    systemd = next((c for c in candidates if os.access(c, os.X_OK)), None)
+    missing = None
+    if systemd is None:
+        missing = f"systemd not found at {' or '.join(candidates)}"
+    return SystemdBuild(INSTALLED, systemd, shutil.which("systemctl"), missing=missing)
+
+
+def unpacked_systemd(root: Path, name: str) -> SystemdBuild:
+    """
+    A systemd unpacked (C{dpkg -x}) into C{root}, not installed: its
+    C{lib/systemd/systemd} and C{bin/systemctl}, run with its own libraries
+    (C{libsystemd-shared-*.so}, C{libsystemd.so.0}) first on
+    C{LD_LIBRARY_PATH}.
+    """
+    systemd = root / "lib" / "systemd" / "systemd"
+    systemctl = root / "bin" / "systemctl"
+    libraries = sorted(
+        {
+            str(lib.parent)
+            for pattern in (
+                "usr/lib/*/systemd/libsystemd-shared-*.so",
+                "usr/lib/*/libsystemd.so.0",
+            )
+            for lib in root.glob(pattern)
+        }
+    )
+    loader = elf_interpreter(systemd)
+    missing = None
+    if not (os.access(systemd, os.X_OK) and os.access(systemctl, os.X_OK)):
+        missing = (
+            f"systemd {name} is not unpacked in {root}"
+            " (make test fetches it: sh tests/fetch_systemd254.sh)"
+        )
+    elif not libraries or not os.access(loader, os.X_OK):
+        missing = f"no libraries or no dynamic loader for systemd {name} in {root}"
+    return SystemdBuild(
+        name,
+        str(systemd),
+        str(systemctl),
+        library_path=":".join(libraries),
+        loader=loader,
+        missing=missing,
+    )
+
+
+def systemd_254() -> SystemdBuild:
+    """
+    systemd 254 as tests/fetch_systemd254.sh unpacks it, in the checkout's
+    C{.cache/systemd-254} (C{$TXSD_SYSTEMD_254} overrides the folder).
+    """
+    root = os.environ.get("TXSD_SYSTEMD_254") or str(SYSTEMD_254_DIR)
+    return unpacked_systemd(Path(root), SYSTEMD_254)
+
+
+BUILDS: dict[str, Callable[[], SystemdBuild]] = {
+    INSTALLED: installed_systemd,
+    SYSTEMD_254: systemd_254,
+}
 
 
 def _mounts() -> dict[str, tuple[str, str]]:
@@ -378,18 +523,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def unavailable_reason() -> str | None:
+def unavailable_reason(build: SystemdBuild | None = None) -> str | None:
     """
-    Why a private user manager cannot run here, or C{None} if it may.
-    Cheap checks only; L{UserManager.start} finds the rest.
+    Why a private user manager of C{build} (by default the installed
+    systemd) cannot run here, or C{None} if it may.  Cheap checks only;
+    L{UserManager.start} finds the rest.
     """
+    if build is None:
+        build = installed_systemd()
     if not sys.platform.startswith("linux"):
         return f"needs Linux, not {sys.platform}"
     if os.geteuid() != 0:
         return "needs root (mount and cgroup namespaces, cgroup delegation)"
-    if _which_systemd() is None:
-        return f"systemd not found at {' or '.join(SYSTEMD_CANDIDATES)}"
-    for tool in ("systemctl", "unshare", "nsenter", "mount", "sh"):
+    if build.missing is not None:
+        return build.missing
+    if build.systemctl is None:
+        return "systemctl not found on PATH"
+    for tool in ("unshare", "nsenter", "mount", "sh"):
         if shutil.which(tool) is None:
             return f"{tool} not found on PATH"
     try:
@@ -416,6 +566,7 @@ class UserManager:
         unit_environment: Mapping[str, str] | None = None,
         default_timeout_sec: float = 20,
         keep_files: bool = False,
+        build: SystemdBuild | None = None,
     ) -> None:
         """
         @param base_dir: Where the configuration, data and log go (created if
@@ -426,7 +577,9 @@ class UserManager:
             inherit it); defaults to C{{"PATH": os.environ["PATH"]}}.
         @param default_timeout_sec: C{DefaultTimeoutStartSec} and
             C{DefaultTimeoutStopSec} of the manager.
+        @param build: Which systemd to run; the installed one by default.
         """
+        self.build = build if build is not None else installed_systemd()
         self._owns_base = base_dir is None
         self.keep_files = keep_files
         if base_dir is None:
@@ -519,7 +672,7 @@ class UserManager:
         """
         if self.process is not None:
             raise UserManagerError("already started")
-        reason = unavailable_reason()
+        reason = unavailable_reason(self.build)
         if reason is not None:
             raise UserManagerError(reason)
         try:
@@ -529,7 +682,7 @@ class UserManager:
             raise
 
     def _start(self, timeout: float) -> None:
-        systemd = _which_systemd()
+        systemd = self.build.systemd
         assert systemd is not None
         self._layout = layout = _CgroupLayout()
         self._sweep_stale_cgroups(layout)
@@ -599,14 +752,14 @@ class UserManager:
             + "fi\n"
             + "exec "
             + shlex.join(
-                [
+                self.build.command(
                     systemd,
                     "--user",
                     "--log-target=console",
                     f"--log-level={self.log_level}",
                     "--log-color=no",
                     "--log-time=yes",
-                ]
+                )
             )
             + "\n"
         )
@@ -853,7 +1006,8 @@ class UserManager:
 
         @raise SystemctlError: if C{check} and it exits non-zero.
         """
-        argv = ["systemctl", "--user", "--no-pager", *args]
+        assert self.build.systemctl is not None
+        argv = self.build.command(self.build.systemctl, "--user", "--no-pager", *args)
         result = self.run_in_namespace(argv, timeout=timeout)
         if check and result.returncode != 0:
             raise SystemctlError(result.returncode, argv, result.stdout, result.stderr)
@@ -969,7 +1123,8 @@ def start_or_skip(base_dir: Path | str | None = None, **kwargs: Any) -> UserMana
     skip the current test - fail it instead when C{CI=true} - with the reason
     and the tail of the manager's log.
     """
-    reason = unavailable_reason()
+    build = kwargs.get("build") or installed_systemd()
+    reason = unavailable_reason(build)
     if reason is None:
         manager = UserManager(base_dir, **kwargs)
         try:
@@ -980,34 +1135,76 @@ def start_or_skip(base_dir: Path | str | None = None, **kwargs: Any) -> UserMana
                 reason += "\n" + manager.log_tail()
         else:
             return manager
-    message = f"private systemd user manager unavailable: {reason}"
+    message = f"private systemd user manager ({build.name}) unavailable: {reason}"
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def user_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserManager]:
-    """
-    A started private L{UserManager} shared by the session, stopped at its
-    end.  If it cannot start the tests using it are skipped, or fail when
-    C{CI=true} (see L{start_or_skip}).  Its files (log included) stay in
-    pytest's temporary directory.
-    """
-    manager = start_or_skip(tmp_path_factory.mktemp("systemd-user"))
+def _session_manager(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[UserManager]:
+    manager = start_or_skip(
+        tmp_path_factory.mktemp(f"systemd-user-{name}"), build=BUILDS[name]()
+    )
     try:
         yield manager
     finally:
         manager.stop()
 
 
-@pytest.fixture
-def units(user_manager: UserManager) -> Iterator[list[str]]:
+@pytest.fixture(scope="session")
+def user_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserManager]:
     """
-    Unit names a test appends here are stopped and removed after it, last
-    first.
+    A started private L{UserManager} of the installed systemd, shared by the
+    session, stopped at its end.  If it cannot start the tests using it are
+    skipped, or fail when C{CI=true} (see L{start_or_skip}).  Its files (log
+    included) stay in pytest's temporary directory.
+    """
+    yield from _session_manager(tmp_path_factory, INSTALLED)
+
+
+@pytest.fixture(scope="session")
+def user_manager_254(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[UserManager]:
+    """
+    Like L{user_manager}, with systemd 254 as tests/fetch_systemd254.sh
+    unpacks it (L{systemd_254}): skipped if it is not there, failed under
+    C{CI=true}.
+    """
+    yield from _session_manager(tmp_path_factory, SYSTEMD_254)
+
+
+_MANAGER_FIXTURES = {INSTALLED: "user_manager", SYSTEMD_254: "user_manager_254"}
+
+
+@pytest.fixture
+def manager(request: pytest.FixtureRequest) -> UserManager:
+    """
+    The session's manager of the systemd a test is parametrized with
+    (L{every_manager}, L{only_254}), the installed one otherwise.
+    """
+    name = getattr(request, "param", INSTALLED)
+    manager: UserManager = request.getfixturevalue(_MANAGER_FIXTURES[name])
+    return manager
+
+
+# Run a test once on each manager: the installed systemd and systemd 254.
+every_manager = pytest.mark.parametrize(
+    "manager", [INSTALLED, SYSTEMD_254], indirect=True
+)
+# Run a test on systemd 254 only (what the installed 252 cannot do).
+only_254 = pytest.mark.parametrize("manager", [SYSTEMD_254], indirect=True)
+
+
+@pytest.fixture
+def units(manager: UserManager) -> Iterator[list[str]]:
+    """
+    Unit names a test appends here are stopped and removed from L{manager}
+    after it, last first.
     """
     names: list[str] = []
     yield names
     for name in reversed(names):
-        user_manager.remove_unit(name)
+        manager.remove_unit(name)

@@ -15,12 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import freePort, portAnswers, processEnv, twistdCommand
-from systemd_harness import (
-    UserManager,
-    exec_line,
-    units,  # noqa: F401
-    user_manager,  # noqa: F401
-)
+from systemd_harness import UserManager, every_manager, exec_line
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 
@@ -53,18 +48,19 @@ def unitLog(tmp_path: Path) -> str:
     return log.read_text(errors="replace") if log.exists() else ""
 
 
+@every_manager
 @pytest.mark.parametrize("portOption", [[], ["--port", "systemd:domain=INET:name=web"]])
 def test_socketActivation(
-    user_manager: UserManager,  # noqa: F811
+    manager: UserManager,
     units: list[str],
     tmp_path: Path,
     portOption: list[str],
 ) -> None:
     port = freePort()
-    service = user_manager.unique_name("act")
+    service = manager.unique_name("act")
     socketUnit = service.replace(".service", ".socket")
-    user_manager.write_unit(service, serviceUnit(tmp_path, portOption))
-    user_manager.write_unit(
+    manager.write_unit(service, serviceUnit(tmp_path, portOption))
+    manager.write_unit(
         socketUnit,
         f"""
         [Socket]
@@ -74,12 +70,12 @@ def test_socketActivation(
         """,
     )
     units.extend([socketUnit, service])
-    user_manager.systemctl("start", socketUnit)
-    assert user_manager.show(service, "ActiveState")["ActiveState"] == "inactive"
+    manager.systemctl("start", socketUnit)
+    assert manager.show(service, "ActiveState")["ActiveState"] == "inactive"
     # The first connection starts the service, and is answered.
     status, body = get(port)
     assert status == 200 and b"sdweb is serving" in body
-    user_manager.wait_for(service, "ActiveState", "active", timeout=30)
+    manager.wait_for(service, "ActiveState", "active", timeout=30)
     log = unitLog(tmp_path)
     assert "[web]" in log, log
     assert f"127.0.0.1:{port}" in log
@@ -126,29 +122,51 @@ def restartUnderLoad(
     return json.loads(out)
 
 
-def test_fdStoreRestartsLoseNoRequest(
-    user_manager: UserManager,  # noqa: F811
-    units: list[str],
-    tmp_path: Path,
-) -> None:
+def startStoring(
+    manager: UserManager, units: list[str], tmp_path: Path, args: list[str]
+) -> tuple[str, int]:
+    """
+    Start an sdweb service with an fd store (C{FileDescriptorStoreMax=4})
+    and C{args} on a free port; its name and port.
+    """
     port = freePort()
-    service = user_manager.unique_name("store")
-    user_manager.write_unit(
+    service = manager.unique_name("store")
+    manager.write_unit(
         service,
         serviceUnit(
             tmp_path,
-            ["--fd-store", "--port", f"tcp:{port}:interface=127.0.0.1"],
+            [*args, "--port", f"tcp:{port}:interface=127.0.0.1"],
             "FileDescriptorStoreMax=4",
         ),
     )
     units.append(service)
-    user_manager.systemctl("start", service)
-    counts = restartUnderLoad(user_manager, service, port, tmp_path)
+    manager.systemctl("start", service)
+    return service, port
+
+
+def assertStoredRestartsLoseNoRequest(
+    manager: UserManager, service: str, port: int, tmp_path: Path
+) -> None:
+    """
+    Restarts of C{service} under a steady load fail no request, and the
+    new processes adopt the stored sockets.
+    """
+    counts = restartUnderLoad(manager, service, port, tmp_path)
     log = unitLog(tmp_path)
     print("fd store restarts:", counts)
     assert counts["failed"] == 0, (counts, log)
     assert counts["ok"] > 300, counts
     assert "from the fd store" in log
+
+
+@every_manager
+def test_fdStoreRestartsLoseNoRequest(
+    manager: UserManager,
+    units: list[str],
+    tmp_path: Path,
+) -> None:
+    service, port = startStoring(manager, units, tmp_path, ["--fd-store"])
+    assertStoredRestartsLoseNoRequest(manager, service, port, tmp_path)
 
 
 def test_socketUnitRestartsLoseNoRequest(

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from systemd_harness import (
     UserManager,
+    every_manager,
+    only_254,
     python_exec_start,
     start_or_skip,
-    units,  # noqa: F401
-    user_manager,  # noqa: F401
 )
 
 # Sends one datagram to NOTIFY_SOCKET with a plain socket, as the main
@@ -100,18 +100,16 @@ def test_exit_code_failure(
     }
 
 
-def test_python_main_process_notifies(
-    user_manager: UserManager,  # noqa: F811
-    units: list[str],
-) -> None:
+@every_manager
+def test_python_main_process_notifies(manager: UserManager, units: list[str]) -> None:
     """
     A Python main process finds NOTIFY_SOCKET and its READY=1 is accepted
     under the default NotifyAccess=main.
     """
-    name = user_manager.unique_name("notify-py")
+    name = manager.unique_name("notify-py")
     units.append(name)
     exec_start = python_exec_start(NOTIFY_CODE, "READY=1\nSTATUS=python ready", "300")
-    user_manager.write_unit(
+    manager.write_unit(
         name,
         f"""
         [Service]
@@ -120,13 +118,43 @@ def test_python_main_process_notifies(
         ExecStart={exec_start}
         """,
     )
-    user_manager.systemctl("start", name)
-    props = user_manager.show(name, "ActiveState", "NotifyAccess", "StatusText")
+    manager.systemctl("start", name)
+    props = manager.show(name, "ActiveState", "NotifyAccess", "StatusText")
     assert props == {
         "ActiveState": "active",
         "NotifyAccess": "main",
         "StatusText": "python ready",
     }
+
+
+@only_254
+def test_unpacked_254(manager: UserManager, units: list[str], tmp_path: Path) -> None:
+    """
+    The 254 manager is the unpacked systemd 254, talked to by its own
+    systemctl; its libraries are for those two alone: nothing reaches a
+    unit's environment.
+    """
+    assert manager.systemctl("--version").stdout.startswith("systemd 254 ")
+    assert manager.show("init.scope", "Id") == {"Id": "init.scope"}
+    argv = Path(f"/proc/{manager.pid}/cmdline").read_bytes().split(b"\0")
+    assert manager.build.systemd is not None
+    assert manager.build.systemd.encode() in argv
+    name = manager.unique_name("env")
+    units.append(name)
+    dump = tmp_path / "environ"
+    manager.write_unit(
+        name,
+        f"""
+        [Service]
+        Type=oneshot
+        ExecStart=/bin/sh -c 'env > {dump}'
+        """,
+    )
+    manager.systemctl("start", name)
+    environ = dump.read_text()
+    assert "XDG_RUNTIME_DIR=" in environ
+    assert "LD_LIBRARY_PATH" not in environ
+    assert ".cache" not in environ
 
 
 def test_watchdog_fires(user_manager: UserManager, units: list[str]) -> None:  # noqa: F811

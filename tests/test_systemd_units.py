@@ -24,11 +24,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 from conftest import freePort, need, portAnswers, processEnv, twistdCommand
-from systemd_harness import (
-    UserManager,
-    exec_line,
-    user_manager,  # noqa: F401
-)
+from systemd_harness import UserManager, every_manager, exec_line
 
 # Generous: two shared, noisy cores, and a twistd that imports Twisted.
 START_TIMEOUT = 60
@@ -375,15 +371,13 @@ def stopped_line(unit: Sdweb) -> str:
 
 
 @pytest.fixture
-def sdweb(
-    user_manager: UserManager,  # noqa: F811
-    tmp_path: Path,
-) -> Iterator[SdwebFactory]:
+def sdweb(manager: UserManager, tmp_path: Path) -> Iterator[SdwebFactory]:
     """
-    C{sdweb(*args, port=None, **settings)}: write (not start) an sdweb unit;
-    C{settings} override or (with L{None}) remove [Service] lines.  Every
-    unit is stopped and removed afterwards; its output is printed, which
-    pytest shows when the test failed.
+    C{sdweb(*args, port=None, **settings)}: write (not start) an sdweb unit
+    for C{manager} (the installed systemd's unless the test is parametrized
+    otherwise); C{settings} override or (with L{None}) remove [Service]
+    lines.  Every unit is stopped and removed afterwards; its output is
+    printed, which pytest shows when the test failed.
     """
     units: list[Sdweb] = []
 
@@ -393,17 +387,18 @@ def sdweb(
         docs_unit: Optional[Path] = None,
         **settings: str | None,
     ) -> Sdweb:
-        unit = Sdweb(user_manager, tmp_path, args, settings, port, docs_unit)
+        unit = Sdweb(manager, tmp_path, args, settings, port, docs_unit)
         units.append(unit)
         return unit
 
     yield make
     for unit in units:
         status = unit.systemctl("status", check=False).stdout
-        user_manager.remove_unit(unit.name)
+        manager.remove_unit(unit.name)
         print(f"--- {unit.name}:\n{unit.unit_text}\n{status}\n{unit.output()}")
 
 
+@every_manager
 def test_start_returns_once_the_port_answers(sdweb: SdwebFactory) -> None:
     """
     C{systemctl start} of the Type=notify unit returns only once the port
@@ -445,6 +440,7 @@ def test_start_returns_once_the_port_answers(sdweb: SdwebFactory) -> None:
     assert unit.main_pid() == pid
 
 
+@every_manager
 def test_stop_drains_a_request_in_flight(sdweb: SdwebFactory) -> None:
     """
     C{systemctl stop} while a slow request is in flight: the client gets its
@@ -684,6 +680,7 @@ def rotate(unit: Sdweb, log: Path, rotated: Path, reloads: int) -> None:
     assert f"{marker}-before" not in new and f"{marker}-between" not in new
 
 
+@every_manager
 def test_reload(sdweb: SdwebFactory, tmp_path: Path) -> None:
     """
     C{systemctl reload} (ExecReload=/bin/kill -HUP $MAINPID) keeps the same

@@ -20,8 +20,6 @@ from conftest import freePort, need, portAnswers, processEnv, twistdCommand
 from systemd_harness import (
     UserManager,
     exec_line,
-    units,  # noqa: F401
-    user_manager,  # noqa: F401
 )
 
 from txsdnotify.unitfile import (
