@@ -221,7 +221,7 @@ def test_halfSentRequestGetsOnlyTheGrace(live: NotifyReceiver) -> Iterator[Any]:
     busy = connectTo(service)
     busy.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
     yield arrived
-    slow = [connectTo(service) for _ in range(5)]
+    slow = [connectTo(service) for _ in range(20)]
     for s in slow:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     yield sleep(0.2)
