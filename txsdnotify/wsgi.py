@@ -158,7 +158,8 @@ class WSGIApplication(Resource):
     below it.
 
     @ivar application: The WSGI application.
-    @ivar threads: The threads it runs in (started on the first request).
+    @ivar threads: The threads it runs in (started as requests come);
+        C{threads.waiting} is how many requests wait for one.
     """
 
     isLeaf = True
@@ -175,7 +176,10 @@ class WSGIApplication(Resource):
 
             reactor = _reactor
         self.application = application
-        self.threads = threads if threads is not None else RequestThreads()
+        if threads is None:
+            threads = RequestThreads(reactor=reactor)
+        self.threads = threads
+        reactor.addSystemEventTrigger("after", "shutdown", threads.stop)
         self._reactor = reactor
         self._flusher = _Flusher()
         self._base: dict[str, Any] = {
@@ -201,8 +205,6 @@ class WSGIApplication(Resource):
         """
         Hand the request to a thread; the response follows.
         """
-        if not self.threads.started:
-            self.threads.start(self._reactor)
         response = _Response(self, request, self.environ(request))
         self.threads.submit(response.run)
         return NOT_DONE_YET
