@@ -11,3 +11,4 @@ MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 DATABASES: dict[str, object] = {}
 USE_TZ = True
 LOGGING_CONFIG = None
+DATA_UPLOAD_MAX_MEMORY_SIZE = None
