@@ -302,8 +302,7 @@ def report(results: Sequence[AppResult], args: argparse.Namespace) -> str:
     )  # fmt: skip
     n = len(results[0].of("A")) if results else 0
     return (
-        table
-        + f"\n{n} runs of each server per application in A-B-B-A order;"
+        table + f"\n{n} runs of each server per application in A-B-B-A order;"
         f" wrk -t1 -c{args.connections} -d{args.duration}s; sdweb --threads"
         f" {args.threads}, keep-alive; gunicorn sync worker, which closes the"
         " connection after every response. "

@@ -198,6 +198,7 @@ class WSGIApplication(Resource):
         Serve every path below: undo the traversal step that led here (when
         this resource is not the root of traversal).
         """
+        assert request.prepath is not None and request.postpath is not None
         request.postpath.insert(0, request.prepath.pop())
         return self
 
@@ -216,7 +217,7 @@ class WSGIApplication(Resource):
         env = self._base.copy()
         prepath = request.prepath
         if prepath:
-            env["SCRIPT_NAME"] = ("/" + "/".join(p.decode("latin-1") for p in prepath))
+            env["SCRIPT_NAME"] = "/" + "/".join(p.decode("latin-1") for p in prepath)
         postpath = request.postpath
         env["PATH_INFO"] = (
             "/" + "/".join(p.decode("latin-1") for p in postpath) if postpath else ""
@@ -230,7 +231,9 @@ class WSGIApplication(Resource):
         env["wsgi.url_scheme"] = "https" if secure else "http"
         env["SERVER_NAME"] = request.getRequestHostname().decode("latin-1")
         port = getattr(request.getHost(), "port", None)
-        env["SERVER_PORT"] = str(port) if port is not None else ("443" if secure else "80")
+        env["SERVER_PORT"] = (
+            str(port) if port is not None else ("443" if secure else "80")
+        )
         env["REMOTE_ADDR"], env["REMOTE_PORT"] = peerEnviron(request)
         chunked = False
         for name, values in request.requestHeaders.getAllRawHeaders():
@@ -239,9 +242,9 @@ class WSGIApplication(Resource):
                 continue
             if key == "HTTP_TRANSFER_ENCODING":
                 chunked = True
-            env[key] = (
-                values[0] if len(values) == 1 else b",".join(values)
-            ).decode("latin-1")
+            env[key] = (values[0] if len(values) == 1 else b",".join(values)).decode(
+                "latin-1"
+            )
         content = request.content
         if content is None:
             content = _EmptyInput()
@@ -300,8 +303,8 @@ def _abort(request: Request) -> None:
     Drop the connection of a response that cannot be completed, so that the
     client sees it as broken.
     """
-    channel = request.channel
-    abort = getattr(channel, "abortConnection", None)
+    channel: Any = request.channel
+    abort = getattr(channel, "abortConnection", None)  # HTTP/2 streams have it
     if abort is None:
         abort = channel.transport.abortConnection
     abort()
@@ -624,8 +627,7 @@ class _Response:
 
     def _abortInReactor(self, failure: Failure) -> None:
         _log.failure(
-            "WSGI application error while streaming {method} {uri};"
-            " connection aborted",
+            "WSGI application error while streaming {method} {uri}; connection aborted",
             failure,
             method=self.environ["REQUEST_METHOD"],
             uri=self.request.uri,

@@ -43,12 +43,13 @@ def raiseStreaming(
 
 def big(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
     """
-    ?mb=N megabytes of x, streamed, with no Content-Length.
+    ?mb=N megabytes of x, streamed in fresh 64 KiB blocks, with no
+    Content-Length.
     """
     blocks = int(_query(environ, "mb", "1")) * 16
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
     for _ in range(blocks):
-        yield BLOCK
+        yield BLOCK[:-1] + b"x"
 
 
 def echo(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
