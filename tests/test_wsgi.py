@@ -34,8 +34,9 @@ from twisted.logger import globalLogPublisher
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
+from txsdnotify.tap import Options
 from txsdnotify.testing import NotifyReceiver
-from txsdnotify.threads import RequestThreads
+from txsdnotify.threads import DEFAULT_THREADS, RequestThreads
 from txsdnotify.wsgi import WSGIApplication
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -520,3 +521,25 @@ def test_stuckThreadDoesNotHoldUpExit(twistd: Any, receiver: NotifyReceiver) -> 
     server.process.send_signal(signal.SIGINT)
     server.wait(30)
     assert "Server Shut Down." in server.output()
+
+
+def test_threadsOption() -> None:
+    options = Options(environ={})
+    options.parseOptions(["--wsgi", "apps.wsgiapps.app", "--threads", "3"])
+    root = options["root"]
+    assert isinstance(root, WSGIApplication)
+    assert root.application is wsgiapps.app
+    assert root.threads.size == 3
+    options = Options(environ={})
+    options.parseOptions(["--wsgi", "apps.wsgiapps.app"])
+    assert options["root"].threads.size == DEFAULT_THREADS == 10
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "ten", ""])
+def test_badThreads(twistd: Any, value: str) -> None:
+    server = twistd(["--wsgi", "wsgiapps.app", "--threads", value])
+    assert server.wait(timeout=30) == 1
+    lines = server.output().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("twistd sdweb: ")
+    assert "--threads wants a whole number >= 1" in lines[0]

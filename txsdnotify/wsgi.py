@@ -568,7 +568,11 @@ class _Response:
         if self.gone:
             return
         request = self.request
-        if not _applyHeaders(request, status) and status[0] not in _NO_BODY:
+        if (
+            not _applyHeaders(request, status)
+            and status[0] not in _NO_BODY
+            and (size or request.method != b"HEAD")
+        ):
             request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % size])
         if chunks:
             request.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
