@@ -6,7 +6,7 @@ the same WSGI applications.
 Usage::
 
     python bench/compare_wsgi.py [--rounds N] [--duration S] [--connections C]
-                                 [--threads T] [--out FILE]
+                                 [--threads T] [--close] [--out FILE]
 
 For each application of tests/apps (a plain WSGI hello, a Flask hello, a
 Django view), both servers are started on their own port on 127.0.0.1:
@@ -18,9 +18,10 @@ Django view), both servers are started on their own port on 127.0.0.1:
 
 gunicorn's sync worker closes the connection after every response, as users
 run it: wrk then reconnects for each request, while sdweb keeps connections
-alive.  Each server is warmed up (2 s of wrk), then measured with
-``wrk -t1 -cC -dSs`` in blocks of four runs in the order A B B A.  Around every
-run the CPU time of the server's process tree (utime + stime of the process
+alive; with ``--close`` wrk sends ``Connection: close`` to both, so that both
+pay for a connection per request.  Each server is warmed up (2 s of wrk), then
+measured with ``wrk -t1 -cC -dSs`` in blocks of four runs in the order A B B A.
+Around every run the CPU time of the server's process tree (utime + stime of the process
 and its live children from ``/proc``, plus what it reaped) is read: CPU
 microseconds per request is the figure to compare; requests/s is printed too.
 
@@ -198,13 +199,15 @@ class AppResult:
         )
 
 
-def measure(server: Target, connections: int, duration: int) -> Run:
+def measure(
+    server: Target, connections: int, duration: int, headers: Sequence[str]
+) -> Run:
     """
     One wrk run, with the server tree's CPU time read around it.
     """
     server.checkAlive()
     before = treeCpuSeconds(server.pid)
-    result = runWrk(server.url, connections, duration, latency=False)
+    result = runWrk(server.url, connections, duration, False, headers)
     time.sleep(0.2)  # the last responses and closes
     server.checkAlive()
     return Run(server.key, result, treeCpuSeconds(server.pid) - before)
@@ -252,12 +255,12 @@ def benchApp(
         probe = servesBody(app.body)
         for s in servers:
             waitAnswers(s, probe, deadline)
-            runWrk(s.url, args.connections, WARMUP_SECONDS, latency=False)
+            runWrk(s.url, args.connections, WARMUP_SECONDS, False, args.headers)
         byKey = {s.key: s for s in servers}
         for block in range(args.rounds):
             for key in ORDER:
                 time.sleep(SETTLE_SECONDS)
-                run = measure(byKey[key], args.connections, args.duration)
+                run = measure(byKey[key], args.connections, args.duration, args.headers)
                 result.runs.append(run)
                 print(
                     f"  {app.title:<17} block {block + 1} {key} {byKey[key].label:<14}"
@@ -304,8 +307,13 @@ def report(results: Sequence[AppResult], args: argparse.Namespace) -> str:
     return (
         table + f"\n{n} runs of each server per application in A-B-B-A order;"
         f" wrk -t1 -c{args.connections} -d{args.duration}s; sdweb --threads"
-        f" {args.threads}, keep-alive; gunicorn sync worker, which closes the"
-        " connection after every response. "
+        f" {args.threads}, "
+        + (
+            "every request with Connection: close (a connection per request for both). "
+            if args.close
+            else "keep-alive; gunicorn sync worker, which closes the connection"
+            " after every response. "
+        )
         + versionLine(
             f"gunicorn {packageVersion('gunicorn')}",
             f"Flask {packageVersion('flask')}",
@@ -323,8 +331,14 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=5, help="seconds a run (5)")
     parser.add_argument("--connections", type=int, default=8, help="wrk -c (8)")
     parser.add_argument("--threads", type=int, default=10, help="sdweb --threads")
+    parser.add_argument(
+        "--close",
+        action="store_true",
+        help="send Connection: close to both servers (a connection per request)",
+    )
     addOutArgument(parser)
     args = parser.parse_args(argv)
+    args.headers = ["Connection: close"] if args.close else []
     if min(args.rounds, args.duration, args.connections, args.threads) < 1:
         parser.error("every number must be at least 1")
     return args
