@@ -245,6 +245,34 @@ def test_excInfoReplacesTheResponse(
     assert (code, body) == (500, b"error page\n")
 
 
+def readAll(url: str) -> tuple[int, bytes | Exception]:
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    try:
+        return response.status, response.read()
+    except Exception as e:
+        return response.status, e
+
+
+@pytest_twisted.inlineCallbacks
+def test_excInfoOnceStreamingReraises(serve: Any, failures: list[Any]) -> Iterator[Any]:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"x" * 200_000  # more than is buffered: the response is under way
+        try:
+            raise ValueError("too late")
+        except ValueError:
+            start_response("500 Oops", [], sys.exc_info())
+        yield b"never"
+
+    status, body = yield deferToThread(readAll, serve(app))
+    assert status == 200
+    assert isinstance(body, (http.client.IncompleteRead, ConnectionResetError))
+    assert [e["log_failure"].value.args for e in failures] == [("too late",)]
+
+
 @pytest_twisted.inlineCallbacks
 def test_startResponseTwiceIsAnError(
     serve: Any, pool: HTTPConnectionPool, failures: list[Any]
