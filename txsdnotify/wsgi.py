@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import IO, Any, Optional
+from typing import Any, Optional
 
-from twisted.internet.interfaces import IPushProducer, IReactorFromThreads
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -28,6 +28,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from .threads import RequestThreads
+from .wsgienv import FileWrapper, baseEnviron, requestEnviron
+from .wsgiflush import FLUSH_DELAY, Flusher
 
 __all__ = ["BUFFER_BYTES", "FLUSH_DELAY", "FileWrapper", "WSGIApplication"]
 
@@ -37,14 +39,6 @@ The most body a response buffers in its thread, and the most handed to the
 reactor and not yet written to the connection.
 """
 
-FLUSH_DELAY = 0.02
-"""
-Seconds a buffered block may wait for the application's next one before it
-is sent on its own (the application is slow: a long poll, a stream).
-"""
-
-_IDLE_POLLS = 50  # polls with nothing to watch before the flusher sleeps
-
 _log = Logger(namespace="txsdnotify.wsgi")
 
 ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]
@@ -53,103 +47,6 @@ Application = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _NO_BODY = frozenset({204, 304})
 _ERROR_BODY = b"Internal Server Error\n"
-
-
-class FileWrapper:
-    """
-    C{wsgi.file_wrapper}: a file's content as an iterable of blocks, read in
-    the request's thread.
-    """
-
-    def __init__(self, filelike: IO[bytes], blksize: int = BUFFER_BYTES) -> None:
-        self.filelike = filelike
-        self.blksize = blksize
-
-    def __iter__(self) -> Iterator[bytes]:
-        read = self.filelike.read
-        size = self.blksize
-        while True:
-            block = read(size)
-            if not block:
-                return
-            yield block
-
-    def close(self) -> None:
-        """
-        Close the file, as PEP 3333 asks.
-        """
-        close = getattr(self.filelike, "close", None)
-        if close is not None:
-            close()
-
-
-class _ErrorStream:
-    """
-    C{wsgi.errors}: what the application writes goes to the log, one event
-    per line.
-    """
-
-    def __init__(self, reactor: IReactorFromThreads) -> None:
-        self._reactor = reactor
-        self._partial = ""
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> None:
-        if not isinstance(text, str):
-            raise TypeError(f"wsgi.errors takes str, not {type(text).__name__}")
-        with self._lock:
-            *lines, self._partial = (self._partial + text).split("\n")
-        for line in lines:
-            self._reactor.callFromThread(_log.error, "{line}", line=line)
-
-    def writelines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        with self._lock:
-            line, self._partial = self._partial, ""
-        if line:
-            self._reactor.callFromThread(_log.error, "{line}", line=line)
-
-
-_headerKeys: dict[bytes, str] = {}
-
-
-def _environKey(name: bytes) -> str | None:
-    """
-    The environ key of a request header (C{HTTP_X_FOO}); L{None} for a name
-    with an underscore, which would be taken for one with a dash.
-    """
-    key = _headerKeys.get(name)
-    if key is None:
-        text = name.decode("latin-1")
-        if "_" in text:
-            return None
-        upper = text.upper().replace("-", "_")
-        key = upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + upper
-        if len(_headerKeys) < 512:
-            _headerKeys[name] = key
-    return key
-
-
-def _bodyLength(content: IO[bytes]) -> int:
-    position = content.tell()
-    content.seek(0, 2)
-    length = content.tell()
-    content.seek(position)
-    return length
-
-
-def peerEnviron(request: Request) -> tuple[str, str]:
-    """
-    C{REMOTE_ADDR} and C{REMOTE_PORT}: empty for a peer without a host or
-    port, as on a C{unix:} listener.
-    """
-    peer = request.getClientAddress()
-    host = getattr(peer, "host", None)
-    port = getattr(peer, "port", None)
-    return ("" if host is None else str(host), "" if port is None else str(port))
 
 
 class WSGIApplication(Resource):
@@ -181,17 +78,8 @@ class WSGIApplication(Resource):
         self.threads = threads
         reactor.addSystemEventTrigger("after", "shutdown", threads.stop)
         self._reactor = reactor
-        self._flusher = _Flusher()
-        self._base: dict[str, Any] = {
-            "wsgi.version": (1, 0),
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-            "wsgi.errors": _ErrorStream(reactor),
-            "wsgi.file_wrapper": FileWrapper,
-            "wsgi.input_terminated": True,
-            "SCRIPT_NAME": "",
-        }
+        self._flusher = Flusher()
+        self._base = baseEnviron(reactor)
 
     def getChildWithDefault(self, name: bytes, request: Request) -> Resource:
         """
@@ -206,72 +94,9 @@ class WSGIApplication(Resource):
         """
         Hand the request to a thread; the response follows.
         """
-        response = _Response(self, request, self.environ(request))
+        response = _Response(self, request, requestEnviron(self._base, request))
         self.threads.submit(response.run)
         return NOT_DONE_YET
-
-    def environ(self, request: Request) -> dict[str, Any]:
-        """
-        The WSGI environment of a request.
-        """
-        env = self._base.copy()
-        prepath = request.prepath
-        if prepath:
-            env["SCRIPT_NAME"] = "/" + "/".join(p.decode("latin-1") for p in prepath)
-        postpath = request.postpath
-        env["PATH_INFO"] = (
-            "/" + "/".join(p.decode("latin-1") for p in postpath) if postpath else ""
-        )
-        uri = request.uri
-        mark = uri.find(b"?")
-        env["QUERY_STRING"] = "" if mark < 0 else uri[mark + 1 :].decode("latin-1")
-        env["REQUEST_METHOD"] = request.method.decode("latin-1")
-        env["SERVER_PROTOCOL"] = request.clientproto.decode("latin-1")
-        secure = request.isSecure()
-        env["wsgi.url_scheme"] = "https" if secure else "http"
-        env["SERVER_NAME"] = request.getRequestHostname().decode("latin-1")
-        port = getattr(request.getHost(), "port", None)
-        env["SERVER_PORT"] = (
-            str(port) if port is not None else ("443" if secure else "80")
-        )
-        env["REMOTE_ADDR"], env["REMOTE_PORT"] = peerEnviron(request)
-        chunked = False
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            key = _environKey(name)
-            if key is None:
-                continue
-            if key == "HTTP_TRANSFER_ENCODING":
-                chunked = True
-            env[key] = (values[0] if len(values) == 1 else b",".join(values)).decode(
-                "latin-1"
-            )
-        content = request.content
-        if content is None:
-            content = _EmptyInput()
-        else:
-            content.seek(0)
-            if chunked and "CONTENT_LENGTH" not in env:
-                env["CONTENT_LENGTH"] = str(_bodyLength(content))
-        env["wsgi.input"] = content
-        return env
-
-
-class _EmptyInput:
-    """
-    C{wsgi.input} of a request whose body is gone.
-    """
-
-    def read(self, size: int | None = -1) -> bytes:
-        return b""
-
-    def readline(self, size: int | None = -1) -> bytes:
-        return b""
-
-    def readlines(self, hint: int | None = -1) -> list[bytes]:
-        return []
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(())
 
 
 class _ClientGone(Exception):
@@ -663,67 +488,3 @@ class _Response:
 
     def stopProducing(self) -> None:
         self._lostInReactor(Failure(_ClientGone()))
-
-
-class _Flusher:
-    """
-    One daemon thread that sends what a response has buffered when its
-    application then keeps the server waiting (L{FLUSH_DELAY}).
-
-    A watched response changes its buffer only with L{lock} held.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._wake = threading.Condition(self.lock)
-        self._watched: dict[_Response, None] = {}
-        self._thread: threading.Thread | None = None
-        self._sleeping = False
-
-    def watch(self, response: _Response) -> threading.Lock:
-        """
-        Watch a response from now on; the lock it must now use.
-        """
-        with self.lock:
-            if response.buffer:
-                response.since = time.monotonic()
-            if self._sleeping:
-                self._wake.notify()
-            self._watched[response] = None
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="sdweb-wsgi-flush", daemon=True
-                )
-                self._thread.start()
-        return self.lock
-
-    def unwatch(self, response: _Response) -> None:
-        """
-        Stop watching (call with L{lock} held).
-        """
-        self._watched.pop(response, None)
-
-    def _run(self) -> None:
-        wait = self._wake.wait
-        idle = 0
-        with self.lock:
-            while True:
-                if self._watched:
-                    idle = 0
-                else:
-                    # Under load, responses come and go: keep polling, for
-                    # waking this thread up for each would cost more.
-                    idle += 1
-                    if idle > _IDLE_POLLS:
-                        self._sleeping = True
-                        wait()
-                        self._sleeping = False
-                        idle = 0
-                        continue
-                wait(FLUSH_DELAY / 2)
-                now = time.monotonic()
-                for response in list(self._watched):
-                    try:
-                        response.flushIfSlow(now)
-                    except Exception:
-                        _log.failure("Error flushing a WSGI response")
