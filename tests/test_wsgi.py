@@ -245,6 +245,38 @@ def test_excInfoReplacesTheResponse(
     assert (code, body) == (500, b"error page\n")
 
 
+class FailingClose:
+    """
+    A body whose iteration and close() both raise.
+    """
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise ValueError("in the iteration")
+
+    def close(self) -> None:
+        raise KeyError("in close")
+
+
+@pytest_twisted.inlineCallbacks
+def test_closeRaisingAfterTheApplicationKeepsThe500(
+    serve: Any, failures: list[Any]
+) -> Iterator[Any]:
+    def app(environ: dict[str, Any], start_response: Any) -> FailingClose:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return FailingClose()
+
+    status, body = yield deferToThread(readAll, serve(app))
+    assert (status, body) == (500, b"Internal Server Error\n")
+    for _ in range(100):
+        if len(failures) == 2:
+            break
+        yield sleep(0.05)
+    assert sorted(e["log_failure"].type.__name__ for e in failures) == [
+        "KeyError",
+        "ValueError",
+    ]
+
+
 def readAll(url: str) -> tuple[int, bytes | Exception]:
     host, port = url.split("//")[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)

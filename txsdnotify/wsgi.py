@@ -158,6 +158,7 @@ class _Response:
         self.since = 0.0
         self.sent = False  # the status and headers went to the reactor
         self.gone = False  # the client disconnected
+        self.failed = False  # an error response is under way
         self.lock: threading.Lock | None = None  # set while the flusher watches
         self.paused = False
         self.inFlight = 0
@@ -342,6 +343,9 @@ class _Response:
         """
         The whole body is there: complete the response.
         """
+        if self.status is None:
+            self._failed(RuntimeError("the application did not call start_response"))
+            return
         lock = self.lock
         if lock is not None:
             with lock:
@@ -351,9 +355,7 @@ class _Response:
             self._finishLocked()
 
     def _finishLocked(self) -> None:
-        if self.status is None:
-            self._failed(RuntimeError("the application did not call start_response"))
-            return
+        assert self.status is not None
         chunks, size = self.buffer, self.size
         self.buffer = []
         if self.sent:
@@ -376,6 +378,12 @@ class _Response:
             return
         failure = Failure(error)
         failure.cleanFailure()
+        if self.failed:
+            # close() raised after the application did: the response is
+            # already an error.
+            self._callFromThread(self._logInReactor, failure)
+            return
+        self.failed = True
         if self.sent:
             self._callFromThread(self._abortInReactor, failure)
         else:
@@ -437,12 +445,7 @@ class _Response:
         request.finish()
 
     def _errorInReactor(self, failure: Failure) -> None:
-        _log.failure(
-            "WSGI application error on {method} {uri}",
-            failure,
-            method=self.environ["REQUEST_METHOD"],
-            uri=self.request.uri,
-        )
+        self._logInReactor(failure)
         if self.gone:
             return
         request = self.request
@@ -453,6 +456,14 @@ class _Response:
         )
         request.write(_ERROR_BODY)
         request.finish()
+
+    def _logInReactor(self, failure: Failure) -> None:
+        _log.failure(
+            "WSGI application error on {method} {uri}",
+            failure,
+            method=self.environ["REQUEST_METHOD"],
+            uri=self.request.uri,
+        )
 
     def _abortInReactor(self, failure: Failure) -> None:
         _log.failure(
