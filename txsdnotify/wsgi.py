@@ -457,21 +457,17 @@ class _Response:
         request.write(_ERROR_BODY)
         request.finish()
 
-    def _logInReactor(self, failure: Failure) -> None:
+    def _logInReactor(self, failure: Failure, outcome: str = "") -> None:
         _log.failure(
-            "WSGI application error on {method} {uri}",
+            "WSGI application error on {method} {uri}{outcome}",
             failure,
             method=self.environ["REQUEST_METHOD"],
             uri=self.request.uri,
+            outcome=outcome,
         )
 
     def _abortInReactor(self, failure: Failure) -> None:
-        _log.failure(
-            "WSGI application error while streaming {method} {uri}; connection aborted",
-            failure,
-            method=self.environ["REQUEST_METHOD"],
-            uri=self.request.uri,
-        )
+        self._logInReactor(failure, " while streaming; connection aborted")
         if not self.gone:
             self.gone = True
             _abort(self.request)
