@@ -507,12 +507,17 @@ class WrkResult:
 
 
 def runWrk(
-    url: str, connections: int, duration: int, latency: bool = True
+    url: str,
+    connections: int,
+    duration: int,
+    latency: bool = True,
+    headers: Sequence[str] = (),
 ) -> WrkResult:
     """
     Run C{wrk -t1} once against C{url} and parse its report.
 
     @param latency: Pass C{--latency} (the percentiles are only parsed then).
+    @param headers: Request headers (C{"Connection: close"}), one C{-H} each.
     """
     argv = [
         "wrk",
@@ -520,6 +525,7 @@ def runWrk(
         f"-c{connections}",
         f"-d{duration}s",
         *(["--latency"] if latency else []),
+        *(a for h in headers for a in ("-H", h)),
         url,
     ]
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet import interfaces
 from twisted.internet.endpoints import serverFromString
-from twisted.python import usage
+from twisted.python import reflect, usage
 from twisted.web import static
 from twisted.web import tap as webtap
 from twisted.web.resource import Resource
@@ -29,6 +29,8 @@ from .journal import journalStream
 from .message import NotifyAddressError, parseAddress
 from .notify import Notifier
 from .service import WebService
+from .threads import DEFAULT_THREADS
+from .wsgi import WSGIApplication
 
 __all__ = ["Options", "makeService"]
 
@@ -51,6 +53,15 @@ def _seconds(option: str) -> Callable[[str], float]:
 
     coerce.coerceDoc = "A number of seconds >= 0."  # type: ignore[attr-defined]
     return coerce
+
+
+def _threadCount(value: str) -> int:
+    """
+    The coercer of C{--threads}: a whole number >= 1.
+    """
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--threads wants a whole number >= 1, not {value!r}")
+    return int(value)
 
 
 def portDescription(port: str) -> str:
@@ -94,6 +105,13 @@ systemd passed (socket activation), or else tcp:8080."""
             "Seconds to let requests in flight finish on stop before the rest"
             " are aborted.",
             _seconds("drain-timeout"),
+        ],
+        [
+            "threads",
+            None,
+            DEFAULT_THREADS,
+            "Threads the --wsgi application runs in.",
+            _threadCount,
         ],
     ]
 
@@ -153,12 +171,14 @@ systemd passed (socket activation), or else tcp:8080."""
 
     def opt_wsgi(self, name: str) -> None:
         """
-        The dotted name of a WSGI application object to serve (module.app).
+        The dotted name of a WSGI application object to serve (module.app),
+        with sdweb's WSGI container (see --threads).
         """
         try:
-            super().opt_wsgi(name)
-        except ImportError as e:
+            application = reflect.namedAny(name)
+        except (ImportError, AttributeError, ValueError) as e:
             raise usage.UsageError(f"No such WSGI application: {name!r} ({e})") from e
+        self["root"] = WSGIApplication(application)
 
     def opt_class(self, className: str) -> None:
         """
@@ -185,6 +205,8 @@ systemd passed (socket activation), or else tcp:8080."""
             # Socket activation: serve what systemd passed, not tcp:8080.
             self["ports"].extend(systemdDescriptions(self.inherited))
         super().postOptions()
+        if isinstance(self["root"], WSGIApplication):
+            self["root"].threads.size = self["threads"]
         from twisted.internet import reactor
 
         for description in self["ports"]:

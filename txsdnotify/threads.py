@@ -1,0 +1,176 @@
+# -*- test-case-name: tests.test_wsgi -*-
+"""
+The threads WSGI applications run in.
+
+Up to L{RequestThreads.size} daemon threads take jobs from one queue, in
+order.  Threads are woken sparingly: with the GIL, two threads running
+Python code are slower than one, so a job that arrives while a thread is
+busy waits for it, unless no job has started for L{STALL} seconds (the busy
+threads are blocked: on a database, in C{time.sleep}) and then one more
+thread is woken (started, up to the limit).  Threads are daemon threads: one
+stuck in application code never keeps the process from exiting.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+__all__ = ["DEFAULT_THREADS", "STALL", "RequestThreads"]
+
+DEFAULT_THREADS = 10
+"""
+Like Twisted's own reactor thread pool: enough for applications that wait on
+a database or another service; more threads running Python code only share
+one GIL.
+"""
+
+STALL = 0.002
+"""
+Seconds without a job starting, while jobs wait, after which one more thread
+is woken.
+"""
+
+_log = Logger()
+
+
+class RequestThreads:
+    """
+    A pool of daemon threads running jobs in the order they came.
+
+    Call L{submit} from the reactor thread only.
+
+    @ivar size: The most threads there will be (read when a thread is about
+        to be started, so it may be changed before the first job).
+    """
+
+    def __init__(
+        self, size: int = DEFAULT_THREADS, reactor: Any = None, name: str = "sdweb-wsgi"
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a thread pool needs at least 1 thread, not {size}")
+        self.size = size
+        self._reactor = reactor
+        self._name = name
+        self._lock = threading.Lock()
+        self._jobs: collections.deque[Callable[[], object]] = collections.deque()
+        self._idle: list[threading.Lock] = []  # a locked lock per idle thread
+        self._threads: list[threading.Thread] = []
+        self._running = 0  # threads awake (running a job or about to take one)
+        self._lastStart = 0.0  # when a thread last took a job
+        self._checkPending = False
+        self._stopping = False
+
+    @property
+    def waiting(self) -> int:
+        """
+        How many jobs (requests) wait for a thread right now; O(1).
+        """
+        return len(self._jobs)
+
+    @property
+    def threads(self) -> int:
+        """
+        How many threads have been started so far.
+        """
+        return len(self._threads)
+
+    def submit(self, job: Callable[[], object]) -> None:
+        """
+        Run C{job()} in a thread.  C{job} handles its own errors.
+        """
+        with self._lock:
+            if self._stopping:
+                return
+            self._jobs.append(job)
+            if self._running == 0:
+                self._wakeOne()
+                return
+            if time.monotonic() - self._lastStart >= STALL:
+                self._wakeOne()
+            if not self._checkPending:
+                self._scheduleCheck()
+
+    def stop(self) -> None:
+        """
+        Drop the jobs still waiting and have every thread end once it is done
+        with its current job; does not wait for them.
+        """
+        with self._lock:
+            self._stopping = True
+            self._jobs.clear()
+            idle, self._idle = self._idle, []
+        for wakeup in idle:
+            wakeup.release()
+
+    def _scheduleCheck(self) -> None:
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        self._checkPending = True
+        reactor.callLater(STALL, self._check)
+
+    def _check(self) -> None:
+        """
+        While jobs wait: wake one more thread whenever none took a job for
+        L{STALL} seconds.
+        """
+        with self._lock:
+            self._checkPending = False
+            if not self._jobs or self._stopping:
+                return
+            if time.monotonic() - self._lastStart >= STALL:
+                self._wakeOne()
+            self._scheduleCheck()
+
+    def _wakeOne(self) -> None:
+        """
+        Wake an idle thread, or start one (with the lock held).  Waking
+        counts as a start: the job taken next is not stalled yet.
+        """
+        self._lastStart = time.monotonic()
+        if self._idle:
+            self._running += 1
+            self._idle.pop().release()
+        elif len(self._threads) < self.size:
+            self._running += 1
+            wakeup = threading.Lock()
+            wakeup.acquire()
+            thread = threading.Thread(
+                target=self._work,
+                args=(wakeup,),
+                name=f"{self._name}-{len(self._threads)}",
+                daemon=True,
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self, wakeup: threading.Lock) -> None:
+        lock, jobs = self._lock, self._jobs
+        monotonic = time.monotonic
+        while True:
+            with lock:
+                if jobs:
+                    job: Callable[[], object] | None = jobs.popleft()
+                    self._lastStart = monotonic()
+                else:
+                    job = None
+                    self._running -= 1
+                    if self._stopping:
+                        return
+                    self._idle.append(wakeup)
+            if job is None:
+                wakeup.acquire()
+                if self._stopping:
+                    return
+                continue
+            try:
+                job()
+            except BaseException:
+                _log.failure("Unhandled error in a WSGI thread")
+            job = None
