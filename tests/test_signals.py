@@ -154,3 +154,44 @@ def test_reloadAndStopTogether(twistd: Any, receiver: NotifyReceiver) -> None:
             assert TRACEBACK not in server.output()
         finally:
             fresh.close()
+
+
+def test_statusShowsThreadsWaiting(twistd: Any, receiver: NotifyReceiver) -> None:
+    """
+    A saturated WSGI pool shows in the status line: how many requests wait
+    for a thread.
+    """
+    curl = need("curl")
+    server, port = startServer(
+        twistd,
+        receiver,
+        "--wsgi",
+        "slowapp.wsgi",
+        "--threads",
+        "1",
+        "--status-interval",
+        "0.1",
+    )
+    clients = [
+        subprocess.Popen(
+            [curl, "-sS", "--max-time", "60", f"http://127.0.0.1:{port}/slow?s=1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    receiver.expect(
+        lambda m: "Waiting for a thread: 2" in m.get("STATUS", ""), timeout=20
+    )
+    for c in clients:
+        out, _ = c.communicate(timeout=60)
+        assert out == b"wsgi slow done\n"
+    receiver.expect(
+        lambda m: (
+            "Total requests: 3;" in m.get("STATUS", "")
+            and "Waiting" not in m.get("STATUS", "")
+        ),
+        timeout=20,
+    )
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait() == -signal.SIGTERM

@@ -266,6 +266,20 @@ class _AddHeaders(Resource):
         return self._root.getChildWithDefault(name, request)
 
 
+def threadsWaiting(application: WSGIApplication) -> Callable[[], str | None]:
+    """
+    A status figure: how many requests wait for a WSGI thread, shown only
+    while some do (the pool is saturated).
+    """
+    threads = application.threads
+
+    def figure() -> str | None:
+        waiting = threads.waiting
+        return f"Waiting for a thread: {waiting}" if waiting else None
+
+    return figure
+
+
 def makeService(config: Options) -> WebService:
     """
     The service that C{twistd sdweb} runs.
@@ -291,6 +305,8 @@ def makeService(config: Options) -> WebService:
         # wants any more would otherwise keep a port listening for nobody.
         dropStaleStored=True,
     )
+    if isinstance(config["root"], WSGIApplication):
+        service.statusLine.addFigure(threadsWaiting(config["root"]))
     # Children (CGI scripts, subprocesses of the application) must not speak
     # for this service.
     if config.environ is os.environ:

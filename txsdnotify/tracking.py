@@ -289,7 +289,7 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     # more than the counting itself): a request counts once it is processed
     # (its body has arrived) and ends once it is finished or its client is
     # gone.  The attribute names are PROCESSING and USED.
-    class TrackedRequest(base):  # type: ignore[valid-type,misc]
+    class TrackedRequest(base):
         _txsdnotifyProcessing = False
 
         def process(self) -> None:
