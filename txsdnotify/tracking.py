@@ -18,6 +18,7 @@ from twisted.internet.interfaces import (
     ILoggingContext,
     IProtocol,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
 )
 from twisted.python.failure import Failure
 from twisted.web.server import Site
@@ -59,7 +60,7 @@ def channelOf(connection: object) -> Any:
 USED = "_txsdnotifyUsed"
 
 
-@implementer(IProtocolFactory, ILoggingContext)
+@implementer(IProtocolFactory, ILoggingContext, IProtocolNegotiationFactory)
 class TrackingFactory:
     """
     A protocol factory that serves a L{Site} and keeps count.
@@ -78,6 +79,7 @@ class TrackingFactory:
         self.drain: DrainObserver | None = None
         self._baseRequestFactory: object = None
         self._requestFactory: Callable[..., Any] | None = None
+        self._trackedClasses: dict[type, type] = {}
 
     def doStart(self) -> None:
         """
@@ -97,6 +99,13 @@ class TrackingFactory:
         """
         return self.site.logPrefix()
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The protocols the site speaks, which TLS offers in ALPN
+        (C{h2} when Twisted can serve HTTP/2, and C{http/1.1}).
+        """
+        return list(self.site.acceptableProtocols())
+
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         """
         Have the site build the connection, then count and track it.
@@ -110,31 +119,54 @@ class TrackingFactory:
         return connection
 
     def _track(self, connection: IProtocol) -> None:
-        connections = self.connections
-        stats = self.stats
-        connections.add(connection)
-        stats.connectionsOpened += 1
-        original = connection.connectionLost
+        self.connections.add(connection)
+        self.stats.connectionsOpened += 1
+        # The connection becomes an instance of a subclass of its own class
+        # that hears of its loss, rather than being wrapped: a wrapper would
+        # sit in the path of every byte.  An attribute on the instance would
+        # not do: Twisted's HTTP/2-capable connection is a proxy that passes
+        # attributes on to the channel it swaps out when ALPN picks h2.
+        cls = type(connection)
+        tracked = self._trackedClasses.get(cls)
+        if tracked is None:
+            tracked = self._trackedClasses[cls] = _trackedClass(cls, self)
+        connection.__class__ = tracked
 
-        # An attribute on this one connection, rather than a wrapper around
-        # it: a wrapper would sit in the path of every byte.
-        def connectionLost(reason: Failure) -> None:
-            del connection.connectionLost
-            connections.discard(connection)
-            stats.connectionsClosed += 1
-            try:
-                original(reason)
-            finally:
-                if self.drain is not None:
-                    self.drain.connectionClosed(connection)
-
-        connection.connectionLost = connectionLost  # type: ignore[method-assign]
+    def _lost(self, connection: IProtocol) -> None:
+        self.connections.discard(connection)
+        self.stats.connectionsClosed += 1
 
     def _requestFactoryFor(self, base: object) -> Callable[..., Any]:
         if base is not self._baseRequestFactory or self._requestFactory is None:
             self._baseRequestFactory = base
             self._requestFactory = trackingRequestFactory(base, self)
         return self._requestFactory
+
+
+def _trackedClass(cls: type, tracker: TrackingFactory) -> type:
+    """
+    A subclass of the connection class C{cls} whose instances leave
+    C{tracker} when they are lost.
+    """
+
+    class Tracked(cls):  # type: ignore[misc,valid-type]
+        # The same layout as cls, so that __class__ can be assigned.
+        __slots__ = ()
+
+        def connectionLost(self, reason: Failure) -> None:
+            first = self in tracker.connections
+            if first:
+                tracker._lost(self)
+            try:
+                super().connectionLost(reason)
+            finally:
+                if first and tracker.drain is not None:
+                    tracker.drain.connectionClosed(self)
+
+    Tracked.__name__ = cls.__name__
+    Tracked.__qualname__ = cls.__qualname__
+    Tracked.__module__ = cls.__module__
+    return Tracked
 
 
 def trackingRequestFactory(base: Any, tracker: TrackingFactory) -> Callable[..., Any]:
