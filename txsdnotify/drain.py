@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 
+from .http2 import isH2, settleH2
 from .tracking import USED, TrackingFactory, channelOf
 
 __all__ = ["Drain", "DrainResult"]
@@ -134,6 +135,9 @@ class Drain:
             the grace.
         """
         channel = channelOf(connection)
+        if isH2(channel):
+            settleH2(channel)
+            return False
         requests = getattr(channel, "requests", None)
         if requests:
             for request in requests:
@@ -146,7 +150,10 @@ class Drain:
 
     def _endGrace(self) -> None:
         for connection in list(self.tracker.connections):
-            if not getattr(channelOf(connection), "requests", None):
+            channel = channelOf(connection)
+            if isH2(channel):  # became HTTP/2 during the grace
+                settleH2(channel)
+            elif not getattr(channel, "requests", None):
                 _close(connection)
 
     def _abortAll(self) -> None:

@@ -25,6 +25,7 @@ from .activation import (
     isStorable,
     storeName,
 )
+from .backlog import withBacklog
 
 __all__ = ["Listener", "acceptWaiting", "keepOpenForSystemd", "planListeners"]
 
@@ -106,7 +107,7 @@ def planListeners(
                 )
             )
             continue
-        parsed = serverFromString(reactor, endpoint)
+        parsed = serverFromString(reactor, withBacklog(endpoint))
         name = storeName(endpoint)
         if fdStore and name in stored:
             listeners.append(

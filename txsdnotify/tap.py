@@ -29,6 +29,7 @@ from .journal import journalStream
 from .message import NotifyAddressError, parseAddress
 from .notify import Notifier
 from .service import WebService
+from .tls import TLSSetupError, checkTLS
 
 __all__ = ["Options", "makeService"]
 
@@ -188,6 +189,10 @@ systemd passed (socket activation), or else tcp:8080."""
         from twisted.internet import reactor
 
         for description in self["ports"]:
+            try:
+                checkTLS(description)
+            except TLSSetupError as e:
+                raise SystemExit(f"twistd sdweb: {e}") from None
             try:
                 serverFromString(reactor, description)
             except (IndexError, KeyError) as e:

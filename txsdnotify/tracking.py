@@ -149,7 +149,7 @@ def _trackedClass(cls: type, tracker: TrackingFactory) -> type:
     C{tracker} when they are lost.
     """
 
-    class Tracked(cls):  # type: ignore[misc,valid-type]
+    class Tracked(cls):
         # The same layout as cls, so that __class__ can be assigned.
         __slots__ = ()
 
