@@ -87,10 +87,22 @@ def startTLS(
     return server, port
 
 
+def curlWithHTTP2() -> str:
+    """
+    curl, which must speak HTTP/2 (Debian's does, through nghttp2).
+    """
+    path = need("curl")
+    features = subprocess.run(
+        [path, "-V"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "HTTP2" in features.split(), f"this curl has no HTTP/2:\n{features}"
+    return path
+
+
 def curl(port: int, path: str, *options: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
-            need("curl"),
+            curlWithHTTP2(),
             "-sS",
             "-k",
             "--max-time",
