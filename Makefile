@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
-SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk
+SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk ss:iproute2
 
 SYSTEMD_254 = .cache/systemd-254
 

@@ -6,7 +6,9 @@ Site, through an in-memory transport.
 from __future__ import annotations
 
 from inmemory import GET, Root, connect
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.server import Request, Site
 
 from txsdnotify.tracking import TrackingFactory, channelOf
@@ -73,3 +75,36 @@ def test_connectionsTracked() -> None:
     one.connectionLost(Failure(ConnectionError("bye")))
     assert tracker.connections == {two}
     assert (tracker.stats.connectionsOpened, tracker.stats.connectionsClosed) == (2, 1)
+
+
+def test_offersTheSitesProtocolsToALPN() -> None:
+    """
+    TLS asks the listening factory which protocols to offer in ALPN; without
+    an answer every ALPN client's handshake fails.
+    """
+    site = Site(Root(b"12345"))
+    tracker = TrackingFactory(site)
+    assert IProtocolNegotiationFactory.providedBy(tracker)
+    assert tracker.acceptableProtocols() == site.acceptableProtocols()
+    assert b"http/1.1" in tracker.acceptableProtocols()
+
+
+def test_releasedAfterChannelSwap() -> None:
+    """
+    When ALPN picks h2, Twisted swaps the channel behind the connection (a
+    proxy that passes attributes on to the channel): the connection still
+    leaves the tracking when it is lost, and keeps its class's name.
+    """
+    tracker = TrackingFactory(Site(Root(b"12345")))
+    connection, transport = connect(tracker)
+    assert isinstance(connection, _GenericHTTPChannelProtocol)
+    assert type(connection).__name__ == "_GenericHTTPChannelProtocol"
+    transport.unregisterProducer()
+    swapped = HTTPChannel()
+    swapped.makeConnection(transport)
+    connection._channel = swapped
+    connection.connectionLost(Failure(ConnectionError("bye")))
+    assert not tracker.connections
+    assert tracker.stats.connectionsClosed == 1
+    connection.connectionLost(Failure(ConnectionError("again")))
+    assert tracker.stats.connectionsClosed == 1

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
+from .http2 import isH2, settleH2
 from .tracking import USED, TrackingFactory, channelOf, isProcessing
 
 __all__ = ["Drain", "DrainHook", "DrainResult"]
@@ -185,6 +186,9 @@ class Drain:
             # Only the application can end these well: the drain hooks.
             return False
         channel = channelOf(connection)
+        if isH2(channel):
+            settleH2(channel)
+            return False
         requests = getattr(channel, "requests", None) or ()
         processing = [r for r in requests if isProcessing(r)]
         if processing:
@@ -205,7 +209,10 @@ class Drain:
 
     def _endGrace(self) -> None:
         for connection in list(self.tracker.connections):
-            if not self._busy(connection):
+            channel = channelOf(connection)
+            if isH2(channel):  # became HTTP/2 during the grace
+                settleH2(channel)
+            elif not self._busy(connection):
                 _close(connection)
 
     def _abortAll(self) -> None:

@@ -33,6 +33,7 @@ from .activation import (
     isStorable,
     storeName,
 )
+from .backlog import withBacklog
 from .failures import listenError
 from .notify import Notifier
 
@@ -127,7 +128,7 @@ def planListeners(
                 )
             )
             continue
-        parsed = serverFromString(reactor, endpoint)
+        parsed = serverFromString(reactor, withBacklog(endpoint))
         name = storeName(endpoint)
         if fdStore and name in stored:
             listeners.append(

@@ -30,6 +30,7 @@ from .message import NotifyAddressError, parseAddress
 from .notify import Notifier
 from .service import WebService
 from .threads import DEFAULT_THREADS
+from .tls import TLSSetupError, checkTLS
 from .wsgi import WSGIApplication
 
 __all__ = ["Options", "makeService"]
@@ -210,6 +211,10 @@ systemd passed (socket activation), or else tcp:8080."""
         from twisted.internet import reactor
 
         for description in self["ports"]:
+            try:
+                checkTLS(description)
+            except TLSSetupError as e:
+                raise SystemExit(f"twistd sdweb: {e}") from None
             try:
                 serverFromString(reactor, description)
             except (IndexError, KeyError) as e:

@@ -18,6 +18,7 @@ from twisted.internet.interfaces import (
     ILoggingContext,
     IProtocol,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
 )
 from twisted.python.failure import Failure
 from twisted.web.server import Site
@@ -73,7 +74,7 @@ def isProcessing(request: object) -> bool:
     return getattr(request, PROCESSING, False)
 
 
-@implementer(IProtocolFactory, ILoggingContext)
+@implementer(IProtocolFactory, ILoggingContext, IProtocolNegotiationFactory)
 class TrackingFactory:
     """
     A protocol factory that serves a L{Site} and keeps count.
@@ -98,6 +99,7 @@ class TrackingFactory:
         self._requestFactory: Callable[..., Any] | None = None
         self._siteHeld = False
         self._siteStopsHeld = 0
+        self._trackedClasses: dict[type, type] = {}
 
     def doStart(self) -> None:
         """
@@ -140,9 +142,10 @@ class TrackingFactory:
 
     def acceptableProtocols(self) -> list[bytes]:
         """
-        The protocols the site offers in TLS ALPN negotiation.
+        The protocols the site speaks, which TLS offers in ALPN
+        (C{h2} when Twisted can serve HTTP/2, and C{http/1.1}).
         """
-        return self.site.acceptableProtocols()
+        return list(self.site.acceptableProtocols())
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         """
@@ -160,18 +163,16 @@ class TrackingFactory:
         self.connections.add(connection)
         self.stats.connectionsOpened += 1
         setattr(channelOf(connection), _CONNECTION, connection)
-        original = connection.connectionLost
-
-        # An attribute on this one connection, rather than a wrapper around
-        # it: a wrapper would sit in the path of every byte.
-        def connectionLost(reason: Failure) -> None:
-            del connection.connectionLost
-            try:
-                original(reason)
-            finally:
-                self._release(connection)
-
-        connection.connectionLost = connectionLost  # type: ignore[method-assign]
+        # The connection becomes an instance of a subclass of its own class
+        # that hears of its loss, rather than being wrapped: a wrapper would
+        # sit in the path of every byte.  An attribute on the instance would
+        # not do: Twisted's HTTP/2-capable connection is a proxy that passes
+        # attributes on to the channel it swaps out when ALPN picks h2.
+        cls = type(connection)
+        tracked = self._trackedClasses.get(cls)
+        if tracked is None:
+            tracked = self._trackedClasses[cls] = _trackedClass(cls, self)
+        connection.__class__ = tracked
 
     def _release(self, connection: IProtocol) -> None:
         if connection not in self.connections:
@@ -188,11 +189,13 @@ class TrackingFactory:
         WebSocket): the request counts as answered, and the connection stays
         tracked until the new protocol loses it.
         """
-        _ended(request, self.stats)
+        # Only an HTTP/1 channel can be taken over (an HTTP/2 stream has no
+        # transport of its own, and no tracked connection of its own).
         connection = getattr(request.channel, _CONNECTION, None)
-        transport = request.transport
         if connection is None or connection not in self.connections:
             return
+        _ended(request, self.stats)
+        transport = request.transport
         protocol = getattr(transport, "wrappedProtocol", None) or getattr(
             transport, "protocol", None
         )
@@ -263,6 +266,28 @@ def _logUnfinished(request: Any) -> None:
         factory = getattr(request.channel, "factory", None)
         if factory is not None:
             factory.log(request)
+
+
+def _trackedClass(cls: type, tracker: TrackingFactory) -> type:
+    """
+    A subclass of the connection class C{cls} whose instances leave
+    C{tracker} when they are lost.
+    """
+
+    class Tracked(cls):
+        # The same layout as cls, so that __class__ can be assigned.
+        __slots__ = ()
+
+        def connectionLost(self, reason: Failure) -> None:
+            try:
+                super().connectionLost(reason)
+            finally:
+                tracker._release(self)
+
+    Tracked.__name__ = cls.__name__
+    Tracked.__qualname__ = cls.__qualname__
+    Tracked.__module__ = cls.__module__
+    return Tracked
 
 
 def trackingRequestFactory(base: Any, tracker: TrackingFactory) -> Callable[..., Any]:

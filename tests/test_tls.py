@@ -1,0 +1,351 @@
+"""
+Real C{twistd -n sdweb} processes serving TLS, with curl (HTTP/1.1 and
+HTTP/2 over ALPN) and a frame-level HTTP/2 client: the handshake, the drain
+of HTTP/2 connections (GOAWAY, streams finishing, abort at the timeout) and
+the one-line start-up errors of a bad C{ssl:} port.
+"""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import freePort, need, processEnv
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from hpack import Decoder
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
+
+from txsdnotify.testing import NotifyReceiver
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def makeCertificate(directory: Path, name: str = "server") -> tuple[Path, Path]:
+    """
+    A fresh self-signed certificate for 127.0.0.1, and its key, as PEM files.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    keyFile, certFile = directory / f"{name}.key", directory / f"{name}.crt"
+    keyFile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    certFile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return keyFile, certFile
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> tuple[Path, Path]:
+    return makeCertificate(tmp_path)
+
+
+def startTLS(
+    twistd: Any, receiver: NotifyReceiver, pem: tuple[Path, Path], *args: str
+) -> tuple[Any, int]:
+    port = freePort()
+    key, cert = pem
+    server = twistd(
+        [
+            "--port",
+            f"ssl:{port}:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+            "--class",
+            "slowapp.Slow",
+            "--status-interval",
+            "0.1",
+            *args,
+        ],
+        processEnv(NOTIFY_SOCKET=receiver.path),
+    )
+    receiver.expect("READY", timeout=30)
+    return server, port
+
+
+def curlWithHTTP2() -> str:
+    """
+    curl, which must speak HTTP/2 (Debian's does, through nghttp2).
+    """
+    path = need("curl")
+    features = subprocess.run(
+        [path, "-V"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "HTTP2" in features.split(), f"this curl has no HTTP/2:\n{features}"
+    return path
+
+
+def curl(port: int, path: str, *options: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            curlWithHTTP2(),
+            "-sS",
+            "-k",
+            "--max-time",
+            "60",
+            "-w",
+            "\n%{http_code} %{http_version}",
+            *options,
+            f"https://127.0.0.1:{port}{path}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_curlWithALPN(
+    twistd: Any, receiver: NotifyReceiver, pem: tuple[Path, Path]
+) -> None:
+    """
+    curl offers ALPN by default: the handshake succeeds, and picks HTTP/2 or
+    HTTP/1.1 as asked.  Finished HTTP/2 connections leave the count.
+    """
+    server, port = startTLS(twistd, receiver, pem)
+    for options, version in [((), "2"), (("--http2",), "2"), (("--http1.1",), "1.1")]:
+        out, err = curl(port, "/", *options).communicate(timeout=60)
+        assert out == b"fast\n\n200 " + version.encode(), err
+    receiver.expect(
+        lambda m: (
+            "Total requests: 3; In flight: 0; Connections: 0;" in m.get("STATUS", "")
+        ),
+        timeout=10,
+    )
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait() == -signal.SIGTERM
+    assert TRACEBACK not in server.output()
+
+
+def test_h2StreamFinishesAfterGoAway(
+    twistd: Any, receiver: NotifyReceiver, pem: tuple[Path, Path]
+) -> None:
+    """
+    SIGTERM while curl waits on an HTTP/2 stream: curl hears GOAWAY, the
+    response arrives whole, the server exits cleanly once it has.
+    """
+    server, port = startTLS(twistd, receiver, pem)
+    client = curl(port, "/slow?s=2", "--http2", "-v")
+    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    server.process.send_signal(signal.SIGTERM)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert out == b"slow done\n\n200 2"
+    assert b"GOAWAY" in err
+    assert server.wait() == -signal.SIGTERM
+    assert TRACEBACK not in server.output()
+    assert receiver.values("STATUS")[-1].startswith("Stopped: 1 request(s) served")
+
+
+def test_h2AbortAtDrainTimeout(
+    twistd: Any, receiver: NotifyReceiver, pem: tuple[Path, Path]
+) -> None:
+    """
+    An HTTP/2 stream still running at the drain timeout is aborted, and the
+    process exits then; an HTTP/2 connection that ended before counts for
+    nothing.
+    """
+    server, port = startTLS(twistd, receiver, pem, "--drain-timeout", "1")
+    assert curl(port, "/", "--http2").communicate(timeout=60)[0] == b"fast\n\n200 2"
+    client = curl(port, "/slow?s=60", "--http2")
+    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == -signal.SIGTERM
+    assert time.monotonic() - signalled < 1 + 6
+    client.communicate(timeout=30)
+    assert client.returncode != 0
+    log = server.output()
+    assert TRACEBACK not in log
+    assert receiver.values("STATUS")[-1].endswith(", 1 aborted")
+
+
+class H2Client:
+    """
+    A frame-level HTTP/2 client over TLS.  The C{h2} library, as a client,
+    stops at the first GOAWAY, so the frames it receives are read here.
+    """
+
+    def __init__(self, port: int) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock = context.wrap_socket(raw)
+        assert self.sock.selected_alpn_protocol() == "h2"
+        self.conn = H2Connection(H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+        self.buffer = b""
+        self.headers = Decoder()
+
+    def get(self, path: str) -> None:
+        self.conn.send_headers(
+            1,
+            [
+                (":method", "GET"),
+                (":path", path),
+                (":scheme", "https"),
+                (":authority", "127.0.0.1"),
+            ],
+            end_stream=True,
+        )
+        self.sock.sendall(self.conn.data_to_send())
+
+    def frames(self) -> list[Any]:
+        """
+        Every frame until the server closes the connection; then close our
+        end too, as a client does.
+        """
+        frames = []
+        while True:
+            while len(self.buffer) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(self.buffer[:9]))
+                if len(self.buffer) < 9 + length:
+                    break
+                frame.parse_body(memoryview(self.buffer[9 : 9 + length]))
+                self.buffer = self.buffer[9 + length :]
+                if isinstance(frame, HeadersFrame):
+                    frame.decoded = dict(self.headers.decode(frame.data))
+                frames.append(frame)
+            try:
+                data = self.sock.recv(65536)
+            except (ssl.SSLEOFError, ConnectionResetError):
+                data = b""
+            if not data:
+                self.sock.close()
+                return frames
+            self.buffer += data
+
+
+def test_h2GoAwayBeforeResponse(
+    twistd: Any, receiver: NotifyReceiver, pem: tuple[Path, Path]
+) -> None:
+    """
+    The GOAWAY goes out when the drain starts, naming the stream in flight as
+    the last one served; that stream's response follows, then a closing
+    GOAWAY, then the connection closes.  An idle HTTP/2 connection is told
+    GOAWAY and closed at once, not after the grace.
+    """
+    server, port = startTLS(twistd, receiver, pem)
+    busy, idle = H2Client(port), H2Client(port)
+    busy.get("/slow?s=2")
+    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    server.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    idleFrames = idle.frames()
+    assert time.monotonic() - started < 1.5  # the grace is 2 s
+    goAways = [f for f in idleFrames if isinstance(f, GoAwayFrame)]
+    assert [(f.last_stream_id, f.error_code) for f in goAways][:1] == [(0, 0)]
+
+    frames = [
+        f
+        for f in busy.frames()
+        if isinstance(f, (GoAwayFrame, HeadersFrame, DataFrame)) and f.stream_id < 2
+    ]
+    kinds = [type(f).__name__ for f in frames]
+    assert kinds[0] == "GoAwayFrame" and kinds[-1] == "GoAwayFrame", kinds
+    assert frames[0].last_stream_id == 1 and frames[0].error_code == 0
+    response = frames[1:-1]
+    assert response[0].decoded[":status"] == "200"
+    assert b"".join(f.data for f in response if isinstance(f, DataFrame)) == (
+        b"slow done\n"
+    )
+    assert "END_STREAM" in response[-1].flags
+    assert server.wait() == -signal.SIGTERM
+    assert TRACEBACK not in server.output()
+
+
+def encryptedKey(directory: Path) -> tuple[Path, Path]:
+    key, cert = makeCertificate(directory, "locked")
+    loaded = serialization.load_pem_private_key(key.read_bytes(), None)
+    key.write_bytes(
+        loaded.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    return key, cert
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("missing-key", "cannot read TLS key file {dir}/nokey.pem: No such file"),
+        ("missing-cert", "cannot read TLS certificate file {dir}/nocert.pem: No such"),
+        ("mismatch", "TLS certificate {dir}/other.crt does not go with the key"),
+        ("garbage-key", "TLS key file {dir}/garbage.pem holds no PEM private key"),
+        ("garbage-cert", "TLS certificate file {dir}/garbage.pem holds no PEM"),
+        ("encrypted", "TLS key file {dir}/locked.key is protected by a passphrase"),
+        ("method", "unknown sslmethod 'NOPE'"),
+    ],
+)
+def test_badTLSPortOneLine(
+    twistd: Any, tmp_path: Path, pem: tuple[Path, Path], case: str, words: str
+) -> None:
+    key, cert = pem
+    (tmp_path / "garbage.pem").write_text("not a PEM file\n")
+    options = {
+        "missing-key": f"privateKey={tmp_path}/nokey.pem:certKey={cert}",
+        "missing-cert": f"privateKey={key}:certKey={tmp_path}/nocert.pem",
+        "mismatch": f"privateKey={key}:certKey={makeCertificate(tmp_path, 'other')[1]}",
+        "garbage-key": f"privateKey={tmp_path}/garbage.pem:certKey={cert}",
+        "garbage-cert": f"privateKey={key}:certKey={tmp_path}/garbage.pem",
+        "encrypted": "privateKey={}:certKey={}".format(*encryptedKey(tmp_path)),
+        "method": f"privateKey={key}:certKey={cert}:sslmethod=NOPE",
+    }[case]
+    server = twistd(["--port", f"ssl:{freePort()}:{options}"])
+    assert server.wait(timeout=30) == 1
+    lines = server.output().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("twistd sdweb: " + words.format(dir=tmp_path)), lines
+
+
+def test_noPyOpenSSLOneLine(
+    twistd: Any, tmp_path: Path, pem: tuple[Path, Path]
+) -> None:
+    """
+    Without pyOpenSSL (an C{OpenSSL} package that cannot be imported stands
+    in for it), an C{ssl:} port is refused in one line that says what to
+    install.
+    """
+    fake = tmp_path / "nossl" / "OpenSSL"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'OpenSSL'\", name='OpenSSL')\n"
+    )
+    env = processEnv()
+    env["PYTHONPATH"] = f"{fake.parent}:{env['PYTHONPATH']}"
+    key, cert = pem
+    server = twistd(
+        ["--port", f"ssl:{freePort()}:privateKey={key}:certKey={cert}"], env
+    )
+    assert server.wait(timeout=30) == 1
+    lines = server.output().strip().splitlines()
+    assert lines == [
+        "twistd sdweb: ssl: needs pyOpenSSL: pip install 'txsdnotify[tls]'"
+    ]

@@ -1,0 +1,107 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+Checking an C{ssl:} port before start-up, so that what is wrong with it is
+said in one line rather than in a traceback from deep inside Twisted: no
+pyOpenSSL, a key or certificate file that cannot be read or is not PEM, an
+encrypted key (nobody can type its passphrase under systemd), a certificate
+that does not go with the key, an unknown C{sslmethod}.
+"""
+
+from __future__ import annotations
+
+from .descriptions import splitDescription
+
+__all__ = ["TLSSetupError", "checkTLS"]
+
+INSTALL_HINT = "ssl: needs pyOpenSSL: pip install 'txsdnotify[tls]'"
+
+# The positional arguments of Twisted's ssl: parser, after the port.
+_SSL_POSITIONAL = (
+    "privateKey",
+    "certKey",
+    "sslmethod",
+    "interface",
+    "backlog",
+    "extraCertChain",
+    "dhParameters",
+)
+
+
+class TLSSetupError(Exception):
+    """
+    An C{ssl:} port cannot serve; the message says why, in one line.
+    """
+
+
+def checkTLS(description: str) -> None:
+    """
+    Check the C{ssl:} strports description C{description} (any other kind
+    passes) as far as can be done before listening.
+
+    @raise TLSSetupError: What is wrong with it.
+    """
+    kind, positional, options = splitDescription(description)
+    if kind != "ssl":
+        return
+    for name, value in zip(_SSL_POSITIONAL, positional[1:]):
+        options.setdefault(name, value)
+    try:
+        from OpenSSL import SSL, crypto
+        from twisted.internet import ssl
+    except ImportError:
+        raise TLSSetupError(INSTALL_HINT) from None
+    keyFile = options.get("privateKey", "server.pem")
+    certFile = options.get("certKey", keyFile)
+    keyPEM = _read(keyFile, "key")
+    certPEM = _read(certFile, "certificate")
+    for option, what in (
+        ("extraCertChain", "certificate chain"),
+        ("dhParameters", "DH parameters"),
+    ):
+        if option in options:
+            _read(options[option], what)
+    if b"ENCRYPTED" in keyPEM:
+        raise TLSSetupError(
+            f"TLS key file {keyFile} is protected by a passphrase, which nobody"
+            f" can type at start-up: store it decrypted"
+            f" (openssl pkey -in {keyFile} -out plain.pem)"
+        )
+    try:
+        certificate = ssl.Certificate.loadPEM(certPEM)
+    except crypto.Error as e:
+        raise TLSSetupError(
+            f"TLS certificate file {certFile} holds no PEM certificate ({_reason(e)})"
+        ) from None
+    try:
+        key = ssl.KeyPair.load(keyPEM, crypto.FILETYPE_PEM)
+    except crypto.Error as e:
+        raise TLSSetupError(
+            f"TLS key file {keyFile} holds no PEM private key ({_reason(e)})"
+        ) from None
+    if not certificate.getPublicKey().matches(key):
+        raise TLSSetupError(
+            f"TLS certificate {certFile} does not go with the key {keyFile}"
+        )
+    method = options.get("sslmethod")
+    if method is not None and not (method.endswith("_METHOD") and hasattr(SSL, method)):
+        raise TLSSetupError(f"unknown sslmethod {method!r} (e.g. TLS_METHOD)")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TLSSetupError(
+            f"cannot read TLS {what} file {path}: {e.strerror}"
+        ) from None
+
+
+def _reason(error: Exception) -> str:
+    """
+    The last reason in an OpenSSL error, in words.
+    """
+    details = error.args[0] if error.args else None
+    if isinstance(details, list) and details:
+        return str(details[-1][-1])
+    return str(error)
