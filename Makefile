@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
-SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk
+SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk haproxy:haproxy
 
 .PHONY: run test venv system-tools lint bench clean
 
