@@ -2,7 +2,8 @@
 Two sdweb backends under the real (private) systemd user manager, behind a
 real HAProxy that checks GET /healthz: restarting one backend after the
 other under a steady load loses no request when the health grace covers
-HAProxy's checks, and loses some when there is no grace.
+HAProxy's checks, and loses some when there is no grace.  And HAProxy's
+agent-check, answered by --agent-port, drains a stopping server at once.
 """
 
 from __future__ import annotations
@@ -10,21 +11,25 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import freePort, need, waitUntil
+from conftest import freePort, need, processEnv, waitUntil
 from systemd_harness import (
     UserManager,
     units,  # noqa: F401
     user_manager,  # noqa: F401
 )
 from test_systemd_activation import LOADGEN, serviceUnit, unitLog
+
+from txsdnotify.testing import NotifyReceiver
 
 # HAProxy checks every 200 ms and takes a server out after 2 failed checks:
 # it notices a failing health check within inter * (fall + 1) = 0.6 s.
@@ -37,11 +42,13 @@ class HAProxy:
     A real HAProxy in the foreground, on loopback, with an admin socket.
     """
 
-    def __init__(self, tmp_path: Path, backends: list[int]) -> None:
+    def __init__(
+        self, tmp_path: Path, backends: list[int], checks: str = CHECKS, extra: str = ""
+    ) -> None:
         self.port = freePort()
         self.socket = tmp_path / "haproxy.sock"
         servers = "\n".join(
-            f"    server web{i} 127.0.0.1:{port} check"
+            f"    server web{i} 127.0.0.1:{port} check {extra}"
             for i, port in enumerate(backends)
         )
         config = tmp_path / "haproxy.cfg"
@@ -66,7 +73,7 @@ frontend web
 backend sdweb
     balance roundrobin
     option httpchk GET /healthz
-    default-server {CHECKS}
+    default-server {checks}
 {servers}
 """
         )
@@ -77,9 +84,10 @@ backend sdweb
             stderr=subprocess.STDOUT,
         )
 
-    def states(self) -> dict[str, str]:
+    def states(self, column: str = "status") -> dict[str, str]:
         """
-        Server name -> its state (C{UP}, C{DOWN}, ...), from C{show stat}.
+        Server name -> its state (C{UP}, C{DOWN}, C{DRAIN (agent)}, ...),
+        or another C{column} of C{show stat}.
         """
         try:
             with socket.socket(socket.AF_UNIX) as s:
@@ -93,7 +101,7 @@ backend sdweb
             return {}
         rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
         return {
-            row["svname"]: row["status"]
+            row["svname"]: row[column]
             for row in rows
             if row["svname"] not in ("FRONTEND", "BACKEND")
         }
@@ -115,8 +123,8 @@ backend sdweb
 def haproxyFactory(tmp_path: Path) -> Iterator[object]:
     started: list[HAProxy] = []
 
-    def start(backends: list[int]) -> HAProxy:
-        h = HAProxy(tmp_path, backends)
+    def start(backends: list[int], **kwargs: str) -> HAProxy:
+        h = HAProxy(tmp_path, backends, **kwargs)
         started.append(h)
         return h
 
@@ -220,3 +228,45 @@ def test_noGraceLosesRequests(
     print("restarts behind HAProxy without a grace:", counts)
     assert counts["failed"] > 0, counts
     assert counts["ok"] > 100, counts
+
+
+def test_agentCheckDrainsAtOnce(
+    twistd: Any, receiver: NotifyReceiver, haproxyFactory: object
+) -> None:
+    """
+    With --agent-port, HAProxy puts the server in DRAIN within an
+    agent-inter of the stop, long before its slow health checks would
+    notice; a new process says "up ready" and it is back.
+    """
+    need("haproxy")
+    port, agentPort = freePort(), freePort()
+    args = [
+        "--port",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--health",
+        "/healthz",
+        "--agent-port",
+        f"tcp:{agentPort}:interface=127.0.0.1",
+        "--health-grace",
+        "60",
+    ]
+    server = twistd(args, processEnv(NOTIFY_SOCKET=receiver.path))
+    receiver.expect("READY", timeout=30)
+    haproxy = haproxyFactory(  # type: ignore[operator]
+        [port],
+        checks="inter 5s fall 3 rise 1",
+        extra=f"agent-check agent-port {agentPort} agent-inter 200ms",
+    )
+    haproxy.waitUp("web0")
+    # HAProxy spreads the first checks over the check interval.
+    waitUntil(lambda: haproxy.states("agent_status").get("web0") == "L7OK", timeout=15)
+    server.process.send_signal(signal.SIGTERM)
+    receiver.expect("STOPPING", timeout=30)
+    # A failing health check would make it DOWN, and take 15 s.
+    waitUntil(lambda: haproxy.states().get("web0") == "DRAIN (agent)", timeout=10)
+    server.process.send_signal(signal.SIGTERM)
+    server.wait()
+    receiver.receiveAvailable()
+    twistd(args, processEnv(NOTIFY_SOCKET=receiver.path))
+    receiver.expect("READY", timeout=30)
+    haproxy.waitUp("web0")
