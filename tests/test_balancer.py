@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +20,13 @@ from typing import Any
 
 import pytest
 from conftest import freePort, need, processEnv, waitUntil
+from loadgen import steadyLoad
 from systemd_harness import (
     UserManager,
     units,  # noqa: F401
     user_manager,  # noqa: F401
 )
-from test_systemd_activation import LOADGEN, serviceUnit, unitLog
+from test_systemd_activation import serviceUnit, unitLog
 
 from txsdnotify.testing import NotifyReceiver
 
@@ -169,31 +168,12 @@ def restartBehindHAProxy(
     haproxy = haproxyFactory(ports)  # type: ignore[operator]
     for i in range(len(ports)):
         haproxy.waitUp(f"web{i}")
-    stop = tmp_path / "stop-load"
-    load = subprocess.Popen(
-        [
-            sys.executable,
-            str(LOADGEN),
-            f"http://127.0.0.1:{haproxy.port}/",
-            "--stop-file",
-            str(stop),
-            "--threads",
-            "4",
-            "--max-seconds",
-            "60",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    url = f"http://127.0.0.1:{haproxy.port}/"
+    with steadyLoad(url, tmp_path / "stop-load", maxSeconds=60) as counts:
         time.sleep(0.5)  # the load under way before the first restart
         for i, service in enumerate(services):
             user_manager.systemctl("restart", service, timeout=60)
             haproxy.waitUp(f"web{i}")
-    finally:
-        stop.touch()
-        out, _ = load.communicate(timeout=60)
-    counts: dict[str, object] = json.loads(out)
     counts["log"] = unitLog(tmp_path)
     return counts
 

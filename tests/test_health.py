@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 import treq
 from conftest import freePort, portAnswers, processEnv, waitUntil
@@ -270,24 +269,6 @@ def test_graceWaitOnAClock() -> None:
     assert forced.result is False
     assert not clock.getDelayedCalls()
     assert graceWait(lifecycle, clock, 6).result is False
-
-
-@pytest.mark.parametrize(
-    "args, words",
-    [
-        (["--health", "healthz"], "--health wants a path"),
-        (["--health-port", "bogus:1"], "bad --health-port 'bogus:1'"),
-        (["--agent-port", "tcp:notaport"], "bad --agent-port"),
-        (["--health-grace", "-1"], "health-grace"),
-    ],
-)
-def test_badHealthOptions(twistd: Any, args: list[str], words: str) -> None:
-    server = twistd(args)
-    assert server.wait(timeout=30) == 1
-    lines = server.output().strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("twistd sdweb: ")
-    assert words in lines[0]
 
 
 def test_twistdHealthOptions(
