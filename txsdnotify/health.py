@@ -143,6 +143,9 @@ def _finishUnlogged(request: Any) -> None:
     """
     channel = request.channel
     factory = getattr(channel, "factory", None)
+    if factory is None:
+        request.finish()
+        return
     channel.factory = None
     try:
         request.finish()
