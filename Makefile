@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make run    installs sdweb in .venv and serves the demo page on port 8080
 #   make test   installs the package (not editable) with its test tools, the
-#               system tools the tests drive (systemd, curl, wrk), and runs
+#               system tools the tests drive (systemd, curl, wrk, haproxy), and runs
 #               the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
