@@ -1,12 +1,12 @@
 # The two commands of the README:
 #   make run    installs sdweb in .venv and serves the demo page on port 8080
 #   make test   installs the package (not editable) with its test tools, the
-#               system tools the tests drive (systemd, curl, wrk), unpacks
-#               systemd 254 into .cache/ and runs the whole test suite
+#               system tools the tests drive (systemd, curl, wrk, ss, haproxy),
+#               unpacks systemd 254 into .cache/ and runs the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
-SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk ss:iproute2
+SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk ss:iproute2 haproxy:haproxy
 
 SYSTEMD_254 = .cache/systemd-254
 

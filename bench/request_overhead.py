@@ -10,7 +10,9 @@ B A ...) over several rounds:
   - B: the same Site behind txsdnotify's TrackingFactory (what sdweb
     listens with: counters, connection tracking, drain hooks);
   - C: as B, while a drain is in progress (the slow path, for reference:
-    every response then says Connection: close).
+    every response then says Connection: close);
+  - D: as B, with health checks answered at /healthz (C{--health}): what an
+    application request pays for the one path comparison in front of it.
 
 For two resources that answer at once, so that the tracking's share is as
 large as it gets: a leaf resource rendering 1 KiB, and a static.Data page
@@ -39,6 +41,11 @@ from twisted.web.static import Data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from twisted.internet.task import Clock  # noqa: E402
+
+from txsdnotify.health import Health, healthRequestFactory  # noqa: E402
+from txsdnotify.lifecycle import Lifecycle  # noqa: E402
+from txsdnotify.testing import MemoryNotifier  # noqa: E402
 from txsdnotify.tracking import TrackingFactory  # noqa: E402
 
 REQUEST = b"GET /page.html HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -107,7 +114,18 @@ def variants(root: Callable[[], Resource]) -> dict[str, Callable[[], IProtocolFa
         t.drain = _Draining()
         return t
 
-    return {"A site": site, "B tracked": tracked, "C draining": draining}
+    def withHealth() -> TrackingFactory:
+        t = TrackingFactory(site())
+        health = Health(Lifecycle(MemoryNotifier()), t.stats, Clock())
+        t.answerFirst = lambda base: healthRequestFactory(base, health, b"/healthz", t)
+        return t
+
+    return {
+        "A site": site,
+        "B tracked": tracked,
+        "C draining": draining,
+        "D health": withHealth,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,8 @@ from several threads, until a stop file appears or the time is up.  Prints
 one JSON line: {"ok": N, "failed": N, "errors": [first few]}.
 
     python loadgen.py URL --stop-file PATH [--threads 4] [--max-seconds 120]
+
+Tests run it with L{steadyLoad}.
 """
 
 from __future__ import annotations
@@ -13,9 +15,46 @@ import argparse
 import http.client
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
+
+
+@contextmanager
+def steadyLoad(
+    url: str, stopFile: Path, threads: int = 4, maxSeconds: float = 120
+) -> Iterator[dict[str, object]]:
+    """
+    Run this load from a separate process for the duration of the C{with}
+    block; the dict it gives is filled with the counts when the block ends.
+    """
+    load = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            url,
+            "--stop-file",
+            str(stopFile),
+            "--threads",
+            str(threads),
+            "--max-seconds",
+            str(maxSeconds),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    counts: dict[str, object] = {}
+    try:
+        yield counts
+    finally:
+        stopFile.touch()
+        out, _ = load.communicate(timeout=60)
+        counts.update(json.loads(out))
 
 
 def main() -> None:

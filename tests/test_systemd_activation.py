@@ -6,18 +6,14 @@ log, and restarts under a steady load lose no request.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import freePort, portAnswers, processEnv, twistdCommand
+from loadgen import steadyLoad
 from systemd_harness import UserManager, every_manager, exec_line
-
-LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 
 
 def serviceUnit(tmp_path: Path, args: list[str], extra: str = "") -> str:
@@ -92,23 +88,7 @@ def restartUnderLoad(
     Restart C{service} several times while a separate process sends a steady
     stream of requests; return that process's counts.
     """
-    stop = tmp_path / "stop-load"
-    load = subprocess.Popen(
-        [
-            sys.executable,
-            str(LOADGEN),
-            f"http://127.0.0.1:{port}/",
-            "--stop-file",
-            str(stop),
-            "--threads",
-            "4",
-            "--max-seconds",
-            "120",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with steadyLoad(f"http://127.0.0.1:{port}/", tmp_path / "stop-load") as counts:
         time.sleep(1.0)
         pids = {user_manager.show(service, "MainPID")["MainPID"]}
         for _ in range(restarts):
@@ -116,10 +96,7 @@ def restartUnderLoad(
             pids.add(user_manager.show(service, "MainPID")["MainPID"])
             time.sleep(1.0)
         assert len(pids) == restarts + 1, pids
-    finally:
-        stop.touch()
-        out, _ = load.communicate(timeout=60)
-    return json.loads(out)
+    return counts
 
 
 def startStoring(

@@ -258,6 +258,10 @@ def test_portInUse(twistd: Any, receiver: NotifyReceiver) -> None:
         (["--port", "systemd:domain=INET:name=web"], "systemd passed no such socket"),
         (["--wsgi", "no.such.module.app"], "No such WSGI application"),
         (["--class", "nosuchmodule.Thing"], "No such resource class"),
+        (["--health", "healthz"], "--health wants a path"),
+        (["--health-port", "bogus:1"], "bad --health-port 'bogus:1'"),
+        (["--agent-port", "tcp:notaport"], "bad --agent-port"),
+        (["--health-grace", "-1"], "health-grace"),
     ],
 )
 def test_badOptions(twistd: Any, args: list[str], words: str) -> None:

@@ -177,6 +177,7 @@ def test_parseArguments() -> None:
         (["--help"], "--help makes no sense in a unit"),
         (["--drain-timeout", "-1"], "--drain-timeout wants a number of seconds"),
         (["--drain-timeout", "soon"], "--drain-timeout wants a number of seconds"),
+        (["--health-grace", "-2"], "--health-grace wants a number of seconds"),
     ],
 )
 def test_badArguments(arguments: list[str], message: str) -> None:
@@ -272,11 +273,13 @@ def test_badWatchdog() -> None:
         (["--drain-timeout=2.5"], "12.5"),
         (["--drain", "8"], "18"),
         (["--drain-timeout", "8", "--drain-timeout", "0"], "10"),
+        (["--health-grace", "8", "--drain-timeout", "5"], "23"),
     ],
 )
 def test_timeoutStopSec(arguments: list[str], timeout: str) -> None:
     """
-    TimeoutStopSec= is sdweb's --drain-timeout (30 s by default) plus 10 s.
+    TimeoutStopSec= is sdweb's --health-grace (0 by default) plus its
+    --drain-timeout (30 s by default) plus 10 s.
     """
     assert setting(service(*arguments), "TimeoutStopSec") == [timeout]
 

@@ -64,6 +64,8 @@ class Listener:
         is (or is to be) kept there.
     @ivar retained: Whether systemd holds a copy of the socket.
     @ivar port: The port, once listening.
+    @ivar factory: What it listens with, if not the service's own factory
+        (a health check port).
     """
 
     description: str
@@ -72,6 +74,7 @@ class Listener:
     storeName: str | None = None
     retained: bool = False
     port: IListeningPort | None = None
+    factory: IProtocolFactory | None = None
 
 
 def _systemdName(description: str, inherited: Sequence[InheritedSocket]) -> str | None:
@@ -179,7 +182,8 @@ def listenAll(
         L{txsdnotify.failures.ListenError}, after closing those that did bind.
     """
     attempts = [
-        maybeDeferred(listener.endpoint.listen, factory) for listener in listeners
+        maybeDeferred(listener.endpoint.listen, listener.factory or factory)
+        for listener in listeners
     ]
 
     def listened(results: list[tuple[bool, Any]]) -> None:

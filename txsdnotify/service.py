@@ -27,6 +27,7 @@ from twisted.web.server import Site
 from .activation import InheritedSocket, inheritedSockets
 from .drain import Drain, DrainHook, DrainResult
 from .failures import ListenError, ListenFailed, listenError
+from .health import Health, graceWait, healthListeners, healthRequestFactory
 from .lifecycle import Lifecycle, State
 from .listeners import addresses, listenAll, planListeners, stopListening, storeSockets
 from .notify import Notifier
@@ -77,6 +78,10 @@ class WebService(MultiService):
         fdStore: bool = False,
         inherited: Sequence[InheritedSocket] | None = None,
         dropStaleStored: bool | None = None,
+        healthPath: bytes | None = None,
+        healthPorts: Sequence[str] = (),
+        agentPorts: Sequence[str] = (),
+        healthGrace: float = 0.0,
     ) -> None:
         """
         @param site: Any twisted.web site; it is not changed.
@@ -108,6 +113,16 @@ class WebService(MultiService):
             an earlier process that no endpoint here wants; by default when
             C{fdStore} is on.  Only a service that owns the whole process's
             store may do that (C{twistd sdweb} does).
+        @param healthPath: Answer health checks at this path (C{b"/healthz"})
+            on the service's own ports, before the site (see
+            L{txsdnotify.health}).
+        @param healthPorts: Endpoints (strports) that answer only health
+            checks, at C{healthPath} (C{/healthz} if not given).
+        @param agentPorts: Endpoints (strports) that answer HAProxy's
+            C{agent-check}.
+        @param healthGrace: Seconds between the start of a stop (when health
+            checks begin to fail) and the ports closing, serving as usual
+            meanwhile, so that a balancer can take this server out first.
         """
         super().__init__()
         if reactor is None:
@@ -138,6 +153,21 @@ class WebService(MultiService):
         if dropStaleStored is None:
             dropStaleStored = fdStore
         self._staleStored = stale if dropStaleStored else []
+        self.health = Health(self.lifecycle, self.tracker.stats, reactor)
+        self.healthGrace = healthGrace
+        if healthPath is not None:
+            path = healthPath
+            self.tracker.answerFirst = lambda base: healthRequestFactory(
+                base, self.health, path, self.tracker
+            )
+        self.listeners += healthListeners(
+            self.health,
+            healthPath or b"/healthz",
+            healthPorts=healthPorts,
+            agentPorts=agentPorts,
+            reactor=reactor,
+            inherited=inherited,
+        )
         self.drain: Drain | None = None
         self._drainHooks: list[DrainHook] = []
         self._listening: Deferred[None] | None = None
@@ -339,16 +369,36 @@ class WebService(MultiService):
             return d if d is not None else succeed(None)
         return Deferred.fromCoroutine(self._stop())
 
+    async def _failHealthChecks(self) -> None:
+        """
+        Say C{STOPPING=1} (health checks fail from now on) and go on serving
+        for L{healthGrace}, or until the stop is forced.
+        """
+        grace = self.healthGrace
+        self.lifecycle.draining(
+            f"Stopping: failing health checks, serving {grace:g}s more"
+            " before the ports close",
+            self.statusLine.extendUsec(grace + self.drainTimeout),
+        )
+        self.log.info(
+            "sdweb stopping: failing health checks, serving {grace}s more",
+            grace=grace,
+        )
+        await graceWait(self.lifecycle, self.reactor, grace)
+
     async def _stop(self) -> None:
         stats = self.tracker.stats
         # Before STOPPING=1 goes out: a second signal may follow at once.
         # Its handler acts from the reactor, after this step has run.
         self.signals.stopping()
-        self.lifecycle.draining(
-            f"Stopping: draining {stats.openConnections} connection(s),"
-            f" {stats.inFlight} request(s) in flight",
-            self.statusLine.extendUsec(self.drainTimeout),
-        )
+        if self.healthGrace > 0:
+            await self._failHealthChecks()
+        else:
+            self.lifecycle.draining(
+                f"Stopping: draining {stats.openConnections} connection(s),"
+                f" {stats.inFlight} request(s) in flight",
+                self.statusLine.extendUsec(self.drainTimeout),
+            )
         self.log.info(
             "sdweb stopping: draining {connections} connection(s),"
             " {inFlight} request(s) in flight",

@@ -65,6 +65,18 @@ def _threadCount(value: str) -> int:
     return int(value)
 
 
+def healthPath(value: str) -> bytes:
+    """
+    The C{--health} path: absolute, ASCII, without a query.
+    """
+    if not value.startswith("/") or "?" in value or not value.isascii():
+        raise ValueError(f"--health wants a path such as /healthz, not {value!r}")
+    return value.encode("ascii")
+
+
+healthPath.coerceDoc = "A path such as /healthz."  # type: ignore[attr-defined]
+
+
 def portDescription(port: str) -> str:
     """
     A bare port number means TCP on every interface; anything else is an
@@ -113,6 +125,25 @@ systemd passed (socket activation), or else tcp:8080."""
             DEFAULT_THREADS,
             "Threads the --wsgi application runs in.",
             _threadCount,
+        ],
+        [
+            "health",
+            None,
+            None,
+            "Answer load balancers' health checks at this path (e.g. /healthz)"
+            " before the site: 200 with JSON while ready, 503 while starting"
+            " or stopping.",
+            healthPath,
+        ],
+        ["health-port", None, None, "Also answer the health checks (only) here."],
+        ["agent-port", None, None, "Answer HAProxy's agent-check here."],
+        [
+            "health-grace",
+            None,
+            0.0,
+            "Seconds to go on serving after a stop began, health checks"
+            " failing, before the ports close.",
+            _seconds("health-grace"),
         ],
     ]
 
@@ -226,6 +257,15 @@ systemd passed (socket activation), or else tcp:8080."""
                 ) from e
             except (ValueError, TypeError) as e:
                 raise usage.UsageError(f"bad --port {description!r}: {e}") from e
+        for option in ("health-port", "agent-port"):
+            if self[option] is not None:
+                self[option] = portDescription(self[option])
+                try:
+                    serverFromString(reactor, self[option])
+                except (IndexError, KeyError, ValueError, TypeError) as e:
+                    raise usage.UsageError(
+                        f"bad --{option} {self[option]!r}: {e}"
+                    ) from e
         value = self.environ.get("NOTIFY_SOCKET")
         if value is not None:
             try:
@@ -309,6 +349,10 @@ def makeService(config: Options) -> WebService:
         # sdweb owns this process: what an earlier sdweb stored and no --port
         # wants any more would otherwise keep a port listening for nobody.
         dropStaleStored=True,
+        healthPath=config["health"],
+        healthPorts=[config["health-port"]] if config["health-port"] else [],
+        agentPorts=[config["agent-port"]] if config["agent-port"] else [],
+        healthGrace=config["health-grace"],
     )
     if isinstance(config["root"], WSGIApplication):
         service.statusLine.addFigure(threadsWaiting(config["root"]))

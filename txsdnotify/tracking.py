@@ -87,6 +87,9 @@ class TrackingFactory:
         open until their new protocol says they are gone.
     @ivar drain: The drain in progress, told about new requests and closed
         connections; L{None} while serving normally.
+    @ivar answerFirst: Wraps the counting request factory in one that may
+        answer some requests itself, uncounted (the health checks); set it
+        before listening.
     """
 
     def __init__(self, site: Site, stats: RequestStats | None = None) -> None:
@@ -95,6 +98,9 @@ class TrackingFactory:
         self.connections: set[IProtocol] = set()
         self.upgraded: dict[IProtocol, Any] = {}
         self.drain: DrainObserver | None = None
+        self.answerFirst: Callable[[Callable[..., Any]], Callable[..., Any]] | None = (
+            None
+        )
         self._baseRequestFactory: object = None
         self._requestFactory: Callable[..., Any] | None = None
         self._siteHeld = False
@@ -227,6 +233,8 @@ class TrackingFactory:
         if base is not self._baseRequestFactory or self._requestFactory is None:
             self._baseRequestFactory = base
             self._requestFactory = trackingRequestFactory(base, self)
+            if self.answerFirst is not None:
+                self._requestFactory = self.answerFirst(self._requestFactory)
         return self._requestFactory
 
 

@@ -318,17 +318,27 @@ def drainTimeout(options: Sequence[ParsedOption]) -> float:
     """
     The C{--drain-timeout} sdweb will use (the last one given counts).
     """
-    seconds = DEFAULT_DRAIN_TIMEOUT
+    return _secondsOption(options, "drain-timeout", DEFAULT_DRAIN_TIMEOUT)
+
+
+def healthGrace(options: Sequence[ParsedOption]) -> float:
+    """
+    The C{--health-grace} sdweb will use (the last one given counts).
+    """
+    return _secondsOption(options, "health-grace", 0.0)
+
+
+def _secondsOption(options: Sequence[ParsedOption], name: str, default: float) -> float:
+    seconds = default
     for option in options:
-        if option.name == "drain-timeout":
+        if option.name == name:
             try:
                 seconds = float(option.value or "")
             except ValueError:
                 seconds = -1.0
             if not 0 <= seconds < math.inf:
                 raise UnitError(
-                    f"--drain-timeout wants a number of seconds >= 0,"
-                    f" not {option.value!r}"
+                    f"--{name} wants a number of seconds >= 0, not {option.value!r}"
                 )
     return seconds
 
@@ -383,6 +393,7 @@ class _Plan:
 
     options: list[ParsedOption]
     drain: float
+    grace: float
     fdStore: bool
     storeMax: int
     capability: bool
@@ -449,6 +460,7 @@ def _plan(spec: UnitSpec) -> _Plan:
     return _Plan(
         options=options,
         drain=drainTimeout(options),
+        grace=healthGrace(options),
         fdStore=fdStore,
         storeMax=max(FD_STORE_MAX, len(ports)),
         capability=spec.user is not None
@@ -550,11 +562,12 @@ def serviceUnit(spec: UnitSpec) -> str:
         "Environment=PYTHONFAULTHANDLER=1",
     ]
     out += [f"Environment={environmentLine(k, v)}" for k, v in spec.environment]
+    grace = f"--health-grace ({_seconds(plan.grace)} s), " if plan.grace else ""
     out += [
-        f"# --drain-timeout ({_seconds(plan.drain)} s) plus"
+        f"# {grace}--drain-timeout ({_seconds(plan.drain)} s) plus"
         f" {_seconds(STOP_MARGIN)} s: requests in flight",
         "# finish before systemd kills anything.",
-        f"TimeoutStopSec={_seconds(plan.drain + STOP_MARGIN)}",
+        f"TimeoutStopSec={_seconds(plan.grace + plan.drain + STOP_MARGIN)}",
         "# After a crash or a watchdog kill, not after 'systemctl stop'.",
         "Restart=on-failure",
         "RestartSec=2",
