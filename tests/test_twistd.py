@@ -256,8 +256,8 @@ def test_portInUse(twistd: Any, receiver: NotifyReceiver) -> None:
         (["--nosuchoption"], "nosuchoption"),
         (["--port", "systemd:domain=INET:index=0"], "systemd passed no such socket"),
         (["--port", "systemd:domain=INET:name=web"], "systemd passed no such socket"),
-        (["--wsgi", "no.such.module.app"], "No such WSGI application"),
-        (["--class", "nosuchmodule.Thing"], "No such resource class"),
+        (["--wsgi", "no.such.module.app"], "no module named 'no'"),
+        (["--class", "nosuchmodule.Thing"], "no module named 'nosuchmodule'"),
     ],
 )
 def test_badOptions(twistd: Any, args: list[str], words: str) -> None:

@@ -235,14 +235,17 @@ def failureFields(error: BaseException) -> dict[str, object]:
 def errnoOf(error: BaseException | None) -> int | None:
     """
     The operating system's error number behind C{error}, if any (a
-    C{CannotListenError} keeps it in its C{socketError}).
+    C{CannotListenError} keeps it in its C{socketError}).  Only a positive
+    number is one: resolver errors (C{socket.gaierror}) have negative ones,
+    which systemd rejects in C{ERRNO=}.
     """
     if error is None:
         return None
     own = getattr(error, "errno", None)
-    if isinstance(own, int) and own:
+    if isinstance(own, int) and own > 0:
         return own
     for candidate in (getattr(error, "socketError", None), error, error.__cause__):
-        if isinstance(candidate, OSError) and candidate.errno:
-            return candidate.errno
+        if isinstance(candidate, OSError) and isinstance(candidate.errno, int):
+            if candidate.errno > 0:
+                return candidate.errno
     return None

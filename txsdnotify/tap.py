@@ -12,8 +12,8 @@ from typing import Any
 
 from twisted.internet import interfaces
 from twisted.internet.endpoints import serverFromString
-from twisted.python import usage
-from twisted.web import static
+from twisted.python import threadpool, usage
+from twisted.web import static, wsgi
 from twisted.web import tap as webtap
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -24,11 +24,13 @@ from .activation import (
     storeEnabled,
     systemdDescriptions,
 )
+from .appload import LoadError, callApplicationCode, loadApplication, usePaths
 from .demo import DemoPage
 from .journal import journalStream
 from .message import NotifyAddressError, parseAddress
 from .notify import Notifier
 from .service import WebService
+from .startup_checks import checkPath, checkPortDescription, checkResourceScript
 
 __all__ = ["Options", "makeService"]
 
@@ -84,7 +86,7 @@ systemd passed (socket activation), or else tcp:8080."""
             "status-interval",
             None,
             1.0,
-            "Seconds between STATUS= updates; 0 turns them off.",
+            "Seconds between STATUS= updates; 0 sends only the ones at start and stop.",
             _seconds("status-interval"),
         ],
         [
@@ -107,14 +109,28 @@ systemd passed (socket activation), or else tcp:8080."""
         ],
     ]
 
+    checkOnly = False
+    """
+    Check the options without touching this machine: no application import,
+    no path checks, no C{systemd:} sockets (the unit generator sets it).
+    """
+
     def __init__(
         self,
         environ: Mapping[str, str] | None = None,
         inherited: Sequence[InheritedSocket] | None = None,
     ) -> None:
         super().__init__()
+        # Without an environment given, parseOptions takes a copy of the
+        # process's and removes what children must not inherit.
+        self._scrub = environ is None
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self._inherited = inherited
+        self._application: tuple[str, str] | None = None
+        self["pythonpath"] = []
+        for name, doc in self.docs.items():
+            if doc:
+                self.docs[name] = " ".join(doc.split())
 
     @property
     def inherited(self) -> Sequence[InheritedSocket]:
@@ -128,7 +144,13 @@ systemd passed (socket activation), or else tcp:8080."""
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse, and turn any usage error into a one-line exit.
+
+        Before any option runs, take the process's environment for sdweb and
+        remove what children and the application must not see.
         """
+        if self._scrub:
+            self.environ = scrubEnvironment()
+            self._scrub = False
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -141,6 +163,10 @@ systemd passed (socket activation), or else tcp:8080."""
         systemd:domain=INET:index=0, ssl:443:...). Repeat for more.
         [default: tcp:8080]
         """
+        try:
+            checkPortDescription(port)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         self["ports"].append(portDescription(port))
 
     opt_p = opt_port
@@ -153,24 +179,106 @@ systemd passed (socket activation), or else tcp:8080."""
 
     def opt_wsgi(self, name: str) -> None:
         """
-        The dotted name of a WSGI application object to serve (module.app).
+        The dotted name of a WSGI application object to serve (module.app),
+        imported once every option is read (after --chdir, --pythonpath).
         """
-        try:
-            super().opt_wsgi(name)
-        except ImportError as e:
-            raise usage.UsageError(f"No such WSGI application: {name!r} ({e})") from e
+        self._application = ("--wsgi", name)
+        self["root"] = None
 
     def opt_class(self, className: str) -> None:
         """
         The dotted name of a Resource class with a zero-argument constructor to
         serve as the root.
         """
+        self._application = ("--class", className)
+        self["root"] = None
+
+    def opt_path(self, path: str) -> None:
+        """
+        A file or directory to serve as the root (.rpy, .epy and .cgi files
+        in it run as scripts).
+        """
+        self._check(checkPath, os.path.abspath(path))
+        super().opt_path(path)
+
+    def opt_resource_script(self, name: str) -> None:
+        """
+        An .rpy file to be used as the root resource of the web server.
+        """
+        self._check(checkResourceScript, name)
+        super().opt_resource_script(name)
+
+    def opt_chdir(self, directory: str) -> None:
+        """
+        Change to this directory first (relative paths in later options, and
+        the application's imports, start here).
+        """
+        if self.checkOnly:
+            return
         try:
-            super().opt_class(className)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise usage.UsageError(
-                f"No such resource class: {className!r} ({e})"
-            ) from e
+            os.chdir(directory)
+        except OSError as e:
+            raise usage.UsageError(f"--chdir {directory!r}: {e.strerror}") from None
+
+    def opt_pythonpath(self, directories: str) -> None:
+        """
+        Directories (separated by commas) to put first on sys.path for the
+        application; the working directory is always there.
+        """
+        self["pythonpath"].extend(d for d in directories.split(",") if d)
+
+    def opt_notracebacks(self) -> None:
+        """
+        Refused: after sdweb, -n is twistd web's --notracebacks.
+        """
+        raise usage.UsageError(
+            "-n after sdweb is not --nodaemon (it is twistd web's deprecated"
+            " --notracebacks, and twistd would daemonise): write 'twistd -n sdweb"
+            " ...'"
+        )
+
+    def opt_personal(self) -> None:
+        """
+        Refused.
+        """
+        raise usage.UsageError("--personal is not supported by sdweb")
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The help, without the options sdweb refuses.
+        """
+        shown = self.longOpt
+        self.longOpt = [o for o in shown if o not in ("notracebacks", "personal")]
+        try:
+            return super().getUsage(width)
+        finally:
+            self.longOpt = shown
+
+    def _check(self, check: Callable[[str], None], value: str) -> None:
+        if self.checkOnly:
+            return
+        try:
+            check(value)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _loadApplication(self) -> None:
+        """
+        Import the application of --wsgi or --class, with the working
+        directory and --pythonpath on sys.path.
+        """
+        usePaths([*self["pythonpath"], os.getcwd()])
+        if self._application is None or self["root"] is not None or self.checkOnly:
+            return
+        option, name = self._application
+        try:
+            found = loadApplication(name, option)
+            if option == "--wsgi":
+                self["root"] = wsgiRoot(found)
+            else:
+                self["root"] = callApplicationCode(f"{option} {name!r}", found)
+        except LoadError as e:
+            raise SystemExit(f"twistd sdweb: {e}") from None
 
     def postOptions(self) -> None:
         """
@@ -179,8 +287,6 @@ systemd passed (socket activation), or else tcp:8080."""
         journal's format when our output goes to the journal.
         """
         self._useJournalLogging()
-        if self["personal"]:
-            raise usage.UsageError("--personal is not supported by sdweb")
         if not self["ports"] and self["https"] is None:
             # Socket activation: serve what systemd passed, not tcp:8080.
             self["ports"].extend(systemdDescriptions(self.inherited))
@@ -188,6 +294,8 @@ systemd passed (socket activation), or else tcp:8080."""
         from twisted.internet import reactor
 
         for description in self["ports"]:
+            if self.checkOnly and description.startswith("systemd:"):
+                continue
             try:
                 serverFromString(reactor, description)
             except (IndexError, KeyError) as e:
@@ -211,6 +319,7 @@ systemd passed (socket activation), or else tcp:8080."""
                     "NOTIFY_SOCKET is set, so systemd waits for this process:"
                     " run in the foreground with twistd -n sdweb"
                 )
+        self._loadApplication()
 
     def _useJournalLogging(self) -> None:
         """
@@ -226,6 +335,37 @@ systemd passed (socket activation), or else tcp:8080."""
             return
         if journalStream(self.environ) is not None:
             parent["logger"] = "txsdnotify.journal.observerFactory"
+
+
+SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+"""
+What the application and children (CGI scripts, subprocesses) must not see:
+they must not speak for this service.
+"""
+
+
+def scrubEnvironment() -> dict[str, str]:
+    """
+    Remove L{SCRUBBED} from L{os.environ}; a copy of the environment as it
+    was, for sdweb itself.
+    """
+    kept = dict(os.environ)
+    for name in SCRUBBED:
+        os.environ.pop(name, None)
+    return kept
+
+
+def wsgiRoot(application: Any) -> wsgi.WSGIResource:
+    """
+    The resource serving a WSGI application from a thread pool that starts
+    with the reactor and stops after it.
+    """
+    from twisted.internet import reactor
+
+    pool = threadpool.ThreadPool()
+    reactor.callWhenRunning(pool.start)
+    reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
+    return wsgi.WSGIResource(reactor, pool, application)
 
 
 class _AddHeaders(Resource):
@@ -269,11 +409,6 @@ def makeService(config: Options) -> WebService:
         # wants any more would otherwise keep a port listening for nobody.
         dropStaleStored=True,
     )
-    # Children (CGI scripts, subprocesses of the application) must not speak
-    # for this service.
-    if config.environ is os.environ:
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            os.environ.pop(name, None)
     service.exitOnListenFailure = True
     if isinstance(config["root"], static.File):
         config["root"].registry.setComponent(interfaces.IServiceCollection, service)
