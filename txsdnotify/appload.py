@@ -104,7 +104,7 @@ def loadApplication(dotted: str, option: str = "--wsgi") -> Any:
     if module is None:
         raise LoadError(f"{option} {dotted!r}: no module named {parts[0]!r}")
     found: Any = module
-    path = module.__name__
+    path = ".".join(parts[:cut])
     for attribute in parts[cut:]:
         if not hasattr(found, attribute):
             raise LoadError(
