@@ -1,10 +1,12 @@
 # The two commands of the README:
 #   make run    installs sdweb in .venv and serves the demo page on port 8080
+#               (PORT=...); Ctrl-C stops it and make exits 0
 #   make test   installs the package (not editable) with its test tools, the
 #               system tools the tests drive (systemd, curl, wrk), and runs
 #               the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
+PORT ?= 8080
 BIN = $(VENV)/bin
 SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk
 
@@ -18,7 +20,8 @@ venv: $(BIN)/python
 
 run: venv
 	$(BIN)/python -m pip install --quiet .
-	cd $(VENV) && exec bin/twistd -n --pidfile= sdweb --port 8080
+	cd $(VENV) && exec bin/python $(abspath tools/foreground.py) \
+	  bin/twistd -n --pidfile= sdweb --port $(PORT)
 
 # apt-get only when something is missing and we may (root); otherwise the
 # tests that need the tool say so (and fail under CI=true).
