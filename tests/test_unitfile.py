@@ -212,7 +212,7 @@ def test_notify() -> None:
     """
     The default unit: Type=notify with everything docs/units.md asks for.
     """
-    text = service("--port", "8080", "--wsgi", "site.app")
+    text = service("--port", "8080", "--wsgi", "myapp.app")
     assert settings(text, "Unit") == [
         ("Description", "A Twisted web site (twistd sdweb)"),
         ("After", "network.target"),
@@ -221,7 +221,7 @@ def test_notify() -> None:
         ("Type", "notify"),
         (
             "ExecStart",
-            f"{TWISTD} -n --pidfile= sdweb --port 8080 --wsgi site.app",
+            f"{TWISTD} -n --pidfile= sdweb --port 8080 --wsgi myapp.app",
         ),
         ("NotifyAccess", "main"),
         ("KillMode", "mixed"),
@@ -290,7 +290,7 @@ def test_socketActivation() -> None:
     """
     spec = UnitSpec(
         name="site",
-        arguments=["--wsgi", "site.app"],
+        arguments=["--wsgi", "myapp.app"],
         twistd=TWISTD,
         listen=["80", "[::1]:8080", "/run/site.sock"],
         user="www-data",
@@ -301,7 +301,7 @@ def test_socketActivation() -> None:
     assert setting(text, "Requires", "Unit") == ["site.socket"]
     assert setting(text, "After", "Unit") == ["site.socket network.target"]
     assert setting(text, "ExecStart") == [
-        f"{TWISTD} -n --pidfile= sdweb --wsgi site.app"
+        f"{TWISTD} -n --pidfile= sdweb --wsgi myapp.app"
     ]
     # systemd binds port 80: no capability needed.
     assert setting(text, "AmbientCapabilities") == []
@@ -539,13 +539,13 @@ def test_cliPrintsSocketToo(tmp_path: Path) -> None:
         "site",
         "--",
         "--wsgi",
-        "site.app",
+        "myapp.app",
     )
     assert result.returncode == 0, result
     files = unitFiles(
         UnitSpec(
             name="site",
-            arguments=["--wsgi", "site.app"],
+            arguments=["--wsgi", "myapp.app"],
             serviceType="notify-reload",
             watchdogSec=0,
             listen=["8080"],

@@ -57,7 +57,7 @@ def _parsers() -> tuple[_Parser, _Parser]:
         description="Print the systemd .service unit (and .socket unit, with"
         " --socket) running 'twistd -n --pidfile= sdweb' with the sdweb"
         " options given after --, e.g.: "
-        f"{PROG} unit --user site -- --port 80 --wsgi site.app",
+        f"{PROG} unit --user myapp -- --port 80 --wsgi myapp.app",
     )
     add = unit.add_argument
     add("--name", default="sdweb", help="unit name: NAME.service (default: sdweb)")
@@ -93,7 +93,7 @@ def _parsers() -> tuple[_Parser, _Parser]:
         default=[],
         metavar="ADDRESS",
         help="socket activation: a ListenStream= address (8080, 127.0.0.1:8080,"
-        " /run/site.sock) of a NAME.socket unit; repeatable",
+        " /run/myapp.sock) of a NAME.socket unit; repeatable",
     )
     add("--fd-name", default="web", help="FileDescriptorName= of the socket unit")
     add("--fd-store", action="store_true", help="keep the ports in systemd's fd store")

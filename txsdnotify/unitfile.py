@@ -118,7 +118,7 @@ class UnitSpec:
         C{NAME.socket}.
     @ivar description: C{Description=}.
     @ivar arguments: The options of C{twistd sdweb} (and of C{twistd web}),
-        e.g. C{["--port", "8080", "--wsgi", "site.app"]}.
+        e.g. C{["--port", "8080", "--wsgi", "myapp.app"]}.
     @ivar twistd: The absolute path of C{twistd}; by default the one of the
         running Python (L{defaultTwistd}).
     @ivar workingDirectory: C{WorkingDirectory=}, an absolute path, or
@@ -420,7 +420,7 @@ def _plan(spec: UnitSpec) -> _Plan:
         if _STRPORTS.match(address):
             raise UnitError(
                 f"a socket address is 8080, 127.0.0.1:8080, [::1]:8080 or"
-                f" /run/site.sock, not {address!r}"
+                f" /run/myapp.sock, not {address!r}"
             )
     for line in spec.serviceLines:
         if not _SETTING.fullmatch(line):
