@@ -119,12 +119,14 @@ def test_execStart() -> None:
     C{twistd -n --pidfile= sdweb}, then one option (with its value) per
     continued line, quoted.
     """
-    options = parseArguments(["--port", "8080", "-l", "/var/log/a b.log", "-n"])
+    options = parseArguments(
+        ["--port", "8080", "-l", "/var/log/a b.log", "--display-tracebacks"]
+    )
     assert execStart("/v/bin/twistd", options) == (
         "/v/bin/twistd -n --pidfile= sdweb \\\n"
         "    --port 8080 \\\n"
         '    -l "/var/log/a b.log" \\\n'
-        "    -n"
+        "    --display-tracebacks"
     )
     assert execStart("/my venv/twistd", []) == '"/my venv/twistd" -n --pidfile= sdweb'
 
@@ -153,11 +155,11 @@ def test_parseArguments() -> None:
     value attached) are read as twistd reads them, and keep their spelling.
     """
     parsed = parseArguments(
-        ["-np", "80", "--drain=5", "--wsgi", "a.b", "-lx.log", "--fd-store"]
+        ["-up", "80", "--drain=5", "--wsgi", "a.b", "-lx.log", "--fd-store"]
     )
     assert [(o.name, o.value, o.words) for o in parsed] == [
-        ("notracebacks", None, ()),
-        ("port", "80", ("-np", "80")),
+        ("user", None, ()),
+        ("port", "80", ("-up", "80")),
         ("drain-timeout", "5", ("--drain=5",)),
         ("wsgi", "a.b", ("--wsgi", "a.b")),
         ("logfile", "x.log", ("-lx.log",)),
@@ -231,6 +233,7 @@ def test_notify() -> None:
         ("TimeoutStopSec", "40"),
         ("Restart", "on-failure"),
         ("RestartSec", "2"),
+        ("DynamicUser", "yes"),
     ]
     assert settings(text, "Install") == [("WantedBy", "multi-user.target")]
     # Settings are explained.
@@ -403,19 +406,22 @@ def test_fdStore() -> None:
         (["--port", "8080"], "site", False),
         (["--port", "unix:/run/site.sock"], "site", False),
         ([], "site", False),
-        (["--port", "80"], None, False),
+        (["--port", "80"], None, True),
+        (["--port", "80"], "root", False),
     ],
 )
 def test_capabilities(arguments: list[str], user: str | None, capability: bool) -> None:
     """
-    A User= binding a port below 1024 itself gets CAP_NET_BIND_SERVICE, and
-    no other capability.
+    A User= (or the DynamicUser= of a unit without one) binding a port below
+    1024 itself gets CAP_NET_BIND_SERVICE, and no other capability; root
+    needs none.
     """
     text = service(*arguments, user=user)
     expected = ["CAP_NET_BIND_SERVICE"] if capability else []
     assert setting(text, "AmbientCapabilities") == expected
     assert setting(text, "CapabilityBoundingSet") == expected
-    assert setting(text, "User") == ([user] if user else [])
+    assert setting(text, "User") == ([user] if user and user != "root" else [])
+    assert setting(text, "DynamicUser") == ([] if user else ["yes"])
 
 
 def test_userGroupDirectoryEnvironment() -> None:
@@ -601,6 +607,15 @@ def test_cliOutputDir(tmp_path: Path) -> None:
         (["unit", "--env", "1X=y"], 1, "not an environment variable name"),
         (["unit", "--service-line", "Nice"], 1, "not a Key=value line"),
         (["unit", "--output-dir", "/nonexistent/dir"], 1, "No such file"),
+        (
+            ["unit", "--", "--status-interval", "soon"],
+            1,
+            "sdweb would refuse these options: Parameter type enforcement failed:"
+            " --status-interval wants a number of seconds >= 0, not 'soon'",
+        ),
+        (["unit", "--", "--port", "80808"], 1, "port 80808 is not in 0-65535"),
+        (["unit", "--", "-n"], 1, "write 'twistd -n sdweb ...'"),
+        (["unit", "--", "--wsgi", "json"], 1, "sdweb would refuse"),
     ],
 )
 def test_cliErrors(args: list[str], status: int, message: str) -> None:
@@ -613,6 +628,19 @@ def test_cliErrors(args: list[str], status: int, message: str) -> None:
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("python -m txsdnotify")
     assert message in result.stderr
+
+
+def test_cliWarnsNotifyReloadOnOldSystemd() -> None:
+    """
+    Type=notify-reload on a systemd older than 253 is written, with a
+    warning.
+    """
+    result = cli("unit", "--type", "notify-reload")
+    assert result.returncode == 0, result
+    assert "Type=notify-reload" in result.stdout
+    warned = "warning: Type=notify-reload needs systemd >= 253" in result.stderr
+    assert warned == (systemdVersion() < 253), result.stderr
+    assert "notify-reload" not in cli("unit").stderr
 
 
 # -- systemd-analyze verify ---------------------------------------------------
@@ -723,7 +751,10 @@ def forTests(directory: Path, log: Path, results: Path) -> list[str]:
             str(results),
         ]
     )
+    # The private manager is a user manager: no DynamicUser= there.
     return [
+        "--user",
+        "root",
         "--working-directory",
         str(directory),
         "--env",
@@ -808,6 +839,8 @@ def test_quotingUnderSystemd(
         'Quoting 100% "ok"',
         "--twistd",
         str(dumper),
+        "--user",
+        "root",
         "--working-directory",
         str(work),
         "--env",

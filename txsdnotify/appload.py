@@ -15,7 +15,13 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["LoadError", "loadApplication", "callApplicationCode", "usePaths"]
+__all__ = [
+    "LoadError",
+    "callApplicationCode",
+    "checkDottedName",
+    "loadApplication",
+    "usePaths",
+]
 
 _HIDDEN = ("twisted", "txsdnotify", "importlib")
 
@@ -88,9 +94,8 @@ def loadApplication(dotted: str, option: str = "--wsgi") -> Any:
         callable; or, when the module's own code raised while it was
         imported, that line and the application's frames.
     """
+    checkDottedName(dotted, option)
     parts = dotted.split(".")
-    if len(parts) < 2 or not all(parts):
-        raise LoadError(f"{option} {dotted!r}: wants module.attribute")
     module = None
     for cut in range(len(parts) - 1, 0, -1):
         name = ".".join(parts[:cut])
@@ -115,6 +120,18 @@ def loadApplication(dotted: str, option: str = "--wsgi") -> Any:
     if not callable(found):
         raise LoadError(f"{option} {dotted!r}: not callable (a {type(found).__name__})")
     return found
+
+
+def checkDottedName(dotted: str, option: str = "--wsgi") -> None:
+    """
+    C{dotted} has the shape of C{module.attribute}: Python names joined by
+    dots, at least two.
+
+    @raise LoadError: If not.
+    """
+    parts = dotted.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        raise LoadError(f"{option} {dotted!r}: wants module.attribute")
 
 
 class _NoSuchModule(Exception):

@@ -24,7 +24,13 @@ from .activation import (
     storeEnabled,
     systemdDescriptions,
 )
-from .appload import LoadError, callApplicationCode, loadApplication, usePaths
+from .appload import (
+    LoadError,
+    callApplicationCode,
+    checkDottedName,
+    loadApplication,
+    usePaths,
+)
 from .demo import DemoPage
 from .journal import journalStream
 from .message import NotifyAddressError, parseAddress
@@ -182,15 +188,21 @@ systemd passed (socket activation), or else tcp:8080."""
         The dotted name of a WSGI application object to serve (module.app),
         imported once every option is read (after --chdir, --pythonpath).
         """
-        self._application = ("--wsgi", name)
-        self["root"] = None
+        self._setApplication("--wsgi", name)
 
     def opt_class(self, className: str) -> None:
         """
         The dotted name of a Resource class with a zero-argument constructor to
         serve as the root.
         """
-        self._application = ("--class", className)
+        self._setApplication("--class", className)
+
+    def _setApplication(self, option: str, name: str) -> None:
+        try:
+            checkDottedName(name, option)
+        except LoadError as e:
+            raise usage.UsageError(str(e)) from None
+        self._application = (option, name)
         self["root"] = None
 
     def opt_path(self, path: str) -> None:
@@ -267,8 +279,10 @@ systemd passed (socket activation), or else tcp:8080."""
         Import the application of --wsgi or --class, with the working
         directory and --pythonpath on sys.path.
         """
+        if self.checkOnly:
+            return
         usePaths([*self["pythonpath"], os.getcwd()])
-        if self._application is None or self["root"] is not None or self.checkOnly:
+        if self._application is None or self["root"] is not None:
             return
         option, name = self._application
         try:
@@ -294,7 +308,8 @@ systemd passed (socket activation), or else tcp:8080."""
         from twisted.internet import reactor
 
         for description in self["ports"]:
-            if self.checkOnly and description.startswith("systemd:"):
+            if self.checkOnly and description.startswith(("systemd:", "ssl:")):
+                # The sockets, certificates and keys of the unit's machine.
                 continue
             try:
                 serverFromString(reactor, description)
