@@ -306,8 +306,13 @@ def test_socketActivation() -> None:
     assert setting(text, "ExecStart") == [
         f"{TWISTD} -n --pidfile= sdweb --wsgi myapp.app"
     ]
-    # systemd binds port 80: no capability needed.
+    # systemd binds port 80: no capability needed, where sdweb binding it
+    # itself as the same user would need one.
     assert setting(text, "AmbientCapabilities") == []
+    alone = serviceUnit(
+        UnitSpec(arguments=["--port", "80"], twistd=TWISTD, user="www-data")
+    )
+    assert setting(alone, "AmbientCapabilities") == ["CAP_NET_BIND_SERVICE"]
     assert "enable --now site.socket" in text
     socket = files["site.socket"]
     assert socket == socketUnit(spec)
