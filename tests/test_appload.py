@@ -34,7 +34,7 @@ def writeApp(directory: Path, module: str, text: str) -> None:
 
 def body(port: int) -> bytes:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
-        return r.read()  # type: ignore[no-any-return]
+        return r.read()
 
 
 def serve(twistd: Any, receiver: NotifyReceiver, *args: str, **env: str) -> int:

@@ -48,7 +48,7 @@ def test_someExamplesAreRunnable() -> None:
     """
     The MemoryNotifier example of docs/library.md, at least, is found.
     """
-    assert any("MemoryNotifier" in p.values[0] for p in RUNNABLE)
+    assert any("MemoryNotifier" in str(p.values[0]) for p in RUNNABLE)
 
 
 @pytest.mark.parametrize("block", RUNNABLE)

@@ -30,10 +30,10 @@ def event(level: LogLevel, text: str, **extra: object) -> dict[str, object]:
 
 def test_priorities() -> None:
     assert formatForJournal(event(LogLevel.info, "hello")) == "<6>[web#info] hello\n"
-    assert formatForJournal(event(LogLevel.warn, "careful")).startswith("<4>")
-    assert formatForJournal(event(LogLevel.error, "bad")).startswith("<3>")
-    assert formatForJournal(event(LogLevel.critical, "worse")).startswith("<2>")
-    assert formatForJournal(event(LogLevel.debug, "detail")).startswith("<7>")
+    assert str(formatForJournal(event(LogLevel.warn, "careful"))).startswith("<4>")
+    assert str(formatForJournal(event(LogLevel.error, "bad"))).startswith("<3>")
+    assert str(formatForJournal(event(LogLevel.critical, "worse"))).startswith("<2>")
+    assert str(formatForJournal(event(LogLevel.debug, "detail"))).startswith("<7>")
 
 
 def test_everyTracebackLinePrefixed() -> None:

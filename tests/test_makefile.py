@@ -44,7 +44,7 @@ def serving(port: int) -> bool:
     if not portAnswers(port):
         return False
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
-        return r.status == 200  # type: ignore[no-any-return]
+        return r.status == 200
 
 
 def test_makeRunCtrlC() -> None:

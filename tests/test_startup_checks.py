@@ -37,7 +37,7 @@ def oneLineExit(server: Any) -> str:
     lines = server.output().strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("twistd sdweb: ")
-    return lines[0]  # type: ignore[no-any-return]
+    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -7,19 +7,39 @@ reset; a reload asked for while one runs runs once more after it.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+import pytest
 import pytest_twisted
-from test_service import Controlled, live, makeService, readToEnd, sleep  # noqa: F401
+from test_service import (
+    Controlled,
+    makeService,
+    portOf,
+    readToEnd,
+    sleep,
+)  # noqa: F401
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 
 from txsdnotify.testing import NotifyReceiver
 
 
+@pytest.fixture
+def live(receiver: NotifyReceiver) -> Iterator[NotifyReceiver]:
+    """
+    The notification receiver, read by the reactor.
+    """
+    receiver.startReading(reactor)
+    yield receiver
+    receiver.stopReading()
+
+
 @pytest_twisted.inlineCallbacks
-def until(predicate: Callable[[], bool], timeout: float = 10.0) -> Iterator[Any]:
+def until(
+    predicate: Callable[[], bool], timeout: float = 10.0
+) -> Generator[Any, Any, None]:
     """
     Let the reactor run until C{predicate()} is true.
     """
@@ -31,7 +51,7 @@ def until(predicate: Callable[[], bool], timeout: float = 10.0) -> Iterator[Any]
 
 
 @pytest_twisted.inlineCallbacks
-def test_acceptQueueServedOnStop(live: NotifyReceiver) -> Iterator[Any]:
+def test_acceptQueueServedOnStop(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     Connections the kernel completed but the reactor has not accepted yet
     when the stop begins get their responses, not a reset.
@@ -39,7 +59,7 @@ def test_acceptQueueServedOnStop(live: NotifyReceiver) -> Iterator[Any]:
     service = makeService(live, Controlled())
     service.startService()
     yield service.whenReady()
-    address = ("127.0.0.1", service.ports[0].getHost().port)
+    address = ("127.0.0.1", portOf(service))
     clients = []
     # No yield between connecting and stopping: the reactor never gets to
     # accept these, they wait in the listening socket's queue.
@@ -61,7 +81,9 @@ def test_acceptQueueServedOnStop(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_reloadsAskedMeanwhileRunOnceMore(live: NotifyReceiver) -> Iterator[Any]:
+def test_reloadsAskedMeanwhileRunOnceMore(
+    live: NotifyReceiver,
+) -> Generator[Any, Any, None]:
     """
     Two reloads asked for while one runs: one more reload after it (not
     two, not none), and every caller's Deferred fires once that is done.

@@ -141,7 +141,7 @@ def getDuringStop(
     thread.join(30)
     assert server.wait() == -signal.SIGTERM
     assert TRACEBACK not in server.output()
-    return result["r"]  # type: ignore[no-any-return]
+    return result["r"]
 
 
 def test_streamingResponseCompletesOnStop(
