@@ -10,7 +10,7 @@ PORT ?= 8080
 BIN = $(VENV)/bin
 SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk
 
-.PHONY: run test venv system-tools lint bench clean
+.PHONY: run test test-oldest venv system-tools lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: venv system-tools
 	$(BIN)/python -m pip install --quiet '.[test]'
 	cd tests && $(abspath $(BIN))/python -m pytest -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $(PYTEST_ARGS)
 
+# The suite on the oldest Python that setup.cfg's python_requires claims
+# (a pyenv-installed 3.9 if there is one, else python3.9 on PATH).
+OLDEST_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9) python3.9)
+test-oldest:
+	$(MAKE) test PYTHON=$(OLDEST_PYTHON) VENV=.venv-oldest
+
 lint: venv
 	$(BIN)/python -m pip install --quiet '.[dev]'
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
@@ -52,4 +58,4 @@ bench: venv system-tools
 	$(BIN)/python bench/compare_web.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-oldest build *.egg-info
