@@ -165,3 +165,30 @@ def test_applicationNeverSeesNotifyVariables(
     )
     assert body(port) == b"at import: ; child: \n"
     receiver.expect("WATCHDOG", "1", timeout=10)
+
+
+def test_classConstructorErrorShowsItsFramesOnly(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    """
+    --class: an error in the resource's constructor is the application's,
+    shown with its frames only.
+    """
+    (tmp_path / "badroot.py").write_text(
+        "from twisted.web.resource import Resource\n"
+        "class Root(Resource):\n"
+        "    def __init__(self):\n"
+        "        raise RuntimeError('no config')\n"
+    )
+    server = twistd(
+        ["--class", "badroot.Root"], processEnv(NOTIFY_SOCKET=receiver.path)
+    )
+    assert server.wait(timeout=30) == 1
+    lines = server.output().splitlines()
+    assert lines[0] == (
+        "twistd sdweb: --class 'badroot.Root' failed: RuntimeError: no config"
+    )
+    assert TRACEBACK not in server.output()
+    frames = [line for line in lines if line.startswith("  File ")]
+    assert len(frames) == 1 and "badroot.py" in frames[0]
+    assert receiver.receiveAvailable() == []

@@ -159,3 +159,31 @@ def test_otherErrorsAreNotResolverErrors() -> None:
     error = CannotListenError("127.0.0.1", 80, OSError(98, "Address already in use"))
     assert resolverReason(error) is None
     assert errnoOf(error) == 98
+
+
+@pytest.mark.xfail(
+    reason="the lead's part: service.listenError must call"
+    " startup_checks.resolverReason (remove this mark then)",
+    strict=True,
+)
+def test_unresolvableInterface(twistd: Any, receiver: NotifyReceiver) -> None:
+    """
+    An interface name the resolver does not know (refused by the resolver
+    library at once, no DNS query): one line in words, no ERRNO= (systemd
+    rejects the negative resolver numbers), no READY=1.
+    """
+    description = "tcp:0:interface=bad name"
+    server = twistd(["--port", description], processEnv(NOTIFY_SOCKET=receiver.path))
+    assert server.wait(timeout=30) == 1
+    output = server.output()
+    assert TRACEBACK not in output
+    said = [line for line in output.splitlines() if "cannot listen" in line]
+    assert len(said) == 1, output
+    assert said[0].endswith(
+        f"sdweb: cannot listen on {description}: cannot resolve interface"
+        " 'bad name' (Name or service not known)"
+    )
+    failed = receiver.expect("STATUS")
+    assert failed["STATUS"].startswith("Failed: cannot listen on")
+    assert "ERRNO" not in failed
+    assert receiver.values("READY") == []
