@@ -49,6 +49,7 @@ def oneLineExit(server: Any) -> str:
         (["--port", "tcp:65536:interface=127.0.0.1"], "port 65536 is not in"),
         (["--port", "ssl:port=99999:privateKey=k.pem"], "port 99999 is not in"),
         (["--listen", "tcp6:70000"], "port 70000 is not in"),
+        (["--https", "70000"], "port 70000 is not in"),
         (
             ["--port", "tcp:8080:interface=999.1.1.1"],
             "interface '999.1.1.1' is not an IP address",

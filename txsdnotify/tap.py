@@ -266,8 +266,10 @@ systemd passed (socket activation), or else tcp:8080."""
         finally:
             self.longOpt = shown
 
-    def _check(self, check: Callable[[str], None], value: str) -> None:
-        if self.checkOnly:
+    def _check(
+        self, check: Callable[[str], None], value: str, always: bool = False
+    ) -> None:
+        if self.checkOnly and not always:
             return
         try:
             check(value)
@@ -308,6 +310,8 @@ systemd passed (socket activation), or else tcp:8080."""
         from twisted.internet import reactor
 
         for description in self["ports"]:
+            # --https adds its ssl: description only now.
+            self._check(checkPortDescription, description, always=True)
             if self.checkOnly and description.startswith(("systemd:", "ssl:")):
                 # The sockets, certificates and keys of the unit's machine.
                 continue
