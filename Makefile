@@ -1,16 +1,18 @@
 # The two commands of the README:
 #   make run    installs sdweb in .venv and serves the demo page on port 8080
+#               (PORT=...); Ctrl-C stops it and make exits 0
 #   make test   installs the package (not editable) with its test tools, the
 #               system tools the tests drive (systemd, curl, wrk, ss, haproxy),
 #               unpacks systemd 254 into .cache/ and runs the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
+PORT ?= 8080
 BIN = $(VENV)/bin
 SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk ss:iproute2 haproxy:haproxy
 
 SYSTEMD_254 = .cache/systemd-254
 
-.PHONY: run test venv system-tools systemd-254 lint bench clean
+.PHONY: run test test-oldest venv system-tools systemd-254 lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +22,8 @@ venv: $(BIN)/python
 
 run: venv
 	$(BIN)/python -m pip install --quiet .
-	cd $(VENV) && exec bin/twistd -n --pidfile= sdweb --port 8080
+	cd $(VENV) && exec bin/python $(abspath tools/foreground.py) \
+	  bin/twistd -n --pidfile= sdweb --port $(PORT)
 
 # apt-get only when something is missing and we may (root); otherwise the
 # tests that need the tool say so (and fail under CI=true).
@@ -48,6 +51,12 @@ test: venv system-tools systemd-254
 	$(BIN)/python -m pip install --quiet '.[test]'
 	cd tests && $(abspath $(BIN))/python -m pytest -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $(PYTEST_ARGS)
 
+# The suite on the oldest Python that setup.cfg's python_requires claims
+# (a pyenv-installed 3.9 if there is one, else python3.9 on PATH).
+OLDEST_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9) python3.9)
+test-oldest:
+	$(MAKE) test PYTHON=$(OLDEST_PYTHON) VENV=.venv-oldest
+
 lint: venv
 	$(BIN)/python -m pip install --quiet '.[dev]'
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
@@ -57,4 +66,4 @@ bench: venv system-tools
 	$(BIN)/python bench/compare_web.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-oldest build *.egg-info

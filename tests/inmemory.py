@@ -43,6 +43,7 @@ def connect(tracker: TrackingFactory) -> tuple[Any, StringTransport]:
     A new connection to C{tracker}, and its transport.
     """
     connection = tracker.buildProtocol(PEER)
+    assert connection is not None
     transport = StringTransport()
     connection.makeConnection(transport)
     return connection, transport

@@ -84,8 +84,27 @@ def test_systemdDescriptions() -> None:
 )
 def test_storeName(description: str, name: str) -> None:
     assert storeName(description) == name
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "tcp:8080:interface=\\:\\:1",
+        "unix:/run/caf\u00e9 bar.sock",
+        "unix:/run/a\tb\x7f\x00c",
+        "unix:/" + "x" * 400,
+        "unix:/" + "\u00e9" * 200,
+    ],
+)
+def test_storeNameIsAValidFdName(description: str) -> None:
+    """
+    Whatever the description, the name is one systemd takes for FDNAME=:
+    printable ASCII, no colon, at most 255 characters.
+    """
+    name = storeName(description)
+    assert name.startswith("sdweb-")
     assert ":" not in name and len(name) <= 255
-    assert all(32 < ord(c) < 127 for c in name)
+    assert all(32 < ord(c) < 127 for c in name), name
 
 
 def test_storeNameLength() -> None:

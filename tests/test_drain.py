@@ -8,17 +8,28 @@ from __future__ import annotations
 from typing import Any
 
 from inmemory import GET, Root, connect
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from txsdnotify.drain import Drain
+from txsdnotify.drain import Drain, DrainResult
 from txsdnotify.tracking import TrackingFactory
 
 
 def setUp() -> tuple[Root, TrackingFactory, Clock]:
     root = Root()
     return root, TrackingFactory(Site(root)), Clock()
+
+
+def outcome(d: Deferred[DrainResult]) -> DrainResult:
+    """
+    What a drain that has ended ended with.
+    """
+    assert d.called
+    result = d.result
+    assert isinstance(result, DrainResult)
+    return result
 
 
 def lose(connection: Any) -> None:
@@ -28,7 +39,7 @@ def lose(connection: Any) -> None:
 def test_nothingToDrain() -> None:
     _, tracker, clock = setUp()
     result = Drain(tracker, clock=clock).start()
-    assert result.called and result.result.aborted == 0
+    assert result.called and outcome(result).aborted == 0
 
 
 def test_idleKeepAliveClosedAtOnce() -> None:
@@ -38,7 +49,7 @@ def test_idleKeepAliveClosedAtOnce() -> None:
     done = Drain(tracker, clock=clock, grace=2).start()
     assert transport.disconnecting
     lose(connection)
-    assert done.called and done.result.seconds == 0
+    assert done.called and outcome(done).seconds == 0
 
 
 def test_freshConnectionGetsGraceThenIsClosed() -> None:
@@ -50,7 +61,7 @@ def test_freshConnectionGetsGraceThenIsClosed() -> None:
     clock.advance(0.1)
     assert transport.disconnecting
     lose(connection)
-    assert done.result.seconds == 2.0
+    assert outcome(done).seconds == 2.0
 
 
 def test_requestDuringGraceIsServedWithClose() -> None:
@@ -79,7 +90,7 @@ def test_requestInFlightFinishes() -> None:
     assert b"Connection: close" in transport.value()
     assert transport.disconnecting
     lose(connection)
-    assert done.result.aborted == 0 and done.result.seconds == 10
+    assert outcome(done).aborted == 0 and outcome(done).seconds == 10
 
 
 def test_timeoutAborts() -> None:
@@ -92,7 +103,7 @@ def test_timeoutAborts() -> None:
     clock.advance(5)
     assert transport.disconnecting  # StringTransport's abortConnection
     lose(connection)
-    assert done.result.aborted == 1 and done.result.seconds == 5
+    assert outcome(done).aborted == 1 and outcome(done).seconds == 5
 
 
 def test_lostConnectionNeverReportedStillEnds() -> None:
@@ -103,4 +114,4 @@ def test_lostConnectionNeverReportedStillEnds() -> None:
     clock.advance(5)
     assert not done.called
     clock.advance(1)
-    assert done.called and done.result.aborted == 1
+    assert done.called and outcome(done).aborted == 1

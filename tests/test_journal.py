@@ -30,10 +30,10 @@ def event(level: LogLevel, text: str, **extra: object) -> dict[str, object]:
 
 def test_priorities() -> None:
     assert formatForJournal(event(LogLevel.info, "hello")) == "<6>[web#info] hello\n"
-    assert formatForJournal(event(LogLevel.warn, "careful")).startswith("<4>")
-    assert formatForJournal(event(LogLevel.error, "bad")).startswith("<3>")
-    assert formatForJournal(event(LogLevel.critical, "worse")).startswith("<2>")
-    assert formatForJournal(event(LogLevel.debug, "detail")).startswith("<7>")
+    assert str(formatForJournal(event(LogLevel.warn, "careful"))).startswith("<4>")
+    assert str(formatForJournal(event(LogLevel.error, "bad"))).startswith("<3>")
+    assert str(formatForJournal(event(LogLevel.critical, "worse"))).startswith("<2>")
+    assert str(formatForJournal(event(LogLevel.debug, "detail"))).startswith("<7>")
 
 
 def test_everyTracebackLinePrefixed() -> None:
@@ -104,18 +104,31 @@ def test_usualFormatOtherwise(tmp_path: Path) -> None:
 
 
 def test_logfileWins(tmp_path: Path) -> None:
+    """
+    With --logfile, twistd's log goes there in the usual format, even when
+    the output is the journal's stream.
+    """
     out = tmp_path / "output"
     out.touch()
     status = out.stat()
-    with open(out, "a") as stream:
+    log = tmp_path / "twistd.log"
+    with socket.socket() as taken, open(out, "a") as stream:
+        # A port in use: twistd starts, logs, and exits at once.
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
         subprocess.run(
             twistdCommand()
-            + ["-n", "--pidfile=", "--logfile", str(tmp_path / "twistd.log"), "sdweb"]
-            + ["--port", "bogus:1"],
+            + ["-n", "--pidfile=", "--logfile", str(log), "sdweb"]
+            + ["--port", f"tcp:{port}:interface=127.0.0.1"],
             env=processEnv(JOURNAL_STREAM=f"{status.st_dev}:{status.st_ino}"),
             cwd=tmp_path,
             stdout=stream,
             stderr=subprocess.STDOUT,
             timeout=60,
         )
+    logged = log.read_text()
+    assert "Address already in use" in logged
+    assert "<6>" not in logged and "<3>" not in logged
+    assert logged.splitlines()[0][:4].isdigit()  # a timestamp
     assert "<6>" not in out.read_text()

@@ -38,11 +38,19 @@ def fillQueue(notifier: Notifier) -> int:
 
 class TestDisabled:
     def test_unset(self) -> None:
-        n = Notifier.fromEnvironment({})
+        """
+        Without NOTIFY_SOCKET, notifying is a silent no-op: no socket is
+        opened, nothing is logged, nothing waits.
+        """
+        descriptors = len(os.listdir("/proc/self/fd"))
+        with capturedLogs() as events:
+            n = Notifier.fromEnvironment({})
+            n.notify(READY=1)
+            n.status("anything")
         assert not n.enabled
-        n.notify(READY=1)
-        n.status("anything")
         assert n.pending == 0
+        assert list(events) == []
+        assert len(os.listdir("/proc/self/fd")) == descriptors
 
     @pytest.mark.parametrize("value", ["", "relative/sock", "vsock:1:2"])
     def test_badAddressWarnsOnceAndDoesNothing(self, value: str) -> None:

@@ -6,7 +6,7 @@ children are bound and its readiness conditions have fired.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from txsdnotify.testing import MemoryNotifier, NotifyReceiver
 
 class Echo(Protocol):
     def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
         self.transport.write(data)
 
 
@@ -57,7 +58,9 @@ def test_conditionFailure() -> None:
 
 
 @pytest_twisted.inlineCallbacks
-def test_readyAfterChildrenAndConditions(receiver: NotifyReceiver) -> Iterator[Any]:
+def test_readyAfterChildrenAndConditions(
+    receiver: NotifyReceiver,
+) -> Generator[Any, Any, None]:
     receiver.startReading(reactor)
     top = NotifyService(environ=receiver.environ(), status="Echo ready")
     echoService("tcp:0:interface=127.0.0.1").setServiceParent(top)
@@ -78,7 +81,7 @@ def test_readyAfterChildrenAndConditions(receiver: NotifyReceiver) -> Iterator[A
 
 
 @pytest_twisted.inlineCallbacks
-def test_failedListenReported(receiver: NotifyReceiver) -> Iterator[Any]:
+def test_failedListenReported(receiver: NotifyReceiver) -> Generator[Any, Any, None]:
     receiver.startReading(reactor)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -112,7 +115,7 @@ def quietWebService(notifier: MemoryNotifier) -> WebService:
 
 
 @pytest_twisted.inlineCallbacks
-def test_webServiceWaitsForConditions() -> Iterator[Any]:
+def test_webServiceWaitsForConditions() -> Generator[Any, Any, None]:
     notifier = MemoryNotifier()
     web = quietWebService(notifier)
     warm: Deferred[None] = Deferred()
@@ -126,7 +129,7 @@ def test_webServiceWaitsForConditions() -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_webServiceConditionFails() -> Iterator[Any]:
+def test_webServiceConditionFails() -> Generator[Any, Any, None]:
     notifier = MemoryNotifier()
     web = quietWebService(notifier)
     web.addReadinessCondition(lambda: 1 / 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
@@ -78,6 +79,21 @@ def test_reopenAccessLog(tmp_path: Path) -> None:
     assert path.read_text() == "after\n"
 
 
-def test_reopenWithoutLogIsHarmless() -> None:
+def test_reopenWithoutLogIsHarmless(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A site without --logfile logs to twistd's log: reopening opens no file
+    and leaves it that way, started or not.
+    """
+    monkeypatch.chdir(tmp_path)
     site = Site(Resource())
     reopenAccessLog(site)()
+    site.startFactory()
+    try:
+        before = site.logFile
+        reopenAccessLog(site)()
+        assert site.logFile is before
+    finally:
+        site.stopFactory()
+    assert list(tmp_path.iterdir()) == []

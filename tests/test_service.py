@@ -6,13 +6,14 @@ real TCP, treq as the client, and a real notification socket.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
@@ -87,12 +88,23 @@ def makeService(
     return service
 
 
+def portOf(service: WebService, index: int = 0) -> int:
+    """
+    The TCP port number of C{service}'s C{index}th listener.
+    """
+    address = service.ports[index].getHost()
+    assert isinstance(address, (IPv4Address, IPv6Address))
+    return address.port
+
+
 def url(service: WebService, path: str = "/", index: int = 0) -> str:
-    return f"http://127.0.0.1:{service.ports[index].getHost().port}{path}"
+    return f"http://127.0.0.1:{portOf(service, index)}{path}"
 
 
 @pytest_twisted.inlineCallbacks
-def readToEnd(client: socket.socket, timeout: float = 5.0) -> Iterator[Any]:
+def readToEnd(
+    client: socket.socket, timeout: float = 5.0
+) -> Generator[Any, Any, bytes]:
     """
     Everything the server sends until it closes, read without blocking the
     reactor.
@@ -125,13 +137,13 @@ def answers(port: int) -> bool:
 
 
 @pytest_twisted.inlineCallbacks
-def test_readyOnlyOnceBound(live: NotifyReceiver) -> Iterator[Any]:
+def test_readyOnlyOnceBound(live: NotifyReceiver) -> Generator[Any, Any, None]:
     service = makeService(live, Controlled())
     ready = live.waitFor("READY")
     service.privilegedStartService()
     service.startService()
     message = yield ready
-    assert answers(service.ports[0].getHost().port)
+    assert answers(portOf(service))
     assert message["MAINPID"].isdigit()
     assert message["STATUS"].startswith("Total requests: 0;")
     yield service.stopService()
@@ -140,7 +152,7 @@ def test_readyOnlyOnceBound(live: NotifyReceiver) -> Iterator[Any]:
 @pytest_twisted.inlineCallbacks
 def test_statusCountsRequests(
     live: NotifyReceiver, pool: HTTPConnectionPool
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     service = makeService(live, Controlled(), statusInterval=0.05)
     service.startService()
     yield service.whenReady()
@@ -157,7 +169,7 @@ def test_statusCountsRequests(
 @pytest_twisted.inlineCallbacks
 def test_statusShowsInFlight(
     live: NotifyReceiver, pool: HTTPConnectionPool
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     resource = Controlled()
     service = makeService(live, resource, statusInterval=0.05)
     service.startService()
@@ -172,12 +184,12 @@ def test_statusShowsInFlight(
 
 
 @pytest_twisted.inlineCallbacks
-def test_stopDrainsRequestInFlight(live: NotifyReceiver) -> Iterator[Any]:
+def test_stopDrainsRequestInFlight(live: NotifyReceiver) -> Generator[Any, Any, None]:
     resource = Controlled()
     service = makeService(live, resource)
     service.startService()
     yield service.whenReady()
-    port = service.ports[0].getHost().port
+    port = portOf(service)
     arrived = resource.nextArrival()
     client = socket.create_connection(("127.0.0.1", port))
     client.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -203,7 +215,7 @@ def test_stopDrainsRequestInFlight(live: NotifyReceiver) -> Iterator[Any]:
 @pytest_twisted.inlineCallbacks
 def test_idleKeepAliveClosedAtOnce(
     live: NotifyReceiver, pool: HTTPConnectionPool
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     service = makeService(live, Controlled(), drainGrace=5)
     service.startService()
     yield service.whenReady()
@@ -217,11 +229,11 @@ def test_idleKeepAliveClosedAtOnce(
 
 
 @pytest_twisted.inlineCallbacks
-def test_freshConnectionGetsGrace(live: NotifyReceiver) -> Iterator[Any]:
+def test_freshConnectionGetsGrace(live: NotifyReceiver) -> Generator[Any, Any, None]:
     service = makeService(live, Controlled(), drainGrace=2)
     service.startService()
     yield service.whenReady()
-    client = socket.create_connection(("127.0.0.1", service.ports[0].getHost().port))
+    client = socket.create_connection(("127.0.0.1", portOf(service)))
     client.settimeout(5)
     try:
         yield sleep(0.1)
@@ -239,11 +251,13 @@ def test_freshConnectionGetsGrace(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_freshConnectionClosedAfterGrace(live: NotifyReceiver) -> Iterator[Any]:
+def test_freshConnectionClosedAfterGrace(
+    live: NotifyReceiver,
+) -> Generator[Any, Any, None]:
     service = makeService(live, Controlled(), drainGrace=0.3)
     service.startService()
     yield service.whenReady()
-    client = socket.create_connection(("127.0.0.1", service.ports[0].getHost().port))
+    client = socket.create_connection(("127.0.0.1", portOf(service)))
     try:
         yield sleep(0.1)
         started = reactor.seconds()
@@ -256,7 +270,7 @@ def test_freshConnectionClosedAfterGrace(live: NotifyReceiver) -> Iterator[Any]:
 @pytest_twisted.inlineCallbacks
 def test_drainTimeoutAborts(
     live: NotifyReceiver, pool: HTTPConnectionPool
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     resource = Controlled()
     service = makeService(live, resource, drainTimeout=0.5)
     service.startService()
@@ -279,7 +293,7 @@ def test_drainTimeoutAborts(
 @pytest_twisted.inlineCallbacks
 def test_statusCountsDownDuringDrain(
     live: NotifyReceiver, pool: HTTPConnectionPool
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     resource = Controlled()
     service = makeService(live, resource, statusInterval=0.05, drainTimeout=10)
     service.startService()
@@ -319,7 +333,7 @@ def test_portInUse(receiver: NotifyReceiver) -> None:
 
 
 @pytest_twisted.inlineCallbacks
-def test_oneOfTwoFails(live: NotifyReceiver) -> Iterator[Any]:
+def test_oneOfTwoFails(live: NotifyReceiver) -> Generator[Any, Any, None]:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -337,7 +351,7 @@ def test_oneOfTwoFails(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_whenReadyFailsWithoutTwistd(live: NotifyReceiver) -> Iterator[Any]:
+def test_whenReadyFailsWithoutTwistd(live: NotifyReceiver) -> Generator[Any, Any, None]:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -356,7 +370,7 @@ def test_whenReadyFailsWithoutTwistd(live: NotifyReceiver) -> Iterator[Any]:
 @pytest_twisted.inlineCallbacks
 def test_customRequestFactories(
     live: NotifyReceiver, pool: HTTPConnectionPool
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     class MyRequest(Request):
         seen = 0
 
@@ -395,7 +409,7 @@ def test_needsAnEndpoint() -> None:
 @pytest_twisted.inlineCallbacks
 def test_reloadSequence(
     live: NotifyReceiver, pool: HTTPConnectionPool
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     service = makeService(live, Controlled(), statusInterval=0.05)
     calls: list[str] = []
     gate: Deferred[None] = Deferred()
@@ -426,7 +440,7 @@ def test_reloadSequence(
 
 
 @pytest_twisted.inlineCallbacks
-def test_failedReloadStillReady(live: NotifyReceiver) -> Iterator[Any]:
+def test_failedReloadStillReady(live: NotifyReceiver) -> Generator[Any, Any, None]:
     service = makeService(live, Controlled(), statusInterval=0.05)
 
     def broken() -> None:
@@ -449,7 +463,7 @@ def test_failedReloadStillReady(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_sighupReloads(live: NotifyReceiver) -> Iterator[Any]:
+def test_sighupReloads(live: NotifyReceiver) -> Generator[Any, Any, None]:
     import os
     import signal
 
@@ -457,16 +471,17 @@ def test_sighupReloads(live: NotifyReceiver) -> Iterator[Any]:
     service = makeService(live, Controlled())
     service.startService()
     yield service.whenReady()
-    assert signal.getsignal(signal.SIGHUP) is not before
+    assert signal.getsignal(signal.SIGHUP) != before
     os.kill(os.getpid(), signal.SIGHUP)
     yield live.waitFor("RELOADING")
     yield secondReady(live)
     yield service.stopService()
-    assert signal.getsignal(signal.SIGHUP) is before
+    # The handler that was there before is back.
+    assert signal.getsignal(signal.SIGHUP) == before
 
 
 @pytest_twisted.inlineCallbacks
-def test_stoppingExtendsTimeout(live: NotifyReceiver) -> Iterator[Any]:
+def test_stoppingExtendsTimeout(live: NotifyReceiver) -> Generator[Any, Any, None]:
     service = makeService(live, Controlled(), drainTimeout=60)
     service.startService()
     yield service.whenReady()
@@ -476,7 +491,7 @@ def test_stoppingExtendsTimeout(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_watchdogPings(receiver: NotifyReceiver) -> Iterator[Any]:
+def test_watchdogPings(receiver: NotifyReceiver) -> Generator[Any, Any, None]:
     receiver.startReading(reactor)
     service = WebService(
         Site(Controlled()),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import freePort, portAnswers, processEnv, twistdCommand
@@ -83,7 +84,7 @@ def restartUnderLoad(
     port: int,
     tmp_path: Path,
     restarts: int = 3,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """
     Restart C{service} several times while a separate process sends a steady
     stream of requests; return that process's counts.

@@ -327,10 +327,10 @@ def adapt_docs_unit(
     [Service] lines.
     """
     replacements = {
-        "/opt/site/.venv/bin/twistd": twistd,
+        "/opt/myapp/.venv/bin/twistd": twistd,
         "tcp:8080": f"tcp:{port}:interface=127.0.0.1",
-        "site.wsgi.application": "slowapp.wsgi",
-        "/var/log/site/access.log": str(directory / "access.log"),
+        "myapp.wsgi.application": "slowapp.wsgi",
+        "/var/log/myapp/access.log": str(directory / "access.log"),
     }
     out: list[str] = []
     section = ""

@@ -141,7 +141,7 @@ def getDuringStop(
     thread.join(30)
     assert server.wait() == -signal.SIGTERM
     assert TRACEBACK not in server.output()
-    return result["r"]  # type: ignore[no-any-return]
+    return result["r"]
 
 
 def test_streamingResponseCompletesOnStop(
@@ -256,8 +256,8 @@ def test_portInUse(twistd: Any, receiver: NotifyReceiver) -> None:
         (["--nosuchoption"], "nosuchoption"),
         (["--port", "systemd:domain=INET:index=0"], "systemd passed no such socket"),
         (["--port", "systemd:domain=INET:name=web"], "systemd passed no such socket"),
-        (["--wsgi", "no.such.module.app"], "No such WSGI application"),
-        (["--class", "nosuchmodule.Thing"], "No such resource class"),
+        (["--wsgi", "no.such.module.app"], "no module named 'no'"),
+        (["--class", "nosuchmodule.Thing"], "no module named 'nosuchmodule'"),
         (["--health", "healthz"], "--health wants a path"),
         (["--health-port", "bogus:1"], "bad --health-port 'bogus:1'"),
         (["--agent-port", "tcp:notaport"], "bad --agent-port"),

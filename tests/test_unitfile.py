@@ -117,12 +117,14 @@ def test_execStart() -> None:
     C{twistd -n --pidfile= sdweb}, then one option (with its value) per
     continued line, quoted.
     """
-    options = parseArguments(["--port", "8080", "-l", "/var/log/a b.log", "-n"])
+    options = parseArguments(
+        ["--port", "8080", "-l", "/var/log/a b.log", "--display-tracebacks"]
+    )
     assert execStart("/v/bin/twistd", options) == (
         "/v/bin/twistd -n --pidfile= sdweb \\\n"
         "    --port 8080 \\\n"
         '    -l "/var/log/a b.log" \\\n'
-        "    -n"
+        "    --display-tracebacks"
     )
     assert execStart("/my venv/twistd", []) == '"/my venv/twistd" -n --pidfile= sdweb'
 
@@ -151,11 +153,11 @@ def test_parseArguments() -> None:
     value attached) are read as twistd reads them, and keep their spelling.
     """
     parsed = parseArguments(
-        ["-np", "80", "--drain=5", "--wsgi", "a.b", "-lx.log", "--fd-store"]
+        ["-up", "80", "--drain=5", "--wsgi", "a.b", "-lx.log", "--fd-store"]
     )
     assert [(o.name, o.value, o.words) for o in parsed] == [
-        ("notracebacks", None, ()),
-        ("port", "80", ("-np", "80")),
+        ("user", None, ()),
+        ("port", "80", ("-up", "80")),
         ("drain-timeout", "5", ("--drain=5",)),
         ("wsgi", "a.b", ("--wsgi", "a.b")),
         ("logfile", "x.log", ("-lx.log",)),
@@ -211,7 +213,7 @@ def test_notify() -> None:
     """
     The default unit: Type=notify with everything docs/units.md asks for.
     """
-    text = service("--port", "8080", "--wsgi", "site.app")
+    text = service("--port", "8080", "--wsgi", "myapp.app")
     assert settings(text, "Unit") == [
         ("Description", "A Twisted web site (twistd sdweb)"),
         ("After", "network.target"),
@@ -220,7 +222,7 @@ def test_notify() -> None:
         ("Type", "notify"),
         (
             "ExecStart",
-            f"{TWISTD} -n --pidfile= sdweb --port 8080 --wsgi site.app",
+            f"{TWISTD} -n --pidfile= sdweb --port 8080 --wsgi myapp.app",
         ),
         ("NotifyAccess", "main"),
         ("KillMode", "mixed"),
@@ -230,6 +232,7 @@ def test_notify() -> None:
         ("TimeoutStopSec", "40"),
         ("Restart", "on-failure"),
         ("RestartSec", "2"),
+        ("DynamicUser", "yes"),
     ]
     assert settings(text, "Install") == [("WantedBy", "multi-user.target")]
     # Settings are explained.
@@ -291,7 +294,7 @@ def test_socketActivation() -> None:
     """
     spec = UnitSpec(
         name="site",
-        arguments=["--wsgi", "site.app"],
+        arguments=["--wsgi", "myapp.app"],
         twistd=TWISTD,
         listen=["80", "[::1]:8080", "/run/site.sock"],
         user="www-data",
@@ -302,10 +305,15 @@ def test_socketActivation() -> None:
     assert setting(text, "Requires", "Unit") == ["site.socket"]
     assert setting(text, "After", "Unit") == ["site.socket network.target"]
     assert setting(text, "ExecStart") == [
-        f"{TWISTD} -n --pidfile= sdweb --wsgi site.app"
+        f"{TWISTD} -n --pidfile= sdweb --wsgi myapp.app"
     ]
-    # systemd binds port 80: no capability needed.
+    # systemd binds port 80: no capability needed, where sdweb binding it
+    # itself as the same user would need one.
     assert setting(text, "AmbientCapabilities") == []
+    alone = serviceUnit(
+        UnitSpec(arguments=["--port", "80"], twistd=TWISTD, user="www-data")
+    )
+    assert setting(alone, "AmbientCapabilities") == ["CAP_NET_BIND_SERVICE"]
     assert "enable --now site.socket" in text
     socket = files["site.socket"]
     assert socket == socketUnit(spec)
@@ -404,19 +412,22 @@ def test_fdStore() -> None:
         (["--port", "8080"], "site", False),
         (["--port", "unix:/run/site.sock"], "site", False),
         ([], "site", False),
-        (["--port", "80"], None, False),
+        (["--port", "80"], None, True),
+        (["--port", "80"], "root", False),
     ],
 )
 def test_capabilities(arguments: list[str], user: str | None, capability: bool) -> None:
     """
-    A User= binding a port below 1024 itself gets CAP_NET_BIND_SERVICE, and
-    no other capability.
+    A User= (or the DynamicUser= of a unit without one) binding a port below
+    1024 itself gets CAP_NET_BIND_SERVICE, and no other capability; root
+    needs none.
     """
     text = service(*arguments, user=user)
     expected = ["CAP_NET_BIND_SERVICE"] if capability else []
     assert setting(text, "AmbientCapabilities") == expected
     assert setting(text, "CapabilityBoundingSet") == expected
-    assert setting(text, "User") == ([user] if user else [])
+    assert setting(text, "User") == ([user] if user and user != "root" else [])
+    assert setting(text, "DynamicUser") == ([] if user else ["yes"])
 
 
 def test_userGroupDirectoryEnvironment() -> None:
@@ -540,13 +551,13 @@ def test_cliPrintsSocketToo(tmp_path: Path) -> None:
         "site",
         "--",
         "--wsgi",
-        "site.app",
+        "myapp.app",
     )
     assert result.returncode == 0, result
     files = unitFiles(
         UnitSpec(
             name="site",
-            arguments=["--wsgi", "site.app"],
+            arguments=["--wsgi", "myapp.app"],
             serviceType="notify-reload",
             watchdogSec=0,
             listen=["8080"],
@@ -602,6 +613,15 @@ def test_cliOutputDir(tmp_path: Path) -> None:
         (["unit", "--env", "1X=y"], 1, "not an environment variable name"),
         (["unit", "--service-line", "Nice"], 1, "not a Key=value line"),
         (["unit", "--output-dir", "/nonexistent/dir"], 1, "No such file"),
+        (
+            ["unit", "--", "--status-interval", "soon"],
+            1,
+            "sdweb would refuse these options: Parameter type enforcement failed:"
+            " --status-interval wants a number of seconds >= 0, not 'soon'",
+        ),
+        (["unit", "--", "--port", "80808"], 1, "port 80808 is not in 0-65535"),
+        (["unit", "--", "-n"], 1, "write 'twistd -n sdweb ...'"),
+        (["unit", "--", "--wsgi", "json"], 1, "sdweb would refuse"),
     ],
 )
 def test_cliErrors(args: list[str], status: int, message: str) -> None:
@@ -614,6 +634,19 @@ def test_cliErrors(args: list[str], status: int, message: str) -> None:
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("python -m txsdnotify")
     assert message in result.stderr
+
+
+def test_cliWarnsNotifyReloadOnOldSystemd() -> None:
+    """
+    Type=notify-reload on a systemd older than 253 is written, with a
+    warning.
+    """
+    result = cli("unit", "--type", "notify-reload")
+    assert result.returncode == 0, result
+    assert "Type=notify-reload" in result.stdout
+    warned = "warning: Type=notify-reload needs systemd >= 253" in result.stderr
+    assert warned == (systemdVersion() < 253), result.stderr
+    assert "notify-reload" not in cli("unit").stderr
 
 
 # -- systemd-analyze verify ---------------------------------------------------
@@ -724,7 +757,10 @@ def forTests(directory: Path, log: Path, results: Path) -> list[str]:
             str(results),
         ]
     )
+    # The private manager is a user manager: no DynamicUser= there.
     return [
+        "--user",
+        "root",
         "--working-directory",
         str(directory),
         "--env",
@@ -809,6 +845,8 @@ def test_quotingUnderSystemd(
         'Quoting 100% "ok"',
         "--twistd",
         str(dumper),
+        "--user",
+        "root",
         "--working-directory",
         str(work),
         "--env",

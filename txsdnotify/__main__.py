@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,7 @@ def _parsers() -> tuple[_Parser, _Parser]:
         description="Print the systemd .service unit (and .socket unit, with"
         " --socket) running 'twistd -n --pidfile= sdweb' with the sdweb"
         " options given after --, e.g.: "
-        f"{PROG} unit --user site -- --port 80 --wsgi site.app",
+        f"{PROG} unit --user myapp -- --port 80 --wsgi myapp.app",
     )
     add = unit.add_argument
     add("--name", default="sdweb", help="unit name: NAME.service (default: sdweb)")
@@ -72,7 +73,12 @@ def _parsers() -> tuple[_Parser, _Parser]:
         metavar="DIR",
         help="WorkingDirectory= (default: the current directory; '' for none)",
     )
-    add("--user", help="User= (a port below 1024 then gets CAP_NET_BIND_SERVICE)")
+    add(
+        "--user",
+        help="User= (a port below 1024 then gets CAP_NET_BIND_SERVICE); without"
+        " it, DynamicUser=yes (a user made up at each start, never root);"
+        " 'root' runs as root",
+    )
     add("--group", help="Group=")
     add(
         "--type",
@@ -93,7 +99,7 @@ def _parsers() -> tuple[_Parser, _Parser]:
         default=[],
         metavar="ADDRESS",
         help="socket activation: a ListenStream= address (8080, 127.0.0.1:8080,"
-        " /run/site.sock) of a NAME.socket unit; repeatable",
+        " /run/myapp.sock) of a NAME.socket unit; repeatable",
     )
     add("--fd-name", default="web", help="FileDescriptorName= of the socket unit")
     add("--fd-store", action="store_true", help="keep the ports in systemd's fd store")
@@ -115,6 +121,20 @@ def _parsers() -> tuple[_Parser, _Parser]:
     add("--output-dir", metavar="DIR", help="write NAME.service (NAME.socket) here")
     add("--force", action="store_true", help="overwrite files in --output-dir")
     return top, unit
+
+
+def systemdVersion() -> int | None:
+    """
+    The version of this machine's systemd (C{systemctl --version}), if it
+    has one.
+    """
+    try:
+        out = subprocess.run(
+            ["systemctl", "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
+        return int(out.split()[1])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,6 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (the generator's {misplaced[0]} goes before --)" if misplaced else ""
         print(f"{unit.prog}: error: {e}{hint}", file=sys.stderr)
         return 1
+    version = systemdVersion()
+    if spec.serviceType == "notify-reload" and version is not None and version < 253:
+        print(
+            f"{unit.prog}: warning: Type=notify-reload needs systemd >= 253, this"
+            f" is systemd {version} (use --type notify where the unit will run on"
+            " it)",
+            file=sys.stderr,
+        )
     if not os.access(spec.twistd, os.X_OK):
         print(f"{unit.prog}: warning: no {spec.twistd} (see --twistd)", file=sys.stderr)
     if args.output_dir is None:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_twistd -*-
+# -*- test-case-name: tests.test_demo -*-
 """
 The page C{twistd -n sdweb} serves when it is given nothing else to serve.
 """
@@ -41,6 +41,9 @@ class DemoPage(Resource):
 
     def render_HEAD(self, request: Request) -> bytes:
         """
-        The page's headers.
+        The page's headers, without the page (a body returned for HEAD is
+        logged by twisted.web as an error of ours).
         """
-        return self.render_GET(request)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-length", b"%d" % len(_PAGE))
+        return b""

@@ -16,6 +16,7 @@ from twisted.internet.error import CannotListenError
 from twisted.python.failure import Failure
 
 from .message import sanitizeStatus
+from .startup_checks import resolverReason
 
 __all__ = ["ListenError", "ListenFailed", "errnoOf", "failureFields", "listenError"]
 
@@ -58,7 +59,10 @@ def listenError(description: str, failure: Failure) -> ListenError:
         return error
     assert error is not None
     number = errnoOf(error)
-    if number is not None:
+    resolver = resolverReason(error)
+    if resolver is not None:
+        reason = resolver
+    elif number is not None:
         reason = os.strerror(number)
     elif isinstance(error, CannotListenError):
         reason = str(error.socketError)
@@ -83,14 +87,17 @@ def failureFields(error: BaseException) -> dict[str, object]:
 def errnoOf(error: BaseException | None) -> int | None:
     """
     The operating system's error number behind C{error}, if any (a
-    C{CannotListenError} keeps it in its C{socketError}).
+    C{CannotListenError} keeps it in its C{socketError}).  Only a positive
+    number is one: resolver errors (C{socket.gaierror}) have negative ones,
+    which systemd rejects in C{ERRNO=}.
     """
     if error is None:
         return None
     own = getattr(error, "errno", None)
-    if isinstance(own, int) and own:
+    if isinstance(own, int) and own > 0:
         return own
     for candidate in (getattr(error, "socketError", None), error, error.__cause__):
-        if isinstance(candidate, OSError) and candidate.errno:
-            return candidate.errno
+        if isinstance(candidate, OSError) and isinstance(candidate.errno, int):
+            if candidate.errno > 0:
+                return candidate.errno
     return None

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet import interfaces
 from twisted.internet.endpoints import serverFromString
-from twisted.python import reflect, usage
+from twisted.python import usage
 from twisted.web import static
 from twisted.web import tap as webtap
 from twisted.web.resource import Resource
@@ -24,11 +24,19 @@ from .activation import (
     storeEnabled,
     systemdDescriptions,
 )
+from .appload import (
+    LoadError,
+    callApplicationCode,
+    checkDottedName,
+    loadApplication,
+    usePaths,
+)
 from .demo import DemoPage
 from .journal import journalStream
 from .message import NotifyAddressError, parseAddress
 from .notify import Notifier
 from .service import WebService
+from .startup_checks import checkPath, checkPortDescription, checkResourceScript
 from .threads import DEFAULT_THREADS
 from .tls import TLSSetupError, checkTLS
 from .wsgi import WSGIApplication
@@ -108,7 +116,7 @@ systemd passed (socket activation), or else tcp:8080."""
             "status-interval",
             None,
             1.0,
-            "Seconds between STATUS= updates; 0 turns them off.",
+            "Seconds between STATUS= updates; 0 sends only the ones at start and stop.",
             _seconds("status-interval"),
         ],
         [
@@ -157,14 +165,28 @@ systemd passed (socket activation), or else tcp:8080."""
         ],
     ]
 
+    checkOnly = False
+    """
+    Check the options without touching this machine: no application import,
+    no path checks, no C{systemd:} sockets (the unit generator sets it).
+    """
+
     def __init__(
         self,
         environ: Mapping[str, str] | None = None,
         inherited: Sequence[InheritedSocket] | None = None,
     ) -> None:
         super().__init__()
+        # Without an environment given, parseOptions takes a copy of the
+        # process's and removes what children must not inherit.
+        self._scrub = environ is None
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self._inherited = inherited
+        self._application: tuple[str, str] | None = None
+        self["pythonpath"] = []
+        for name, doc in self.docs.items():
+            if doc:
+                self.docs[name] = " ".join(doc.split())
 
     @property
     def inherited(self) -> Sequence[InheritedSocket]:
@@ -178,7 +200,13 @@ systemd passed (socket activation), or else tcp:8080."""
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse, and turn any usage error into a one-line exit.
+
+        Before any option runs, take the process's environment for sdweb and
+        remove what children and the application must not see.
         """
+        if self._scrub:
+            self.environ = scrubEnvironment()
+            self._scrub = False
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -191,6 +219,10 @@ systemd passed (socket activation), or else tcp:8080."""
         systemd:domain=INET:index=0, ssl:443:...). Repeat for more.
         [default: tcp:8080]
         """
+        try:
+            checkPortDescription(port)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         self["ports"].append(portDescription(port))
 
     opt_p = opt_port
@@ -204,25 +236,116 @@ systemd passed (socket activation), or else tcp:8080."""
     def opt_wsgi(self, name: str) -> None:
         """
         The dotted name of a WSGI application object to serve (module.app),
+        imported once every option is read (after --chdir, --pythonpath), and served
         with sdweb's WSGI container (see --threads).
         """
-        try:
-            application = reflect.namedAny(name)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise usage.UsageError(f"No such WSGI application: {name!r} ({e})") from e
-        self["root"] = WSGIApplication(application)
+        self._setApplication("--wsgi", name)
 
     def opt_class(self, className: str) -> None:
         """
         The dotted name of a Resource class with a zero-argument constructor to
         serve as the root.
         """
+        self._setApplication("--class", className)
+
+    def _setApplication(self, option: str, name: str) -> None:
         try:
-            super().opt_class(className)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise usage.UsageError(
-                f"No such resource class: {className!r} ({e})"
-            ) from e
+            checkDottedName(name, option)
+        except LoadError as e:
+            raise usage.UsageError(str(e)) from None
+        self._application = (option, name)
+        self["root"] = None
+
+    def opt_path(self, path: str) -> None:
+        """
+        A file or directory to serve as the root (.rpy, .epy and .cgi files
+        in it run as scripts).
+        """
+        self._check(checkPath, os.path.abspath(path))
+        super().opt_path(path)
+
+    def opt_resource_script(self, name: str) -> None:
+        """
+        An .rpy file to be used as the root resource of the web server.
+        """
+        self._check(checkResourceScript, name)
+        super().opt_resource_script(name)
+
+    def opt_chdir(self, directory: str) -> None:
+        """
+        Change to this directory first (relative paths in later options, and
+        the application's imports, start here).
+        """
+        if self.checkOnly:
+            return
+        try:
+            os.chdir(directory)
+        except OSError as e:
+            raise usage.UsageError(f"--chdir {directory!r}: {e.strerror}") from None
+
+    def opt_pythonpath(self, directories: str) -> None:
+        """
+        Directories (separated by commas) to put first on sys.path for the
+        application; the working directory is always there.
+        """
+        self["pythonpath"].extend(d for d in directories.split(",") if d)
+
+    def opt_notracebacks(self) -> None:
+        """
+        Refused: after sdweb, -n is twistd web's --notracebacks.
+        """
+        raise usage.UsageError(
+            "-n after sdweb is not --nodaemon (it is twistd web's deprecated"
+            " --notracebacks, and twistd would daemonise): write 'twistd -n sdweb"
+            " ...'"
+        )
+
+    def opt_personal(self) -> None:
+        """
+        Refused.
+        """
+        raise usage.UsageError("--personal is not supported by sdweb")
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The help, without the options sdweb refuses.
+        """
+        shown = self.longOpt
+        self.longOpt = [o for o in shown if o not in ("notracebacks", "personal")]
+        try:
+            return super().getUsage(width)
+        finally:
+            self.longOpt = shown
+
+    def _check(
+        self, check: Callable[[str], None], value: str, always: bool = False
+    ) -> None:
+        if self.checkOnly and not always:
+            return
+        try:
+            check(value)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _loadApplication(self) -> None:
+        """
+        Import the application of --wsgi or --class, with the working
+        directory and --pythonpath on sys.path.
+        """
+        if self.checkOnly:
+            return
+        usePaths([*self["pythonpath"], os.getcwd()])
+        if self._application is None or self["root"] is not None:
+            return
+        option, name = self._application
+        try:
+            found = loadApplication(name, option)
+            if option == "--wsgi":
+                self["root"] = wsgiRoot(found, self["threads"])
+            else:
+                self["root"] = callApplicationCode(f"{option} {name!r}", found)
+        except LoadError as e:
+            raise SystemExit(f"twistd sdweb: {e}") from None
 
     def postOptions(self) -> None:
         """
@@ -231,17 +354,18 @@ systemd passed (socket activation), or else tcp:8080."""
         journal's format when our output goes to the journal.
         """
         self._useJournalLogging()
-        if self["personal"]:
-            raise usage.UsageError("--personal is not supported by sdweb")
         if not self["ports"] and self["https"] is None:
             # Socket activation: serve what systemd passed, not tcp:8080.
             self["ports"].extend(systemdDescriptions(self.inherited))
         super().postOptions()
-        if isinstance(self["root"], WSGIApplication):
-            self["root"].threads.size = self["threads"]
         from twisted.internet import reactor
 
         for description in self["ports"]:
+            # --https adds its ssl: description only now.
+            self._check(checkPortDescription, description, always=True)
+            if self.checkOnly and description.startswith(("systemd:", "ssl:")):
+                # The sockets, certificates and keys of the unit's machine.
+                continue
             try:
                 checkTLS(description)
             except TLSSetupError as e:
@@ -278,6 +402,7 @@ systemd passed (socket activation), or else tcp:8080."""
                     "NOTIFY_SOCKET is set, so systemd waits for this process:"
                     " run in the foreground with twistd -n sdweb"
                 )
+        self._loadApplication()
 
     def _useJournalLogging(self) -> None:
         """
@@ -293,6 +418,34 @@ systemd passed (socket activation), or else tcp:8080."""
             return
         if journalStream(self.environ) is not None:
             parent["logger"] = "txsdnotify.journal.observerFactory"
+
+
+SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+"""
+What the application and children (CGI scripts, subprocesses) must not see:
+they must not speak for this service.
+"""
+
+
+def scrubEnvironment() -> dict[str, str]:
+    """
+    Remove L{SCRUBBED} from L{os.environ}; a copy of the environment as it
+    was, for sdweb itself.
+    """
+    kept = dict(os.environ)
+    for name in SCRUBBED:
+        os.environ.pop(name, None)
+    return kept
+
+
+def wsgiRoot(application: Any, threads: int = DEFAULT_THREADS) -> WSGIApplication:
+    """
+    The resource serving a WSGI application: sdweb's own container, in at
+    most C{threads} threads.
+    """
+    root = WSGIApplication(application)
+    root.threads.size = threads
+    return root
 
 
 class _AddHeaders(Resource):
@@ -356,11 +509,6 @@ def makeService(config: Options) -> WebService:
     )
     if isinstance(config["root"], WSGIApplication):
         service.statusLine.addFigure(threadsWaiting(config["root"]))
-    # Children (CGI scripts, subprocesses of the application) must not speak
-    # for this service.
-    if config.environ is os.environ:
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            os.environ.pop(name, None)
     service.exitOnListenFailure = True
     if isinstance(config["root"], static.File):
         config["root"].registry.setComponent(interfaces.IServiceCollection, service)

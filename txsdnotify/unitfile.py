@@ -118,12 +118,14 @@ class UnitSpec:
         C{NAME.socket}.
     @ivar description: C{Description=}.
     @ivar arguments: The options of C{twistd sdweb} (and of C{twistd web}),
-        e.g. C{["--port", "8080", "--wsgi", "site.app"]}.
+        e.g. C{["--port", "8080", "--wsgi", "myapp.app"]}.
     @ivar twistd: The absolute path of C{twistd}; by default the one of the
         running Python (L{defaultTwistd}).
     @ivar workingDirectory: C{WorkingDirectory=}, an absolute path, or
         L{None} for none.
-    @ivar user: C{User=}, or L{None} (run as the manager's user).
+    @ivar user: C{User=}, or L{None}: C{DynamicUser=yes}, a user systemd
+        makes up for the service at each start (never root).  C{root} runs
+        as root, on purpose.
     @ivar group: C{Group=}, or L{None}.
     @ivar serviceType: C{notify} (C{ExecReload=} sends SIGHUP) or
         C{notify-reload} (systemd 253 sends it itself).
@@ -311,7 +313,30 @@ def parseArguments(arguments: Sequence[str]) -> list[ParsedOption]:
     for option in parsed:
         if option.name in _NOT_FOR_A_UNIT:
             raise UnitError(f"--{option.name} makes no sense in a unit")
+    checkWithSdweb(arguments)
     return parsed
+
+
+def checkWithSdweb(arguments: Sequence[str]) -> None:
+    """
+    Parse C{arguments} with sdweb's own option parser, as far as it can
+    without the machine the unit runs on (no application import, no path
+    checks, no C{systemd:} sockets): what sdweb would refuse at start-up,
+    the unit must not be written for.
+
+    @raise UnitError: With sdweb's one-line reason.
+    """
+    from twisted.python import usage
+
+    from .tap import Options
+
+    options = Options(environ={}, inherited=())
+    options.checkOnly = True
+    try:
+        # usage.Options' own parseOptions: the error, not sdweb's exit.
+        usage.Options.parseOptions(options, list(arguments))
+    except usage.UsageError as e:
+        raise UnitError(f"sdweb would refuse these options: {e}") from None
 
 
 def drainTimeout(options: Sequence[ParsedOption]) -> float:
@@ -431,7 +456,7 @@ def _plan(spec: UnitSpec) -> _Plan:
         if _STRPORTS.match(address):
             raise UnitError(
                 f"a socket address is 8080, 127.0.0.1:8080, [::1]:8080 or"
-                f" /run/site.sock, not {address!r}"
+                f" /run/myapp.sock, not {address!r}"
             )
     for line in spec.serviceLines:
         if not _SETTING.fullmatch(line):
@@ -463,7 +488,7 @@ def _plan(spec: UnitSpec) -> _Plan:
         grace=healthGrace(options),
         fdStore=fdStore,
         storeMax=max(FD_STORE_MAX, len(ports)),
-        capability=spec.user is not None
+        capability=spec.user != "root"
         and not spec.listen
         and bindsPrivilegedPort(ports),
     )
@@ -578,7 +603,13 @@ def serviceUnit(spec: UnitSpec) -> str:
             "# so no connection is refused meanwhile.",
             f"FileDescriptorStoreMax={plan.storeMax}",
         ]
-    if spec.user is not None:
+    if spec.user is None:
+        out += [
+            "# No user given: one systemd makes up at each start, never root;",
+            "# it may write only in StateDirectory=, LogsDirectory=, /tmp.",
+            "DynamicUser=yes",
+        ]
+    elif spec.user != "root":
         out += [
             "# A user of its own, never root.",
             f"User={_plainValue('User', spec.user)}",
