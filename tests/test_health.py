@@ -9,14 +9,22 @@ from __future__ import annotations
 import json
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest_twisted
 import treq
 from conftest import freePort, portAnswers, processEnv, waitUntil
-from test_service import Controlled, live, makeService, readToEnd, sleep, url
+from test_service import (
+    Controlled,
+    live,
+    makeService,
+    portOf,
+    readToEnd,
+    sleep,
+    url,
+)
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -44,11 +52,11 @@ def fetch(service: WebService, path: str = "/healthz", index: int = 0) -> Any:
 
 
 @pytest_twisted.inlineCallbacks
-def agentSays(service: WebService, index: int) -> Iterator[Any]:
+def agentSays(service: WebService, index: int) -> Generator[Any, Any, bytes]:
     """
     What the agent-check port says to a new connection, until it closes.
     """
-    port = service.ports[index].getHost().port
+    port = portOf(service, index)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         data = yield readToEnd(s)
     return data
@@ -59,7 +67,7 @@ def rawGet(client: socket.socket, path: str) -> None:
 
 
 @pytest_twisted.inlineCallbacks
-def test_healthOverTheLifecycle(live: NotifyReceiver) -> Iterator[Any]:
+def test_healthOverTheLifecycle(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     503 while starting, 200 with the figures once ready, 503 from the first
     moment of the stop while the site still serves for the grace, then the
@@ -87,7 +95,7 @@ def test_healthOverTheLifecycle(live: NotifyReceiver) -> Iterator[Any]:
     assert body["connections"] == 1  # this very check
     assert body["uptime"] > 0
 
-    keptOpen = socket.create_connection(("127.0.0.1", service.ports[0].getHost().port))
+    keptOpen = socket.create_connection(("127.0.0.1", portOf(service)))
     rawGet(keptOpen, "/")
     yield sleep(0.1)
     stopped = service.stopService()
@@ -101,7 +109,7 @@ def test_healthOverTheLifecycle(live: NotifyReceiver) -> Iterator[Any]:
     assert (code, hello) == (200, b"hello")
     assert reactor.seconds() - started < 2, "the grace ended before the checks"
 
-    port = service.ports[0].getHost().port
+    port = portOf(service)
     while service.drain is None:
         yield sleep(0.02)
     assert reactor.seconds() - started >= 2
@@ -111,7 +119,9 @@ def test_healthOverTheLifecycle(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_healthOnKeptOpenConnectionDuringDrain(live: NotifyReceiver) -> Iterator[Any]:
+def test_healthOnKeptOpenConnectionDuringDrain(
+    live: NotifyReceiver,
+) -> Generator[Any, Any, None]:
     """
     A health check on a keep-alive connection once the drain has begun:
     503, and the connection closes after it.
@@ -120,7 +130,7 @@ def test_healthOnKeptOpenConnectionDuringDrain(live: NotifyReceiver) -> Iterator
     service = makeService(live, resource, healthPath=b"/healthz", drainTimeout=10)
     service.startService()
     yield service.whenReady()
-    port = service.ports[0].getHost().port
+    port = portOf(service)
     busy = socket.create_connection(("127.0.0.1", port))
     arrived = resource.nextArrival()
     rawGet(busy, "/wait")
@@ -141,7 +151,7 @@ def test_healthOnKeptOpenConnectionDuringDrain(live: NotifyReceiver) -> Iterator
 
 
 @pytest_twisted.inlineCallbacks
-def test_reloadingStillHealthy(live: NotifyReceiver) -> Iterator[Any]:
+def test_reloadingStillHealthy(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     A reload goes on serving: 200, with the state shown.
     """
@@ -159,7 +169,7 @@ def test_reloadingStillHealthy(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_forceSkipsTheGrace(live: NotifyReceiver) -> Iterator[Any]:
+def test_forceSkipsTheGrace(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     A second stop request during the grace ends it at once.
     """
@@ -178,7 +188,7 @@ def test_forceSkipsTheGrace(live: NotifyReceiver) -> Iterator[Any]:
 @pytest_twisted.inlineCallbacks
 def test_healthNotCountedNorLogged(
     live: NotifyReceiver, tmp_path: Path
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     """
     Health checks are not user traffic: not in the figures, not in the
     access log.
@@ -209,7 +219,7 @@ def test_healthNotCountedNorLogged(
 
 
 @pytest_twisted.inlineCallbacks
-def test_healthPortAndAgentPort(live: NotifyReceiver) -> Iterator[Any]:
+def test_healthPortAndAgentPort(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     A port that answers only the health checks, and one that answers
     HAProxy's agent-check, each following the lifecycle.

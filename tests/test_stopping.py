@@ -7,13 +7,21 @@ the accept queue, connections that switched protocols, the access log.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from test_service import Controlled, live, makeService, readToEnd, sleep, url
+from test_service import (
+    Controlled,
+    live,
+    makeService,
+    portOf,
+    readToEnd,
+    sleep,
+    url,
+)
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -37,7 +45,7 @@ def keys(receiver: NotifyReceiver) -> list[str]:
 
 
 @pytest_twisted.inlineCallbacks
-def drainStarted(service: WebService) -> Iterator[Any]:
+def drainStarted(service: WebService) -> Generator[Any, Any, None]:
     """
     Wait until the ports are closed and the drain has begun.
     """
@@ -46,11 +54,13 @@ def drainStarted(service: WebService) -> Iterator[Any]:
 
 
 def connectTo(service: WebService) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", service.ports[0].getHost().port))
+    return socket.create_connection(("127.0.0.1", portOf(service)))
 
 
 @pytest_twisted.inlineCallbacks
-def test_reloadRunningAtStopSendsNoReady(live: NotifyReceiver) -> Iterator[Any]:
+def test_reloadRunningAtStopSendsNoReady(
+    live: NotifyReceiver,
+) -> Generator[Any, Any, None]:
     """
     A reload hook still running when the stop begins: its end sends no
     READY=1 after STOPPING=1.
@@ -71,7 +81,9 @@ def test_reloadRunningAtStopSendsNoReady(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_readinessConditionFiringDuringStop(live: NotifyReceiver) -> Iterator[Any]:
+def test_readinessConditionFiringDuringStop(
+    live: NotifyReceiver,
+) -> Generator[Any, Any, None]:
     """
     A readiness condition that fires only once the stop began sends no
     READY=1, and whenReady() settles (it fails) instead of waiting for ever.
@@ -91,7 +103,7 @@ def test_readinessConditionFiringDuringStop(live: NotifyReceiver) -> Iterator[An
 
 
 @pytest_twisted.inlineCallbacks
-def test_noRestart(live: NotifyReceiver) -> Iterator[Any]:
+def test_noRestart(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     A stopped service refuses to start again (it would say READY=1 with no
     port bound).
@@ -106,7 +118,7 @@ def test_noRestart(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_forceAbortsAtOnce(live: NotifyReceiver) -> Iterator[Any]:
+def test_forceAbortsAtOnce(live: NotifyReceiver) -> Generator[Any, Any, None]:
     resource = Controlled()
     service = makeService(live, resource, drainTimeout=60)
     service.startService()
@@ -131,7 +143,7 @@ def test_forceAbortsAtOnce(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_forceBeforeStopDoesNothing(live: NotifyReceiver) -> Iterator[Any]:
+def test_forceBeforeStopDoesNothing(live: NotifyReceiver) -> Generator[Any, Any, None]:
     service = makeService(live, Controlled())
     service.startService()
     yield service.whenReady()
@@ -141,7 +153,7 @@ def test_forceBeforeStopDoesNothing(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_drainHookToldSecondsLeft(live: NotifyReceiver) -> Iterator[Any]:
+def test_drainHookToldSecondsLeft(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     A drain hook hears of the drain once the ports are closed, with the time
     left; a connection it ends ends the drain at once.
@@ -177,7 +189,9 @@ def test_drainHookToldSecondsLeft(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_pipelinedRequestsAllAnswered(live: NotifyReceiver) -> Iterator[Any]:
+def test_pipelinedRequestsAllAnswered(
+    live: NotifyReceiver,
+) -> Generator[Any, Any, None]:
     """
     Three requests pipelined before the stop: all three are answered, and
     only the last says Connection: close.
@@ -208,7 +222,9 @@ def test_pipelinedRequestsAllAnswered(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_halfSentRequestGetsOnlyTheGrace(live: NotifyReceiver) -> Iterator[Any]:
+def test_halfSentRequestGetsOnlyTheGrace(
+    live: NotifyReceiver,
+) -> Generator[Any, Any, None]:
     """
     A client still trickling its headers when the stop begins waits no
     longer than the grace, while a request in flight completes.
@@ -242,7 +258,7 @@ def test_halfSentRequestGetsOnlyTheGrace(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_acceptQueueServedOnStop(live: NotifyReceiver) -> Iterator[Any]:
+def test_acceptQueueServedOnStop(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     Connections still waiting in the listen queue when the stop begins are
     accepted and served, with --fd-store too (whether systemd kept a copy
@@ -263,7 +279,9 @@ def test_acceptQueueServedOnStop(live: NotifyReceiver) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_callableRequestFactoryDrains(live: NotifyReceiver) -> Iterator[Any]:
+def test_callableRequestFactoryDrains(
+    live: NotifyReceiver,
+) -> Generator[Any, Any, None]:
     """
     A site whose request factory is a plain function gets the drain's
     Connection: close too.
@@ -297,6 +315,7 @@ def test_callableRequestFactoryDrains(live: NotifyReceiver) -> Iterator[Any]:
 
 class Echo(Protocol):
     def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
         self.transport.write(data)
 
 
@@ -314,6 +333,8 @@ class Upgrade(Resource):
         request.setHeader(b"connection", b"Upgrade")
         request.write(b"")
         protocol = Echo()
+        # The TCP connection itself: its protocol is in no interface.
+        transport: Any
         transport, request.channel.transport = request.channel.transport, None
         transport.protocol = protocol
         protocol.makeConnection(transport)
@@ -321,7 +342,7 @@ class Upgrade(Resource):
 
 
 @pytest_twisted.inlineCallbacks
-def test_switchedProtocolsTracked(live: NotifyReceiver) -> Iterator[Any]:
+def test_switchedProtocolsTracked(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     Connections taken over by another protocol count while open and are
     released when they close; at the drain timeout they are aborted without
@@ -357,7 +378,7 @@ def test_switchedProtocolsTracked(live: NotifyReceiver) -> Iterator[Any]:
 @pytest_twisted.inlineCallbacks
 def test_accessLogWritesEveryRequest(
     live: NotifyReceiver, tmp_path: Path
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     """
     Requests finished during the drain are logged (the site's log stays open
     until the drain ends), and so is one whose client left before it was

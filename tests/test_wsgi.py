@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.validate import validator
@@ -27,12 +27,14 @@ import treq
 from apps import flaskapp, wsgiapps
 from conftest import freePort, need, processEnv, waitUntil
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
+from zope.interface import provider
 
 from txsdnotify.tap import Options
 from txsdnotify.testing import NotifyReceiver
@@ -53,11 +55,17 @@ def serve() -> Iterator[Callable[..., str]]:
     ports = []
 
     def start(app: Any, threads: RequestThreads | None = None) -> str:
+        # Site is a ServerFactory[_GenericHTTPChannelProtocol]; Twisted's
+        # listenTCP is typed for the invariant ServerFactory[_ProtoWithFactory].
         port = reactor.listenTCP(
-            0, Site(WSGIApplication(app, threads, reactor)), interface="127.0.0.1"
+            0,
+            Site(WSGIApplication(app, threads, reactor)),  # type: ignore[arg-type]
+            interface="127.0.0.1",
         )
         ports.append(port)
-        return f"http://127.0.0.1:{port.getHost().port}"
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        return f"http://127.0.0.1:{address.port}"
 
     yield start
     for port in ports:
@@ -78,6 +86,7 @@ def failures() -> Iterator[list[dict[str, Any]]]:
     """
     events: list[dict[str, Any]] = []
 
+    @provider(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
         if "log_failure" in event:
             events.append(event)
@@ -105,7 +114,7 @@ def fetch(
 @pytest_twisted.inlineCallbacks
 def test_validatorFindsNothing(
     serve: Any, pool: HTTPConnectionPool, failures: list[Any]
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     base = serve(validator(wsgiapps.app))
     code, body, _ = yield fetch(base + "/?a=1", pool)
     assert (code, body) == (200, b"hello\n")
@@ -132,7 +141,9 @@ def test_validatorFindsNothing(
 
 
 @pytest_twisted.inlineCallbacks
-def test_manyBlocksArriveWhole(serve: Any, pool: HTTPConnectionPool) -> Iterator[Any]:
+def test_manyBlocksArriveWhole(
+    serve: Any, pool: HTTPConnectionPool
+) -> Generator[Any, Any, None]:
     base = serve(wsgiapps.app)
     code, body, _ = yield fetch(base + "/chunks?n=10000", pool)
     assert code == 200
@@ -142,7 +153,7 @@ def test_manyBlocksArriveWhole(serve: Any, pool: HTTPConnectionPool) -> Iterator
 @pytest_twisted.inlineCallbacks
 def test_fileWrapper(
     serve: Any, pool: HTTPConnectionPool, tmp_path: Path
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     data = os.urandom(300_000)
     path = tmp_path / "data.bin"
     path.write_bytes(data)
@@ -180,7 +191,9 @@ class Counted:
 
 
 @pytest_twisted.inlineCallbacks
-def test_closeCalledOnce(serve: Any, pool: HTTPConnectionPool) -> Iterator[Any]:
+def test_closeCalledOnce(
+    serve: Any, pool: HTTPConnectionPool
+) -> Generator[Any, Any, None]:
     app = Counted(3)
     code, body, _ = yield fetch(serve(app), pool)
     assert (code, body) == (200, b"x" * 3072)
@@ -194,7 +207,7 @@ def readSomeThenHangUp(port: int) -> bytes:
 
 
 @pytest_twisted.inlineCallbacks
-def test_closeCalledOnceWhenClientGone(serve: Any) -> Iterator[Any]:
+def test_closeCalledOnceWhenClientGone(serve: Any) -> Generator[Any, Any, None]:
     app = Counted(None)
     base = serve(app)
     first = yield deferToThread(readSomeThenHangUp, int(base.rsplit(":", 1)[1]))
@@ -207,7 +220,9 @@ def test_closeCalledOnceWhenClientGone(serve: Any) -> Iterator[Any]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_slowBlockIsSentWithoutWaitingForTheNext(serve: Any) -> Iterator[Any]:
+def test_slowBlockIsSentWithoutWaitingForTheNext(
+    serve: Any,
+) -> Generator[Any, Any, None]:
     released = threading.Event()
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
@@ -231,7 +246,7 @@ def test_slowBlockIsSentWithoutWaitingForTheNext(serve: Any) -> Iterator[Any]:
 @pytest_twisted.inlineCallbacks
 def test_excInfoReplacesTheResponse(
     serve: Any, pool: HTTPConnectionPool
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"half a page")
@@ -260,7 +275,7 @@ class FailingClose:
 @pytest_twisted.inlineCallbacks
 def test_closeRaisingAfterTheApplicationKeepsThe500(
     serve: Any, failures: list[Any]
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     def app(environ: dict[str, Any], start_response: Any) -> FailingClose:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return FailingClose()
@@ -289,7 +304,9 @@ def readAll(url: str) -> tuple[int, bytes | Exception]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_excInfoOnceStreamingReraises(serve: Any, failures: list[Any]) -> Iterator[Any]:
+def test_excInfoOnceStreamingReraises(
+    serve: Any, failures: list[Any]
+) -> Generator[Any, Any, None]:
     def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         yield b"x" * 200_000  # more than is buffered: the response is under way
@@ -308,7 +325,7 @@ def test_excInfoOnceStreamingReraises(serve: Any, failures: list[Any]) -> Iterat
 @pytest_twisted.inlineCallbacks
 def test_startResponseTwiceIsAnError(
     serve: Any, pool: HTTPConnectionPool, failures: list[Any]
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", [])
         start_response("200 OK", [])
@@ -320,7 +337,9 @@ def test_startResponseTwiceIsAnError(
 
 
 @pytest_twisted.inlineCallbacks
-def test_threadsRunConcurrently(serve: Any, pool: HTTPConnectionPool) -> Iterator[Any]:
+def test_threadsRunConcurrently(
+    serve: Any, pool: HTTPConnectionPool
+) -> Generator[Any, Any, None]:
     # Three requests each waiting for the others: served one by one, they
     # would all time out.
     barrier = threading.Barrier(3, timeout=20)
@@ -340,7 +359,7 @@ def test_threadsRunConcurrently(serve: Any, pool: HTTPConnectionPool) -> Iterato
 @pytest_twisted.inlineCallbacks
 def test_waitingCountsRequestsWithoutAThread(
     serve: Any, pool: HTTPConnectionPool
-) -> Iterator[Any]:
+) -> Generator[Any, Any, None]:
     go = threading.Event()
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -365,7 +384,7 @@ def test_waitingCountsRequestsWithoutAThread(
 
 
 @pytest_twisted.inlineCallbacks
-def test_flask(serve: Any, pool: HTTPConnectionPool) -> Iterator[Any]:
+def test_flask(serve: Any, pool: HTTPConnectionPool) -> Generator[Any, Any, None]:
     base = serve(flaskapp.app)
     assert (yield fetch(base + "/", pool))[:2] == (200, b"hello from flask\n")
     body = (yield fetch(base + "/stream?n=3", pool))[1]
