@@ -17,6 +17,15 @@ from test_twistd import TRACEBACK, startServer
 from txsdnotify.testing import NotifyReceiver
 
 
+def totalRequests(status: str) -> int:
+    """
+    The count in a status line such as C{Total requests: 7; ...}.
+    """
+    found = re.search(r"Total requests: (\d+)", status)
+    assert found, status
+    return int(found.group(1))
+
+
 def test_everyRequestLoggedAcrossStop(
     twistd: Any, receiver: NotifyReceiver, tmp_path: Path
 ) -> None:
@@ -40,8 +49,7 @@ def test_everyRequestLoggedAcrossStop(
     )
     receiver.expect(
         lambda m: (
-            int(re.search(r"Total requests: (\d+)", m.get("STATUS", "x: 0")).group(1))
-            >= 300
+            totalRequests(m.get("STATUS", "x: 0")) >= 300
             if "Total requests" in m.get("STATUS", "")
             else False
         ),

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ backend sdweb
 
 
 @pytest.fixture
-def haproxyFactory(tmp_path: Path) -> Iterator[object]:
+def haproxyFactory(tmp_path: Path) -> Iterator[Callable[..., HAProxy]]:
     started: list[HAProxy] = []
 
     def start(backends: list[int], **kwargs: str) -> HAProxy:
@@ -136,9 +136,9 @@ def restartBehindHAProxy(
     user_manager: UserManager,
     units: list[str],
     tmp_path: Path,
-    haproxyFactory: object,
+    haproxyFactory: Callable[..., HAProxy],
     grace: str,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """
     Two backends with C{--health-grace grace}; a steady load through
     HAProxy while each is restarted in turn; the load's counts.
@@ -165,7 +165,7 @@ def restartBehindHAProxy(
         units.append(service)
         user_manager.systemctl("start", service)
         services.append(service)
-    haproxy = haproxyFactory(ports)  # type: ignore[operator]
+    haproxy = haproxyFactory(ports)
     for i in range(len(ports)):
         haproxy.waitUp(f"web{i}")
     url = f"http://127.0.0.1:{haproxy.port}/"
@@ -182,7 +182,7 @@ def test_graceLosesNoRequest(
     user_manager: UserManager,
     units: list[str],
     tmp_path: Path,
-    haproxyFactory: object,
+    haproxyFactory: Callable[..., HAProxy],
 ) -> None:
     counts = restartBehindHAProxy(user_manager, units, tmp_path, haproxyFactory, GRACE)
     log = counts.pop("log")
@@ -196,7 +196,7 @@ def test_noGraceLosesRequests(
     user_manager: UserManager,
     units: list[str],
     tmp_path: Path,
-    haproxyFactory: object,
+    haproxyFactory: Callable[..., HAProxy],
 ) -> None:
     """
     The same without a grace: the port closes before HAProxy has noticed,
@@ -211,7 +211,7 @@ def test_noGraceLosesRequests(
 
 
 def test_agentCheckDrainsAtOnce(
-    twistd: Any, receiver: NotifyReceiver, haproxyFactory: object
+    twistd: Any, receiver: NotifyReceiver, haproxyFactory: Callable[..., HAProxy]
 ) -> None:
     """
     With --agent-port, HAProxy puts the server in DRAIN within an
@@ -232,7 +232,7 @@ def test_agentCheckDrainsAtOnce(
     ]
     server = twistd(args, processEnv(NOTIFY_SOCKET=receiver.path))
     receiver.expect("READY", timeout=30)
-    haproxy = haproxyFactory(  # type: ignore[operator]
+    haproxy = haproxyFactory(
         [port],
         checks="inter 5s fall 3 rise 1",
         extra=f"agent-check agent-port {agentPort} agent-inter 200ms",

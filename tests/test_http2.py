@@ -55,9 +55,10 @@ def serve(path: bytes | None) -> tuple[H2Connection, StringTransport, Root, Cloc
     """
     clock, root = Clock(), Root()
     channel = H2Connection(reactor=clock)
-    channel.site = Site(root)
-    channel.requestFactory = Request
-    channel.callLater = clock.callLater
+    # What H2Connection is given by the HTTP factory, untyped in Twisted.
+    channel.site = Site(root)  # type: ignore[assignment]
+    channel.requestFactory = Request  # type: ignore[attr-defined]
+    channel.callLater = clock.callLater  # type: ignore[method-assign,assignment]
     transport = StringTransport()
     transport.registerProducer(channel, True)
     channel.makeConnection(transport)

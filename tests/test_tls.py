@@ -229,7 +229,10 @@ class H2Client:
                 frame.parse_body(memoryview(self.buffer[9 : 9 + length]))
                 self.buffer = self.buffer[9 + length :]
                 if isinstance(frame, HeadersFrame):
-                    frame.decoded = dict(self.headers.decode(frame.data))
+                    # An attribute of ours on hyperframe's frame.
+                    frame.decoded = dict(  # type: ignore[attr-defined]
+                        self.headers.decode(frame.data)
+                    )
                 frames.append(frame)
             try:
                 data = self.sock.recv(65536)
@@ -261,7 +264,7 @@ def test_h2GoAwayBeforeResponse(
     goAways = [f for f in idleFrames if isinstance(f, GoAwayFrame)]
     assert [(f.last_stream_id, f.error_code) for f in goAways][:1] == [(0, 0)]
 
-    frames = [
+    frames: list[Any] = [
         f
         for f in busy.frames()
         if isinstance(f, (GoAwayFrame, HeadersFrame, DataFrame)) and f.stream_id < 2

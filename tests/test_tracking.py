@@ -102,7 +102,8 @@ def test_releasedAfterChannelSwap() -> None:
     transport.unregisterProducer()
     swapped = HTTPChannel()
     swapped.makeConnection(transport)
-    connection._channel = swapped
+    # Twisted infers _channel's type from its H2Connection assignment.
+    connection._channel = swapped  # type: ignore[assignment]
     connection.connectionLost(Failure(ConnectionError("bye")))
     assert not tracker.connections
     assert tracker.stats.connectionsClosed == 1
