@@ -843,3 +843,35 @@ def test_docs_unit(sdweb: SdwebFactory, tmp_path: Path) -> None:
     wait_for_text(access, "/docs-again")
     unit.systemctl("stop")
     assert unit.ended() == [CLEAN_STOP]
+
+
+@pytest.mark.parametrize(
+    "app,path,body",
+    [
+        ("flaskapp.app", "/slow?s=2", b"flask slow done\n"),
+        ("djangoapp.wsgi.application", "/", b"hello from django\n"),
+    ],
+)
+def test_wsgi_frameworks(sdweb: SdwebFactory, app: str, path: str, body: bytes) -> None:
+    """
+    Flask and Django through --wsgi under the real manager: start, serve,
+    and a stop that lets the request in flight finish.
+    """
+    unit = sdweb("--wsgi", app, "--status-interval", "0.2")
+    unit.start()
+    assert unit.prop("ActiveState") == "active"
+    slow = "slow" in path
+    client = Curl(unit.url(path))
+    try:
+        if slow:
+            unit.in_flight(1)
+        else:
+            client.finish()
+        unit.systemctl("stop")
+        if slow:
+            client.finish()
+    finally:
+        client.kill()
+    assert (client.returncode, client.status, client.body) == (0, 200, body), client
+    assert unit.ended() == [CLEAN_STOP]
+    assert stopped_line(unit).startswith("Stopped: 1 request(s) served")
