@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,15 @@ test-command = "env PYTHONPATH={root} {python} -m pytest -x -q -p no:cacheprovid
 [cosmic-ray.distributor]
 name = "local"
 """
+
+
+def loadConfig(path: Path) -> dict:
+    """
+    A cosmic-ray configuration, as cosmic-ray reads it.
+    """
+    from cosmic_ray.config import load_config
+
+    return load_config(str(path))
 
 
 def tool(name: str) -> str:
@@ -153,6 +163,14 @@ def mutate(module: str) -> tuple[int, int, int, list[str], list[str]]:
         sys.exit(f"{module}: the tests fail without any mutant; fix them first")
     original = source.read_bytes()
     try:
+        # The tests must see the mutated file, not an installed copy: a
+        # module that cannot be imported must make them fail.
+        source.write_bytes(original + b"\nraise ImportError('mutation canary')\n")
+        command = shlex.split(loadConfig(config)["test-command"])
+        canary = subprocess.run(command, cwd=ROOT, capture_output=True)
+        source.write_bytes(original)
+        if canary.returncode == 0:
+            sys.exit(f"{module}: its tests pass with {source} broken: not mutating")
         subprocess.run(
             [tool("cosmic-ray"), "exec", str(config), str(db)], cwd=ROOT, check=True
         )
