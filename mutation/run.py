@@ -66,17 +66,17 @@ def tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def equivalents() -> set[tuple[str, str, str]]:
+def equivalents() -> set[tuple[str, str, str, str]]:
     """
-    The survivors explained as equivalent: C{(module, operator, line)}, the
-    line's source text stripped, so that the list survives edits elsewhere.
+    The survivors explained as equivalent: C{(module, definition, operator,
+    line)}, the line's source text stripped, so that the list survives edits
+    elsewhere.
     """
     known = set()
     for line in EQUIVALENT.read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        module, operator, source = line.split(" | ", 2)[:3]
-        known.add((module.strip(), operator.strip(), source.split(" | ")[0].strip()))
+        if line.strip() and not line.startswith("#"):
+            module, definition, operator, text = line.split(" | ")[:4]
+            known.add((module, definition, operator, text))
     return known
 
 
@@ -102,20 +102,37 @@ def annotationSpans(source: Path) -> list[tuple[tuple[int, int], tuple[int, int]
     return spans
 
 
-def skipAnnotations(db: Path, source: Path) -> int:
+def isKeywordMarker(lines: list[str], position: tuple[int, int]) -> bool:
     """
-    Mark the mutants inside annotations as skipped; how many there were.
+    Whether C{position} is the bare C{*} before keyword-only parameters,
+    which cosmic-ray takes for a multiplication.
+    """
+    row, column = position
+    text = lines[row - 1]
+    return text[column : column + 1] == "*" and text[column + 1 :].lstrip()[:1] in (
+        ",",
+        "",
+    )
+
+
+def skipNonCode(db: Path, source: Path) -> int:
+    """
+    Mark the mutants that change no code as skipped: inside annotations, or
+    of the keyword-only marker.  How many there were.
     """
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     assert "from __future__ import annotations" in source.read_text()
     spans = annotationSpans(source)
+    lines = source.read_text().splitlines()
     skipped = 0
     with use_db(str(db), WorkDB.Mode.open) as work:
         for item in work.work_items:
             start = tuple(item.mutations[0].start_pos)
-            if any(low <= start < high for low, high in spans):
+            if isKeywordMarker(lines, start) or any(
+                low <= start < high for low, high in spans
+            ):
                 skipped += 1
                 work.set_result(
                     item.job_id,
@@ -141,7 +158,7 @@ def results(db: Path) -> Iterator[tuple[dict, dict | None]]:
 
 def mutate(module: str) -> tuple[int, int, int, list[str], list[str]]:
     """
-    Run every mutant of C{module}: killed, total, skipped (in annotations),
+    Run every mutant of C{module}: killed, total, skipped (not code),
     explained survivors and unexplained ones.
     """
     source = ROOT / "txsdnotify" / f"{module}.py"
@@ -155,7 +172,7 @@ def mutate(module: str) -> tuple[int, int, int, list[str], list[str]]:
     # Stale bytecode of an earlier mutant must never be what runs.
     shutil.rmtree(ROOT / "txsdnotify" / "__pycache__", ignore_errors=True)
     subprocess.run([tool("cosmic-ray"), "init", str(config), str(db)], check=True)
-    skipped = skipAnnotations(db, source)
+    skipped = skipNonCode(db, source)
     baseline = subprocess.run(
         [tool("cosmic-ray"), "baseline", str(config)], cwd=ROOT, capture_output=True
     )
@@ -194,8 +211,9 @@ def mutate(module: str) -> tuple[int, int, int, list[str], list[str]]:
         row = mutation["start_pos"][0]
         text = lines[row - 1].strip()
         operator = mutation["operator_name"].removeprefix("core/")
-        where = f"{module}.py:{row} {operator} (#{mutation['occurrence']}): {text}"
-        if outcome == "survived" and (module, operator, text) in known:
+        key = (module, mutation["definition_name"] or "-", operator, text)
+        where = f"line {row}: {' | '.join(key)}"
+        if outcome == "survived" and key in known:
             explained.append(where)
         else:
             unexplained.append(f"{where} [{outcome}]")
@@ -217,7 +235,7 @@ def main(argv: list[str]) -> int:
         summary.append(
             f"{module:<12} killed {killed}/{total} ({100 * killed / total:.1f}%),"
             f" {len(explained)} equivalent, {len(unexplained)} unexplained"
-            f" ({skipped} in annotations skipped)"
+            f" ({skipped} not code: skipped)"
         )
     print("\n".join(["", "Mutation score:", *summary]))
     return 1 if failed else 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from inmemory import GET, Root, connect
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -299,8 +298,6 @@ def test_defaults() -> None:
     drain = Drain(tracker, clock=clock)
     assert (drain.timeout, drain.grace, drain.hooks) == (30.0, 2.0, [])
     assert not drain.forced
-    with pytest.raises(TypeError):
-        Drain(tracker, clock)  # type: ignore[misc]
 
 
 def test_noGraceTimerWithoutFreshConnections() -> None:

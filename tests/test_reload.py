@@ -69,6 +69,18 @@ def test_hookTimesOut() -> None:
     assert failed[0].startswith("stuck: ")
 
 
+def test_defaultTimeoutIsAMinute() -> None:
+    clock = Clock()
+    hooks = ReloadHooks(clock=clock)
+    hooks.add(Deferred, "stuck")
+    failed: list[str] = []
+    hooks.run().addCallback(failed.extend)
+    clock.advance(59.9)
+    assert failed == []
+    clock.advance(0.1)
+    assert len(failed) == 1 and failed[0].startswith("stuck: ")
+
+
 def test_reopenAccessLog(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     site = Site(Resource(), logPath=str(path))

@@ -274,3 +274,12 @@ def test_extendUsec() -> None:
     line, *_ = make()
     assert line.extendUsec(1.5) == 6_500_000
     assert line.extendUsec(-3) == 5_000_000
+
+
+def test_negativeIntervalSendsNothing() -> None:
+    line, lifecycle, notifier, stats, clock = make(interval=-1)
+    lifecycle.ready("up")
+    line.serving()
+    stats.completed = 3
+    clock.advance(100)
+    assert len(notifier.sent) == 1
