@@ -99,6 +99,13 @@ class TestFormatMessage:
         assert message["STATUS"].startswith("xxx")
         assert message["STATUS"].endswith("\N{HORIZONTAL ELLIPSIS}")
 
+    @pytest.mark.parametrize("length", [4090, 5000, 8200, 20000])
+    def test_shortenedToTheLimit(self, length: int) -> None:
+        """
+        However much too long, a status is cut to fill the datagram exactly.
+        """
+        assert len(formatMessage({"STATUS": "x" * length})) == MAX_DATAGRAM
+
     @pytest.mark.parametrize("char", ["é", "€", "😀"])
     def test_shortenedOnCharacterBoundary(self, char: str) -> None:
         for extra in range(4):

@@ -87,7 +87,7 @@ def test_freshCountersAreZero() -> None:
 
 def test_ratesAreFractionsOfTheInterval() -> None:
     """
-    Rates over the last interval only, not rounded: 7 requests and 600
+    Rates over the last interval only, not rounded: 7 requests and 601
     bytes in 2 s after an earlier reading.
     """
     clock = Clock()
@@ -96,10 +96,10 @@ def test_ratesAreFractionsOfTheInterval() -> None:
     stats.completed, stats.bytesSent = 20, 4000
     clock.advance(1)
     sampler.sample()
-    stats.completed, stats.bytesSent = 27, 4600
+    stats.completed, stats.bytesSent = 27, 4601
     clock.advance(2)
     figures = sampler.sample()
-    assert (figures.requestsPerSecond, figures.bytesPerSecond) == (3.5, 300.0)
+    assert (figures.requestsPerSecond, figures.bytesPerSecond) == (3.5, 300.5)
 
 
 def test_shortIntervalStillHasRates() -> None:
