@@ -5,11 +5,14 @@ fresh, busy and stuck connections, without sleeping.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from inmemory import GET, Root, connect
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
@@ -115,3 +118,252 @@ def test_lostConnectionNeverReportedStillEnds() -> None:
     assert not done.called
     clock.advance(1)
     assert done.called and outcome(done).aborted == 1
+
+
+def test_forceAbortsWhatIsLeftAtOnce() -> None:
+    root, tracker, clock = setUp()
+    clock.advance(100)
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"hold")
+    logged: list[dict[str, Any]] = []
+    drain = Drain(tracker, clock=clock, timeout=30)
+    drain.log = Logger(observer=cast(ILogObserver, logged.append))
+    drain.force()  # not started: nothing to force
+    assert not drain.forced
+    done = drain.start()
+    assert drain.deadline == 130 and drain.done is False
+    clock.advance(2)
+    drain.force()
+    assert drain.forced and transport.disconnected  # aborted, not closed
+    assert clock.getDelayedCalls() != []  # waiting for the loss
+    drain.force()  # twice is once
+    assert [e["why"] for e in logged] == ["Stop forced"]
+    lose(connection)
+    assert done.result == DrainResult(seconds=2, aborted=1, forced=True)
+    assert drain.done is True
+    assert clock.getDelayedCalls() == []
+    assert tracker.drain is None
+
+
+def test_forceAfterTheEndDoesNothing() -> None:
+    _, tracker, clock = setUp()
+    drain = Drain(tracker, clock=clock)
+    done = drain.start()
+    assert drain.done
+    drain.force()
+    assert not drain.forced
+    assert done.result == DrainResult(seconds=0, aborted=0, forced=False)
+
+
+def test_forceWithNothingReportedLost() -> None:
+    _, tracker, clock = setUp()
+    connection, _ = connect(tracker)
+    connection.dataReceived(GET % b"hold")
+    drain = Drain(tracker, clock=clock, timeout=30)
+    done = drain.start()
+    drain.force()
+    clock.advance(0.9)
+    assert not done.called
+    clock.advance(0.1)
+    assert done.result == DrainResult(seconds=1, aborted=1, forced=True)
+
+
+def test_hooksToldTheSecondsLeft() -> None:
+    """
+    Every hook hears the timeout when the drain begins; a failing one is
+    logged and changes nothing.
+    """
+    _, tracker, clock = setUp()
+    told: list[float] = []
+    logged: list[dict[str, Any]] = []
+
+    def broken(seconds: float) -> None:
+        raise RuntimeError("hook broke")
+
+    drain = Drain(tracker, clock=clock, timeout=12, hooks=[broken, told.append])
+    drain.log = Logger(observer=cast(ILogObserver, logged.append))
+    connect(tracker)
+    done = drain.start()
+    assert told == [12]
+    [event] = [e for e in logged if "log_failure" in e]
+    assert event["log_failure"].check(RuntimeError)
+    assert event["hook"] is broken
+    assert not done.called
+
+
+def test_pipelinedRequestsServedBeforeClosing() -> None:
+    """
+    Requests pipelined behind the one in flight are all answered; only the
+    last answer closes the connection.
+    """
+    root, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"hold" + GET % b"" + GET % b"")
+    done = Drain(tracker, clock=clock, timeout=30).start()
+    root.held[0].finish()
+    response = transport.value()
+    assert response.count(b"HTTP/1.1 200 OK") == 3
+    assert response.count(b"Connection: close") == 1
+    assert response.rindex(b"Connection: close") > response.rindex(b"200 OK")
+    assert transport.disconnecting
+    lose(connection)
+    assert outcome(done).aborted == 0
+
+
+def test_requestArrivingWithMorePipelined() -> None:
+    """
+    A request that arrives during the drain with more behind it does not
+    close its connection; the last one does.
+    """
+    root, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    Drain(tracker, clock=clock, grace=2).start()
+    connection.dataReceived(GET % b"hold" + GET % b"")
+    root.held[0].finish()
+    response = transport.value()
+    assert response.count(b"HTTP/1.1 200 OK") == 2
+    assert response.count(b"Connection: close") == 1
+    assert transport.disconnecting
+
+
+def test_responseAlreadyStartedKeepsItsHeaders() -> None:
+    """
+    A response whose headers went out before the drain cannot say
+    Connection: close; its connection closes after it all the same.
+    """
+    root, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"hold")
+    root.held[0].write(b"early")
+    Drain(tracker, clock=clock).start()
+    root.held[0].finish()
+    assert b"Connection: close" not in transport.value()
+    assert transport.disconnecting
+
+
+def test_partialRequestGetsTheGrace() -> None:
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(b"GET / HTTP/1.1\r\nHost:")
+    done = Drain(tracker, clock=clock, grace=2, timeout=30).start()
+    clock.advance(1)
+    assert not transport.disconnecting
+    connection.dataReceived(b" x\r\n\r\n")
+    assert b"Connection: close" in transport.value()
+    assert transport.disconnecting and not transport.disconnected
+    lose(connection)
+    assert done.result == DrainResult(seconds=1, aborted=0)
+
+
+def test_graceEndsLeavingBusyConnections() -> None:
+    """
+    At the end of the grace, only the connections with nothing in flight
+    are closed.
+    """
+    root, tracker, clock = setUp()
+    fresh, freshTransport = connect(tracker)
+    busy, busyTransport = connect(tracker)
+    busy.dataReceived(GET % b"hold")
+    done = Drain(tracker, clock=clock, grace=2, timeout=30).start()
+    clock.advance(2)
+    assert freshTransport.disconnecting and not freshTransport.disconnected
+    assert not busyTransport.disconnecting
+    lose(fresh)
+    assert not done.called
+    clock.advance(28)
+    assert busyTransport.disconnected
+    lose(busy)
+    assert done.result == DrainResult(seconds=30, aborted=1)
+
+
+def test_graceLongerThanTheTimeout() -> None:
+    """
+    The grace never outlasts the timeout: a fresh connection is closed (not
+    aborted) when the timeout comes first.
+    """
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    transport.loseConnection = lambda: lose(connection)  # type: ignore[method-assign]
+    done = Drain(tracker, clock=clock, grace=10, timeout=3).start()
+    clock.advance(3)
+    assert done.result == DrainResult(seconds=3, aborted=0)
+    assert clock.getDelayedCalls() == []
+
+
+def test_timeoutIsLogged() -> None:
+    _, tracker, clock = setUp()
+    connection, _ = connect(tracker)
+    connection.dataReceived(GET % b"hold")
+    logged: list[dict[str, Any]] = []
+    drain = Drain(tracker, clock=clock, timeout=5)
+    drain.log = Logger(observer=cast(ILogObserver, logged.append))
+    drain.start()
+    clock.advance(5)
+    [event] = logged
+    assert event["why"] == "Drain timeout (5s) passed"
+    assert event["count"] == 1
+
+
+def test_defaults() -> None:
+    _, tracker, clock = setUp()
+    drain = Drain(tracker, clock=clock)
+    assert (drain.timeout, drain.grace, drain.hooks) == (30.0, 2.0, [])
+    assert not drain.forced
+
+
+def test_noGraceTimerWithoutFreshConnections() -> None:
+    """
+    Busy and idle connections need no grace: only the timeout is set.
+    """
+    root, tracker, clock = setUp()
+    busy, _ = connect(tracker)
+    busy.dataReceived(GET % b"hold")
+    idle, _ = connect(tracker)
+    idle.dataReceived(GET % b"")
+    Drain(tracker, clock=clock, timeout=30).start()
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [30]
+
+
+def test_upgradedConnectionsLeftToTheHooks() -> None:
+    """
+    A connection that switched protocols (a WebSocket) is neither closed
+    nor given a grace: the drain hooks end it, or the timeout aborts it
+    through the transport it now runs over.
+    """
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    tracker.upgraded[connection] = transport
+    done = Drain(tracker, clock=clock, grace=2, timeout=10).start()
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [10]
+    clock.advance(9)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnected
+    lose(connection)
+    assert done.result == DrainResult(seconds=10, aborted=1)
+
+
+def test_upgradedConnectionKeptThroughTheGrace() -> None:
+    _, tracker, clock = setUp()
+    fresh, freshTransport = connect(tracker)
+    upgraded, upgradedTransport = connect(tracker)
+    tracker.upgraded[upgraded] = upgradedTransport
+    Drain(tracker, clock=clock, grace=2, timeout=10).start()
+    clock.advance(2)
+    assert freshTransport.disconnecting
+    assert not upgradedTransport.disconnecting
+
+
+def test_channelWithoutLoseConnection() -> None:
+    """
+    A connection whose protocol cannot close itself (HTTP/2's has no
+    loseConnection) is closed through its transport.
+    """
+    _, tracker, clock = setUp()
+    protocol = Protocol()
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    tracker.connections.add(protocol)
+    Drain(tracker, clock=clock, grace=2).start()
+    clock.advance(2)
+    assert transport.disconnecting and not transport.disconnected

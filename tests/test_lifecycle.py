@@ -150,10 +150,10 @@ def test_statusExtendsOnlyOutsideReady() -> None:
     """
     lifecycle, notifier = make()
     lifecycle.ready("up")
-    lifecycle.status("serving", 1_000_000)
+    assert lifecycle.status("serving", 1_000_000) is True
     assert notifier.sent[-1] == {"STATUS": "serving"}
     lifecycle.draining("stopping")
-    lifecycle.status("draining", 2_000_000)
+    assert lifecycle.status("draining", 2_000_000) is True
     assert notifier.sent[-1] == {"STATUS": "draining", "EXTEND_TIMEOUT_USEC": "2000000"}
     lifecycle.stopped("done")
     count = len(notifier.sent)

@@ -71,3 +71,80 @@ def test_formatBytes() -> None:
     assert formatBytes(150_000) == "150 kB"
     assert formatBytes(2.5e9) == "2.5 GB"
     assert formatBytes(5e12) == "5000 GB"
+
+
+def test_freshCountersAreZero() -> None:
+    stats = RequestStats()
+    assert (
+        stats.started,
+        stats.completed,
+        stats.bytesSent,
+        stats.connectionsOpened,
+        stats.connectionsClosed,
+    ) == (0, 0, 0, 0, 0)
+    assert (stats.inFlight, stats.openConnections) == (0, 0)
+
+
+def test_ratesAreFractionsOfTheInterval() -> None:
+    """
+    Rates over the last interval only, not rounded: 7 requests and 601
+    bytes in 2 s after an earlier reading.
+    """
+    clock = Clock()
+    stats = RequestStats()
+    sampler = StatusSampler(stats, clock)
+    stats.completed, stats.bytesSent = 20, 4000
+    clock.advance(1)
+    sampler.sample()
+    stats.completed, stats.bytesSent = 27, 4601
+    clock.advance(2)
+    figures = sampler.sample()
+    assert (figures.requestsPerSecond, figures.bytesPerSecond) == (3.5, 300.5)
+
+
+def test_shortIntervalStillHasRates() -> None:
+    clock = Clock()
+    stats = RequestStats()
+    sampler = StatusSampler(stats, clock)
+    stats.completed = 1
+    clock.advance(0.5)
+    assert sampler.sample().requestsPerSecond == 2.0
+
+
+def test_clockSteppingBackGivesNoNegativeRates() -> None:
+    """
+    The reactor's clock is the wall clock: if it steps back, the rates
+    are zero for that interval, never negative.
+    """
+    clock = Clock()
+    clock.advance(100)
+    stats = RequestStats()
+    sampler = StatusSampler(stats, clock)
+    stats.completed, stats.bytesSent = 5, 500
+    clock.rightNow = 90
+    figures = sampler.sample()
+    assert (figures.requestsPerSecond, figures.bytesPerSecond) == (0.0, 0.0)
+
+
+def rateText(value: float) -> str:
+    figures = StatusFigures(
+        total=0, inFlight=0, connections=0, requestsPerSecond=value, bytesPerSecond=0
+    )
+    return figures.format().split("Requests/sec: ")[1].split(";")[0]
+
+
+def test_requestRateDigits() -> None:
+    """
+    One decimal below 100 requests/s, none from 100 on.
+    """
+    assert rateText(99.5) == "99.5"
+    assert rateText(100) == "100"
+    assert rateText(150) == "150"
+
+
+def test_formatBytesBoundaries() -> None:
+    assert formatBytes(1000) == "1.0 kB"
+    assert formatBytes(99_500) == "99.5 kB"
+    assert formatBytes(100_000) == "100 kB"
+    assert formatBytes(999_999) == "1000 kB"
+    assert formatBytes(1_000_000) == "1.0 MB"
