@@ -77,7 +77,6 @@ class StatusLine:
         self._last: str | None = None
         self._figures: list[Figure] = []
         self._drain: DrainProgress | None = None
-        self._drainTimeout = 0.0
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
 
