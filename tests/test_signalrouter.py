@@ -199,3 +199,17 @@ def test_outsideTheMainThread(sentinel: Sentinel) -> None:
     # The restore off the main thread forgot what it could not put back.
     r.restore()
     assert signal.getsignal(signal.SIGHUP) is not sentinel
+
+
+def test_ignoredStopSignalStaysIgnored(sentinel: Sentinel) -> None:
+    """
+    A stop signal the process ignores (SIGINT of a job started in the
+    background) is not handled while stopping either.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    r = router(Calls())
+    r.stopping()
+    assert installed(signal.SIGINT) is signal.SIG_IGN
+    assert installed(signal.SIGTERM) is not sentinel
+    r.restore()
+    assert installed(signal.SIGINT) is signal.SIG_IGN

@@ -81,7 +81,9 @@ class SignalRouter:
         """
         self._stopping = True
         for signum in _STOP_SIGNALS:
-            self._install(signum, self._stopSignalled)
+            # One the process ignores (SIGINT of a background job) stays so.
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                self._install(signum, self._stopSignalled)
         if self.reloadSignal is not None:
             self._install(self.reloadSignal, self._reloadSignalled)
 
