@@ -138,3 +138,146 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_killedWorkerReplaced(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    master = server.process.pid
+    workers = childPids(master)
+    victim = min(workers)
+    with steadyLoad(f"http://127.0.0.1:{port}/", tmp_path / "stop") as counts:
+        Client(port).servingPids(workers)
+        seen = len(receiver.receiveAvailable())
+        os.kill(victim, signal.SIGKILL)
+        message = receiver.expect(
+            lambda m: (
+                "1 replaced (last: worker " in m.get("STATUS", "")
+                and "Workers: 2 ready" in m.get("STATUS", "")
+            ),
+            timeout=30,
+            after=seen,
+        )
+        assert "killed by signal 9 (SIGKILL)" in message["STATUS"]
+        now = childPids(master)
+        assert len(now) == 2 and victim not in now
+        # The new worker serves too.
+        assert Client(port).servingPids(now) == now
+    assert server.process.poll() is None
+    ok, failed = int(counts["ok"]), int(counts["failed"])  # type: ignore[call-overload]
+    assert ok > 50
+    # Only what was in flight on the killed worker may fail.
+    assert failed <= max(4, ok // 20), counts
+    assert receiver.values("READY") == ["1"]
+    assert receiver.values("STOPPING") == []
+
+
+def test_reloadReplacesEveryWorker(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    master = server.process.pid
+    before = childPids(master)
+    with steadyLoad(f"http://127.0.0.1:{port}/", tmp_path / "stop") as counts:
+        Client(port).servingPids(before)
+        seen = len(receiver.receiveAvailable())
+        server.process.send_signal(signal.SIGHUP)
+        reloading = receiver.expect("RELOADING", "1", timeout=10, after=seen)
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        ready = receiver.expect("READY", "1", timeout=60, after=seen)
+        assert "Reload failed" not in ready["STATUS"]
+        after = Client(port).servingPids(2)
+    assert not after & before
+    waitUntil(lambda: childPids(master) == after, timeout=30)
+    assert server.process.pid == master and server.process.poll() is None
+    assert int(counts["ok"]) > 50  # type: ignore[call-overload]
+    assert counts["failed"] == 0, counts
+
+
+def test_stopDrainsEveryWorker(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    server, port = startWorkers(
+        twistd, receiver, "--status-interval", "0.2", "--drain-timeout", "30"
+    )
+    answers: list[bytes | Exception] = []
+
+    def slow() -> None:
+        try:
+            answers.append(get(port, "/slow?s=2"))
+        except Exception as e:  # noqa: BLE001 - a failure is the finding
+            answers.append(e)
+
+    clients = [threading.Thread(target=slow) for _ in range(6)]
+    for c in clients:
+        c.start()
+    receiver.expect(lambda m: "In flight: 6;" in m.get("STATUS", ""), timeout=20)
+    seen = len(receiver.receiveAvailable())
+    server.process.send_signal(signal.SIGTERM)
+    stopping = receiver.expect("STOPPING", "1", timeout=10, after=seen)
+    assert "6 request(s) in flight" in stopping["STATUS"]
+    assert int(stopping["EXTEND_TIMEOUT_USEC"]) >= 30_000_000
+    for c in clients:
+        c.join(60)
+    assert len(answers) == 6
+    assert all(isinstance(a, bytes) for a in answers), answers
+    # Both workers had some of them.
+    assert len({pidOf(a) for a in answers if isinstance(a, bytes)}) == 2
+    assert server.wait(60) == -signal.SIGTERM
+    assert receiver.values("STATUS")[-1] == "Stopped: 6 request(s) served"
+    assert TRACEBACK not in server.output()
+
+
+def test_workersDyingAtStartFailTheService(
+    twistd: Any, receiver: NotifyReceiver
+) -> None:
+    server = twistd(
+        ["--port", f"tcp:{freePort()}:interface=127.0.0.1", "--workers", "2"]
+        + ["--wsgi", "brokenapp.app"],
+        processEnv(NOTIFY_SOCKET=receiver.path),
+    )
+    assert server.wait(120) == 1
+    failed = receiver.expect(lambda m: m.get("STATUS", "").startswith("Failed: "))
+    assert "workers keep exiting at start (5 in a row)" in failed["STATUS"]
+    assert "ZeroDivisionError" in failed["STATUS"] or "brokenapp" in failed["STATUS"]
+    assert receiver.values("READY") == []
+    assert TRACEBACK not in server.output().replace("brokenapp", "")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--workers", "0"], "--workers wants a whole number >= 1"),
+        (["--workers", "two"], "--workers wants a whole number >= 1"),
+        (["--workers", "2", "--health-port", "tcp:0"], "--health-port does not"),
+        (["--workers", "2", "--port", "ssl:0"], "only tcp:, tcp6:, unix:"),
+    ],
+)
+def test_badWorkerOptions(twistd: Any, args: list[str], words: str) -> None:
+    server = twistd(args)
+    assert server.wait(timeout=30) == 1
+    lines = server.output().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert words in lines[0]
+
+
+def test_lineProtocol() -> None:
+    stats = RequestStats()
+    stats.started, stats.completed, stats.bytesSent = 3, 2, 100
+    data = encode("ready", pid=7) + countsMessage(stats) + b"junk\n" + b'{"kind"'
+    decoder = LineDecoder()
+    messages = list(decoder.feed(data))
+    assert [m["kind"] for m in messages] == ["ready", "counts"]
+    into = RequestStats()
+    statsFromMessage(messages[1], into)
+    assert (into.started, into.completed, into.bytesSent) == (3, 2, 100)
+    assert [m["kind"] for m in decoder.feed(b':"x"}\n')] == ["x"]
+
+
+def test_workerEnvironmentScrubbed() -> None:
+    env = workerEnvironment(
+        {"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1", "LISTEN_FDS": "1", "A": "b"}
+    )
+    assert env == {"A": "b"}
+    assert backoff(0) == 0 and backoff(1) == 0.5 and backoff(10) == 10

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -49,7 +49,7 @@ they are killed.
 class _Refuse(Protocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self.transport.abortConnection()
+        self.transport.loseConnection()
 
 
 class _DrainProgress:
@@ -191,9 +191,7 @@ class WorkerMaster(MultiService):
     def _becomeReady(self, _: None) -> None:
         if not self.lifecycle.ready(self.statusLine.current()):
             return
-        self.log.info(
-            "sdweb ready: {n} workers serving", n=self.pool.readyCount()
-        )
+        self.log.info("sdweb ready: {n} workers serving", n=self.pool.readyCount())
         self.statusLine.serving()
 
     def _startFailed(self, failure: Failure) -> None:
@@ -276,7 +274,7 @@ class WorkerMaster(MultiService):
         except Exception:
             self.log.warn("Some notifications could not be delivered before exit")
 
-    def _closeSockets(self) -> Deferred[object]:
+    def _closeSockets(self) -> Deferred[Any]:
         closing = []
         for listener in self.listeners:
             port, listener.port = listener.port, None
@@ -285,10 +283,6 @@ class WorkerMaster(MultiService):
             if listener.retained:
                 keepOpenForSystemd(port)
             closing.append(maybeDeferred(port.stopListening))
-        if not closing:
-            return succeed(None)
-        from twisted.internet.defer import DeferredList
-
         return DeferredList(closing)
 
 

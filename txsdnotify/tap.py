@@ -398,6 +398,9 @@ systemd passed (socket activation), or else tcp:8080."""
         super().postOptions()
         from twisted.internet import reactor
 
+        if self["workers"] > 1:
+            checkWorkerOptions(self)
+
         for description in self["ports"]:
             # --https adds its ssl: description only now.
             self._check(checkPortDescription, description, always=True)
@@ -428,8 +431,6 @@ systemd passed (socket activation), or else tcp:8080."""
                     raise usage.UsageError(
                         f"bad --{option} {self[option]!r}: {e}"
                     ) from e
-        if self["workers"] > 1:
-            checkWorkerOptions(self)
         value = self.environ.get("NOTIFY_SOCKET")
         if value is not None:
             try:

@@ -80,7 +80,7 @@ class MasterLink(Protocol):
         """
         self._onClosed()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         """
         Both ends closed.
         """
@@ -155,7 +155,9 @@ def adoptedEndpoints(
 def _beginLogging() -> None:
     stream = journalStream()
     observer = (
-        journalObserver(stream) if stream is not None else textFileLogObserver(sys.stderr)
+        journalObserver(stream)
+        if stream is not None
+        else textFileLogObserver(sys.stderr)
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
@@ -170,14 +172,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     _beginLogging()
     stop = _StopOnce(reactor)
     link = MasterLink(stop)
-    StandardIO(link, stdin=0, stdout=CONTROL_FD, reactor=reactor)
+    StandardIO(link, stdin=0, stdout=CONTROL_FD, reactor=reactor)  # type: ignore[call-arg]
     config = WorkerOptions(environ=dict(os.environ), inherited=[])
     try:
         config.parseOptions(args.sdweb)
     except SystemExit as e:
         reason = str(e.code) if e.code is not None else "exited"
         print(reason, file=sys.stderr, flush=True)
-        os.write(CONTROL_FD, encode("failed", reason=reason))
+        os.write(CONTROL_FD, encode("failed", reason=reason.splitlines()[0]))
         os._exit(1)
     service = WebService(
         makeSite(config),

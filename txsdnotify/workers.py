@@ -338,7 +338,11 @@ class WorkerPool:
         if any(w.state is WorkerState.READY for w in self.workers):
             self.startFailures = 0
         started = self._started
-        if started is not None and not started.called and self.readyCount() >= self.count:
+        if (
+            started is not None
+            and not started.called
+            and self.readyCount() >= self.count
+        ):
             self._started = None
             started.callback(None)
 
