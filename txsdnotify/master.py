@@ -293,7 +293,9 @@ def makeMaster(config: Any) -> WorkerMaster:
     from twisted.internet import reactor
 
     statusInterval = config["status-interval"]
-    report = min(statusInterval, 1.0) if statusInterval > 0 else 1.0
+    # Twice per status update, so that every update has news from every
+    # worker; at least once a second, as the heartbeat.
+    report = min(max(statusInterval / 2, 0.05), 1.0) if statusInterval > 0 else 1.0
     pool = WorkerPool(
         reactor,
         count=config["workers"],

@@ -79,6 +79,7 @@ class WorkerProcess(ProcessProtocol):
     @ivar stats: Its counters, as last reported.
     @ivar lastHeard: When it last said something (its heartbeat).
     @ivar reason: Why it could not start, if it said.
+    @ivar pid: Its process id.
     @ivar ready: Fires when it is ready; fails if it exits first.
     """
 
@@ -90,16 +91,9 @@ class WorkerProcess(ProcessProtocol):
         self.stats = RequestStats()
         self.lastHeard = pool.clock.seconds()
         self.reason: str | None = None
+        self.pid: int | None = None
         self.ready: Deferred[None] = Deferred()
         self._decoder = LineDecoder()
-
-    @property
-    def pid(self) -> int | None:
-        """
-        Its process id, while it runs.
-        """
-        transport = self.transport
-        return getattr(transport, "pid", None)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """
@@ -257,6 +251,7 @@ class WorkerPool:
             path=self.path,
             childFDs=childFDs,
         )
+        worker.pid = worker.transport.pid  # type: ignore[union-attr]
         self.log.info("sdweb: started worker {pid}", pid=worker.pid)
         late = self.clock.callLater(self.startTimeout, self._startTimedOut, worker)
         worker.ready.addBoth(lambda result: _cancel(late, result))
@@ -292,7 +287,7 @@ class WorkerPool:
     def _unexpectedExit(self, worker: WorkerProcess, how: str, wasReady: bool) -> None:
         if wasReady:
             self.replaced += 1
-            self.lastExit = f"worker {worker.pid or ''} {how}".replace("  ", " ")
+            self.lastExit = f"worker {worker.pid} {how}"
             self.log.error("sdweb: a worker {how}; replacing it", how=how)
         else:
             self.startFailures += 1
