@@ -283,3 +283,25 @@ def test_workerEnvironmentScrubbed() -> None:
     )
     assert env == {"A": "b"}
     assert backoff(0) == 0 and backoff(1) == 0.5 and backoff(10) == 10
+
+
+def test_hungWorkerReplaced(twistd: Any, receiver: NotifyReceiver) -> None:
+    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    master = server.process.pid
+    workers = childPids(master)
+    hung = min(workers)
+    os.kill(hung, signal.SIGSTOP)
+    message = receiver.expect(
+        lambda m: (
+            f"1 replaced (last: worker {hung} was killed by signal 9"
+            in m.get("STATUS", "")
+            and "Workers: 2 ready" in m.get("STATUS", "")
+        ),
+        timeout=30,
+    )
+    assert message
+    now = childPids(master)
+    assert len(now) == 2 and hung not in now
+    assert f"worker {hung} silent for" in server.output()
+    assert Client(port).servingPids(now) == now
+    assert receiver.values("STOPPING") == []
