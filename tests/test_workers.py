@@ -305,3 +305,56 @@ def test_hungWorkerReplaced(twistd: Any, receiver: NotifyReceiver) -> None:
     assert f"worker {hung} silent for" in server.output()
     assert Client(port).servingPids(now) == now
     assert receiver.values("STOPPING") == []
+
+
+def test_onlyTheMasterSpeaksToSystemd(twistd: Any, receiver: NotifyReceiver) -> None:
+    port = freePort()
+    server = twistd(
+        ["--port", f"tcp:{port}:interface=127.0.0.1", "--workers", "2"]
+        + ["--class", "pidapp.Pid"],
+        processEnv(NOTIFY_SOCKET=receiver.path, WATCHDOG_USEC="2000000"),
+    )
+    receiver.expect("READY", timeout=60)
+    master = server.process.pid
+    workers = childPids(master)
+    assert len(workers) == 2
+    for pid in workers:
+        names = {
+            entry.split(b"=", 1)[0]
+            for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        }
+        assert not names & {b"NOTIFY_SOCKET", b"WATCHDOG_USEC", b"LISTEN_FDS"}
+    seen = len(receiver.receiveAvailable())
+    receiver.expect("WATCHDOG", "1", timeout=10, after=seen)
+    assert "the master's socket (fd 4)" in server.output()
+
+
+def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver) -> None:
+    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    answers: list[bytes | Exception] = []
+
+    def slow() -> None:
+        try:
+            answers.append(get(port, "/slow?s=60", timeout=60))
+        except Exception as e:  # noqa: BLE001 - the expected outcome
+            answers.append(e)
+
+    client = threading.Thread(target=slow)
+    client.start()
+    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    server.process.send_signal(signal.SIGTERM)
+    receiver.expect("STOPPING", "1", timeout=10)
+    server.process.send_signal(signal.SIGTERM)
+    receiver.expect("STATUS", "Stopping now: aborting what is left", timeout=10)
+    assert server.wait(30) == -signal.SIGTERM
+    client.join(30)
+    assert len(answers) == 1 and isinstance(answers[0], Exception)
+
+
+def test_workersLeaveWithTheirMaster(twistd: Any, receiver: NotifyReceiver) -> None:
+    server, port = startWorkers(twistd, receiver)
+    workers = childPids(server.process.pid)
+    assert len(workers) == 2
+    server.process.kill()
+    server.process.wait()
+    waitUntil(lambda: not any(_alive(p) for p in workers), timeout=30)

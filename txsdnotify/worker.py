@@ -136,6 +136,15 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+class InheritedEndpoint(AdoptedStreamServerEndpoint):
+    """
+    A socket the master passed, named so in the log.
+    """
+
+    def __repr__(self) -> str:
+        return f"the master's socket (fd {self.fileno})"
+
+
 def adoptedEndpoints(
     reactor: Any, specs: Sequence[str]
 ) -> list[IStreamServerEndpoint | str]:
@@ -146,9 +155,7 @@ def adoptedEndpoints(
     endpoints: list[IStreamServerEndpoint | str] = []
     for spec in specs:
         fd, family = (int(part) for part in spec.split(":"))
-        endpoints.append(
-            AdoptedStreamServerEndpoint(reactor, fd, socket.AddressFamily(family))
-        )
+        endpoints.append(InheritedEndpoint(reactor, fd, socket.AddressFamily(family)))
     return endpoints
 
 
