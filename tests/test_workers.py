@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import freePort, processEnv, waitUntil
+from conftest import APPS, freePort, processEnv, waitUntil
 from loadgen import steadyLoad
 
 from txsdnotify.stats import RequestStats
@@ -358,3 +358,25 @@ def test_workersLeaveWithTheirMaster(twistd: Any, receiver: NotifyReceiver) -> N
     server.process.kill()
     server.process.wait()
     waitUntil(lambda: not any(_alive(p) for p in workers), timeout=30)
+
+
+def test_workersFollowChdir(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    env = processEnv(NOTIFY_SOCKET=receiver.path)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in env["PYTHONPATH"].split(os.pathsep) if p != str(APPS)
+    )
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pidapp.py").write_text((APPS / "pidapp.py").read_text())
+    port = freePort()
+    # Relative to where twistd started: the workers start there too.
+    server = twistd(
+        ["--port", f"tcp:{port}:interface=127.0.0.1", "--workers", "2"]
+        + ["--chdir", "site", "--class", "pidapp.Pid"],
+        env,
+    )
+    receiver.expect("READY", timeout=60)
+    workers = childPids(server.process.pid)
+    assert Client(port).servingPids(workers) == workers
