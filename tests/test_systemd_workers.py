@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import time
 
+from systemd_harness import only_254
+from test_systemd_254 import NOTIFY_RELOAD
 from test_systemd_units import (  # noqa: F401 - the fixture
     CLEAN_STOP,
+    START_TIMEOUT,
     Curl,
     SdwebFactory,
     get,
@@ -63,3 +66,26 @@ def test_workers_unit(sdweb: SdwebFactory) -> None:  # noqa: F811
     assert unit.prop("ActiveState") == "inactive"
     assert unit.ended() == [CLEAN_STOP]
     assert "Traceback (most recent call last)" not in unit.output()
+
+
+@only_254
+def test_workers_notify_reload(sdweb: SdwebFactory) -> None:  # noqa: F811
+    """
+    Type=notify-reload: C{systemctl reload} returns, successful, once the
+    master has replaced both workers and said C{READY=1}.
+    """
+    unit = sdweb("--workers", "2", "--class", "pidapp.Pid", **NOTIFY_RELOAD)
+    unit.start()
+    master = unit.main_pid()
+    workers = childPids(master)
+    assert len(workers) == 2
+    result = unit.systemctl("reload", check=False, timeout=START_TIMEOUT + 30)
+    assert result.returncode == 0, (result, unit.output())
+    assert unit.show("ActiveState", "MainPID", "ReloadResult") == {
+        "ActiveState": "active",
+        "MainPID": str(master),
+        "ReloadResult": "success",
+    }
+    # Both new workers were ready before the READY=1 that ended the reload.
+    assert len(childPids(master) - workers) == 2
+    assert "Workers: 2 ready" in unit.prop("StatusText")
