@@ -326,7 +326,11 @@ def test_onlyTheMasterSpeaksToSystemd(twistd: Any, receiver: NotifyReceiver) -> 
         assert not names & {b"NOTIFY_SOCKET", b"WATCHDOG_USEC", b"LISTEN_FDS"}
     seen = len(receiver.receiveAvailable())
     receiver.expect("WATCHDOG", "1", timeout=10, after=seen)
-    assert "the master's socket (fd 4)" in server.output()
+    for pid in workers:
+        assert (
+            f"[sdweb worker {pid}] sdweb ready: serving on the master's socket (fd 4)"
+            in server.output()
+        )
 
 
 def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver) -> None:

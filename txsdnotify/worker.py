@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.app import startApplication
 from twisted.application.service import Application
@@ -28,7 +28,13 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    Logger,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 from twisted.python.failure import Failure
 
 from .journal import journalObserver, journalStream
@@ -166,7 +172,23 @@ def _beginLogging() -> None:
         if stream is not None
         else textFileLogObserver(sys.stderr)
     )
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo(
+        [workerObserver(observer, os.getpid())], redirectStandardIO=False
+    )
+
+
+def workerObserver(observer: ILogObserver, pid: int) -> ILogObserver:
+    """
+    An observer passing events on to C{observer}, each tagged with the
+    worker's pid (as the log's "system": C{[sdweb worker 4242]}), so that
+    the lines of N workers in one log can be told apart.
+    """
+    system = f"sdweb worker {pid}"
+
+    def tagged(event: LogEvent) -> None:
+        observer({**event, "log_system": system})
+
+    return cast(ILogObserver, tagged)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
