@@ -184,7 +184,7 @@ class WorkerMaster(MultiService):
         self.signals.serving()
         storeSockets(self.listeners, self._staleStored, self.notifier)
         self._staleStored = []
-        started = self.pool.start(self.sockets())
+        started = self.pool.start([self.sockets()] * self.pool.count)
         started.addCallback(lambda _: _whenRunning(self.reactor))
         started.addCallbacks(self._becomeReady, self._startFailed)
 

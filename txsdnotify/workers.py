@@ -80,13 +80,16 @@ class WorkerProcess(ProcessProtocol):
     @ivar lastHeard: When it last said something (its heartbeat).
     @ivar reason: Why it could not start, if it said.
     @ivar pid: Its process id.
+    @ivar slot: Which of the pool's places it fills (which sockets it
+        serves, when each place has its own).
     @ivar ready: Fires when it is ready; fails if it exits first.
     """
 
     log = Logger()
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool, slot: int) -> None:
         self.pool = pool
+        self.slot = slot
         self.state = WorkerState.STARTING
         self.stats = RequestStats()
         self.lastHeard = pool.clock.seconds()
@@ -206,7 +209,7 @@ class WorkerPool:
         self.startFailures = 0
         self.stopping = False
         self._gaveUp = False
-        self._sockets: list[tuple[int, int]] = []
+        self._sockets: list[list[tuple[int, int]]] = []
         self._past = RequestStats()
         self._pending: list[IDelayedCall] = []
         self._started: Deferred[None] | None = None
@@ -216,37 +219,38 @@ class WorkerPool:
 
     # Starting and replacing.
 
-    def start(self, sockets: Sequence[tuple[int, int]]) -> Deferred[None]:
+    def start(self, sockets: Sequence[Sequence[tuple[int, int]]]) -> Deferred[None]:
         """
-        Start the workers on C{sockets} (descriptor, address family).
+        Start the workers: the one in place C{i} on C{sockets[i]}
+        (descriptor, address family), one list for each of L{count} places.
 
         @return: Fires once all are ready; fails with L{WorkersFailed} if
             they keep exiting first.
         """
-        self._sockets = list(sockets)
+        self._sockets = [list(slot) for slot in sockets]
         self._started = Deferred()
         started = self._started
-        for _ in range(self.count):
-            self.workers.append(self._spawn())
+        for slot in range(self.count):
+            self.workers.append(self._spawn(slot))
         self._check.start(self.reportInterval, now=False)
         return started
 
-    def _command(self) -> list[str]:
+    def _command(self, slot: int) -> list[str]:
         command = [sys.executable, "-m", "txsdnotify.worker"]
         command += ["--report-interval", repr(self.reportInterval)]
-        for i, (_, family) in enumerate(self._sockets):
+        for i, (_, family) in enumerate(self._sockets[slot]):
             command += ["--listen", f"{FIRST_SOCKET_FD + i}:{family}"]
         return [*command, "--", *self.sdwebArguments]
 
-    def _spawn(self) -> WorkerProcess:
-        worker = WorkerProcess(self)
+    def _spawn(self, slot: int) -> WorkerProcess:
+        worker = WorkerProcess(self, slot)
         childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2, CONTROL_FD: "r"}
-        for i, (fd, _) in enumerate(self._sockets):
+        for i, (fd, _) in enumerate(self._sockets[slot]):
             childFDs[FIRST_SOCKET_FD + i] = fd
         self.reactor.spawnProcess(
             worker,
             sys.executable,
-            self._command(),
+            self._command(slot),
             env=self.environ,
             path=self.path,
             childFDs=childFDs,
@@ -308,8 +312,10 @@ class WorkerPool:
         self._pending = [c for c in self._pending if c.active()]
         if self.stopping or self._gaveUp:
             return
-        while len(self.workers) < self.count:
-            self.workers.append(self._spawn())
+        taken = {w.slot for w in self.workers}
+        for slot in range(self.count):
+            if slot not in taken:
+                self.workers.append(self._spawn(slot))
         self.changed()
 
     def _giveUp(self, reason: str) -> None:
@@ -423,7 +429,7 @@ class WorkerPool:
         for old in list(self.workers):
             if old not in self.workers or self.stopping:
                 continue
-            new = self._spawn()
+            new = self._spawn(old.slot)
             self.candidates.append(new)
             self.changed()
             await new.ready
