@@ -384,3 +384,24 @@ def test_workersFollowChdir(
     receiver.expect("READY", timeout=60)
     workers = childPids(server.process.pid)
     assert Client(port).servingPids(workers) == workers
+
+
+def test_portInUse(twistd: Any, receiver: NotifyReceiver) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = twistd(
+            ["--port", f"tcp:{port}:interface=127.0.0.1", "--workers", "2"],
+            processEnv(NOTIFY_SOCKET=receiver.path),
+        )
+        assert server.wait(timeout=30) == 1
+    output = server.output()
+    assert TRACEBACK not in output
+    assert "started worker" not in output
+    said = [line for line in output.splitlines() if "cannot listen" in line]
+    assert len(said) == 1 and said[0].endswith("Address already in use")
+    assert receiver.expect("ERRNO")["ERRNO"] == "98"
+    assert receiver.values("READY") == []
