@@ -7,6 +7,7 @@ C{--port}, C{--status-interval} and C{--drain-timeout}.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -243,7 +244,7 @@ systemd passed (socket activation), or else tcp:8080."""
         if self._scrub:
             self.environ = scrubEnvironment()
             self._scrub = False
-        self.arguments = list(options) if options is not None else []
+        self.arguments = list(sys.argv[1:] if options is None else options)
         self.startDirectory = os.getcwd()
         try:
             super().parseOptions(options)
