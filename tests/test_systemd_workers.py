@@ -8,9 +8,16 @@ request in flight.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-from systemd_harness import only_254
+from conftest import freePort
+from systemd_harness import UserManager, only_254
 from test_systemd_254 import NOTIFY_RELOAD
+from test_systemd_activation import (
+    assertStoredRestartsLoseNoRequest,
+    serviceUnit,
+    startStoring,
+)
 from test_systemd_units import (  # noqa: F401 - the fixture
     CLEAN_STOP,
     START_TIMEOUT,
@@ -89,3 +96,48 @@ def test_workers_notify_reload(sdweb: SdwebFactory) -> None:  # noqa: F811
     # Both new workers were ready before the READY=1 that ended the reload.
     assert len(childPids(master) - workers) == 2
     assert "Workers: 2 ready" in unit.prop("StatusText")
+
+
+def test_workers_socket_activation(
+    manager: UserManager, units: list[str], tmp_path: Path
+) -> None:
+    """
+    A socket unit's socket, passed to the master (no --port), is served by
+    both workers.
+    """
+    port = freePort()
+    service = manager.unique_name("wact")
+    socketUnit = service.replace(".service", ".socket")
+    manager.write_unit(
+        service, serviceUnit(tmp_path, ["--workers", "2", "--class", "pidapp.Pid"])
+    )
+    manager.write_unit(
+        socketUnit,
+        f"""
+        [Socket]
+        ListenStream=127.0.0.1:{port}
+        FileDescriptorName=web
+        Service={service}
+        """,
+    )
+    units.extend([socketUnit, service])
+    manager.systemctl("start", socketUnit)
+    # The first connection starts the service, and is answered by a worker.
+    first = pidOf(get(f"http://127.0.0.1:{port}/")[1])
+    manager.wait_for(service, "ActiveState", "active", timeout=30)
+    master = int(manager.show(service, "MainPID")["MainPID"])
+    workers = childPids(master)
+    assert first in workers and len(workers) == 2
+
+
+def test_workers_fd_store_restarts_lose_no_request(
+    user_manager: UserManager, units: list[str], tmp_path: Path
+) -> None:
+    """
+    With the fd store, restarts of a --workers 2 service under a steady load
+    fail no request: each new master adopts the stored socket.
+    """
+    service, port = startStoring(
+        user_manager, units, tmp_path, ["--fd-store", "--workers", "2"]
+    )
+    assertStoredRestartsLoseNoRequest(user_manager, service, port, tmp_path)

@@ -28,7 +28,13 @@ from twisted.python.failure import Failure
 from .activation import InheritedSocket, storeEnabled
 from .failures import ListenError, ListenFailed
 from .lifecycle import Lifecycle, State
-from .listeners import keepOpenForSystemd, listenAll, planListeners, storeSockets
+from .listeners import (
+    addresses,
+    keepOpenForSystemd,
+    listenAll,
+    planListeners,
+    storeSockets,
+)
 from .notify import Notifier
 from .reload import Reloader, ReloadHooks
 from .service import _exit, _whenRunning
@@ -191,7 +197,11 @@ class WorkerMaster(MultiService):
     def _becomeReady(self, _: None) -> None:
         if not self.lifecycle.ready(self.statusLine.current()):
             return
-        self.log.info("sdweb ready: {n} workers serving", n=self.pool.readyCount())
+        self.log.info(
+            "sdweb ready: {n} workers serving on {addresses}",
+            n=self.pool.readyCount(),
+            addresses=", ".join(addresses(self.listeners)),
+        )
         self.statusLine.serving()
 
     def _startFailed(self, failure: Failure) -> None:
