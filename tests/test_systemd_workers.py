@@ -17,6 +17,7 @@ from test_systemd_activation import (
     assertStoredRestartsLoseNoRequest,
     serviceUnit,
     startStoring,
+    writeSocketUnit,
 )
 from test_systemd_units import (  # noqa: F401 - the fixture
     CLEAN_STOP,
@@ -107,19 +108,10 @@ def test_workers_socket_activation(
     """
     port = freePort()
     service = manager.unique_name("wact")
-    socketUnit = service.replace(".service", ".socket")
     manager.write_unit(
         service, serviceUnit(tmp_path, ["--workers", "2", "--class", "pidapp.Pid"])
     )
-    manager.write_unit(
-        socketUnit,
-        f"""
-        [Socket]
-        ListenStream=127.0.0.1:{port}
-        FileDescriptorName=web
-        Service={service}
-        """,
-    )
+    socketUnit = writeSocketUnit(manager, service, port)
     units.extend([socketUnit, service])
     manager.systemctl("start", socketUnit)
     # The first connection starts the service, and is answered by a worker.
