@@ -214,11 +214,17 @@ def measure(
 
 
 def benchApp(
-    app: App, args: argparse.Namespace, base: Path, env: dict[str, str]
+    app: App,
+    args: argparse.Namespace,
+    base: Path,
+    env: dict[str, str],
+    workers: int = 1,
 ) -> AppResult:
     """
-    Start both servers for one application, measure, stop them.
+    Start both servers for one application (with C{workers} processes
+    each), measure, stop them.
     """
+    extra = ["--workers", str(workers)] if workers > 1 else []
     portA, portB = freePorts(2)
     notify = base / f"notify-{app.dotted}.sock"
     listener = NotifyListener(notify)
@@ -229,21 +235,21 @@ def benchApp(
             "A",
             twistdCommand()
             + ["-n", "--pidfile=", "sdweb", "--port", f"tcp:{portA}:interface={HOST}"]
-            + ["--wsgi", app.dotted, "--threads", str(args.threads)],
+            + ["--wsgi", app.dotted, "--threads", str(args.threads), *extra],
             portA,
             base / f"sdweb-{app.dotted}.log",
             dict(env, NOTIFY_SOCKET=str(notify)),
-            name="sdweb --wsgi",
+            name=" ".join(["sdweb --wsgi", *extra]),
         ),
         Target(
             "B",
             gunicorn
-            + ["-w", "1", "-b", f"{HOST}:{portB}", "--log-level", "warning"]
+            + ["-w", str(workers), "-b", f"{HOST}:{portB}", "--log-level", "warning"]
             + [app.gunicornName],
             portB,
             base / f"gunicorn-{app.dotted}.log",
             env,
-            name="gunicorn -w 1",
+            name=f"gunicorn -w {workers}",
         ),
     ]
     result = AppResult(app)

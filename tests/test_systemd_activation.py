@@ -35,6 +35,24 @@ def serviceUnit(tmp_path: Path, args: list[str], extra: str = "") -> str:
         """
 
 
+def writeSocketUnit(manager: UserManager, service: str, port: int) -> str:
+    """
+    Write the socket unit (C{FileDescriptorName=web}) of C{service} on
+    127.0.0.1:C{port}; its name.
+    """
+    socketUnit = service.replace(".service", ".socket")
+    manager.write_unit(
+        socketUnit,
+        f"""
+        [Socket]
+        ListenStream=127.0.0.1:{port}
+        FileDescriptorName=web
+        Service={service}
+        """,
+    )
+    return socketUnit
+
+
 def get(port: int, path: str = "/") -> tuple[int, bytes]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
         return r.status, r.read()
@@ -55,17 +73,8 @@ def test_socketActivation(
 ) -> None:
     port = freePort()
     service = manager.unique_name("act")
-    socketUnit = service.replace(".service", ".socket")
     manager.write_unit(service, serviceUnit(tmp_path, portOption))
-    manager.write_unit(
-        socketUnit,
-        f"""
-        [Socket]
-        ListenStream=127.0.0.1:{port}
-        FileDescriptorName=web
-        Service={service}
-        """,
-    )
+    socketUnit = writeSocketUnit(manager, service, port)
     units.extend([socketUnit, service])
     manager.systemctl("start", socketUnit)
     assert manager.show(service, "ActiveState")["ActiveState"] == "inactive"

@@ -7,9 +7,11 @@ C{--port}, C{--status-interval} and C{--drain-timeout}.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.internet import interfaces
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
@@ -39,9 +41,10 @@ from .service import WebService
 from .startup_checks import checkPath, checkPortDescription, checkResourceScript
 from .threads import DEFAULT_THREADS
 from .tls import TLSSetupError, checkTLS
+from .workeroptions import checkWorkerOptions
 from .wsgi import WSGIApplication
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "makeService", "makeSite"]
 
 
 def _seconds(option: str) -> Callable[[str], float]:
@@ -70,6 +73,15 @@ def _threadCount(value: str) -> int:
     """
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"--threads wants a whole number >= 1, not {value!r}")
+    return int(value)
+
+
+def _workerCount(value: str) -> int:
+    """
+    The coercer of C{--workers}: a whole number >= 1.
+    """
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--workers wants a whole number >= 1, not {value!r}")
     return int(value)
 
 
@@ -144,6 +156,15 @@ systemd passed (socket activation), or else tcp:8080."""
             healthPath,
         ],
         ["health-port", None, None, "Also answer the health checks (only) here."],
+        [
+            "workers",
+            None,
+            1,
+            "Serve from this many worker processes (one per core); this"
+            " process keeps the sockets and speaks to systemd (see"
+            " docs/workers.md).",
+            _workerCount,
+        ],
         ["agent-port", None, None, "Answer HAProxy's agent-check here."],
         [
             "health-grace",
@@ -169,6 +190,22 @@ systemd passed (socket activation), or else tcp:8080."""
     """
     Check the options without touching this machine: no application import,
     no path checks, no C{systemd:} sockets (the unit generator sets it).
+    """
+
+    inWorker = False
+    """
+    Whether these are the options of a worker process of C{--workers}, which
+    loads the application (the master does not).
+    """
+
+    arguments: list[str] = []
+    """
+    The sdweb arguments as given, for the worker processes.
+    """
+
+    startDirectory = ""
+    """
+    The working directory before C{--chdir}, where the workers start.
     """
 
     def __init__(
@@ -207,6 +244,8 @@ systemd passed (socket activation), or else tcp:8080."""
         if self._scrub:
             self.environ = scrubEnvironment()
             self._scrub = False
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        self.startDirectory = os.getcwd()
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -360,6 +399,9 @@ systemd passed (socket activation), or else tcp:8080."""
         super().postOptions()
         from twisted.internet import reactor
 
+        if self["workers"] > 1:
+            checkWorkerOptions(self)
+
         for description in self["ports"]:
             # --https adds its ssl: description only now.
             self._check(checkPortDescription, description, always=True)
@@ -402,7 +444,8 @@ systemd passed (socket activation), or else tcp:8080."""
                     "NOTIFY_SOCKET is set, so systemd waits for this process:"
                     " run in the foreground with twistd -n sdweb"
                 )
-        self._loadApplication()
+        if self["workers"] == 1 or self.inWorker:
+            self._loadApplication()
 
     def _useJournalLogging(self) -> None:
         """
@@ -478,9 +521,9 @@ def threadsWaiting(application: WSGIApplication) -> Callable[[], str | None]:
     return figure
 
 
-def makeService(config: Options) -> WebService:
+def makeSite(config: Options) -> Site:
     """
-    The service that C{twistd sdweb} runs.
+    The site that the options describe.
     """
     root = config["root"] or DemoPage()
     if config["indexes"] and isinstance(root, static.File):
@@ -490,6 +533,18 @@ def makeService(config: Options) -> WebService:
     site = Site(root, logPath=config["logfile"]) if config["logfile"] else Site(root)
     if config["display-tracebacks"]:
         site.displayTracebacks = True
+    return site
+
+
+def makeService(config: Options) -> MultiService:
+    """
+    The service that C{twistd sdweb} runs.
+    """
+    if config["workers"] > 1:
+        from .master import makeMaster
+
+        return makeMaster(config)
+    site = makeSite(config)
     service = WebService(
         site,
         config["ports"],

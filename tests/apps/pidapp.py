@@ -1,0 +1,34 @@
+"""
+A resource answering with the id of the process that served the request,
+for the --workers tests; /slow?s=SECONDS answers after that long.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+
+class Pid(Resource):
+    """
+    Answers C{pid N}.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request):  # type: ignore[no-untyped-def]
+        body = b"pid %d\n" % (os.getpid(),)
+        if request.path == b"/slow":
+            delay = float(request.args.get(b"s", [b"2"])[0])
+
+            def answer() -> None:
+                if not request._disconnected:
+                    request.write(body)
+                    request.finish()
+
+            reactor.callLater(delay, answer)
+            return NOT_DONE_YET
+        return body

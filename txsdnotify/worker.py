@@ -1,0 +1,250 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+One worker process of C{twistd -n sdweb --workers N}.
+
+The master starts it as C{python -m txsdnotify.worker --listen FD:FAMILY ...
+-- SDWEB-ARGUMENTS}.  It reads the sdweb options as C{twistd sdweb} would
+(ignoring the ports: it serves the sockets it inherited), loads the
+application and serves it with a L{WebService} whose notifier goes nowhere.
+It tells the master, over descriptor L{CONTROL_FD}, when it is ready and
+its request counters every interval; on C{SIGTERM} it drains as C{twistd
+sdweb} does.  When its standard input closes (the master is gone) it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from twisted.application.app import startApplication
+from twisted.application.service import Application
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.internet.stdio import StandardIO
+from twisted.internet.task import LoopingCall
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    Logger,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.python.failure import Failure
+
+from .journal import journalObserver, journalStream
+from .notify import Notifier
+from .service import WebService
+from .tap import Options, makeSite
+from .workerproto import CONTROL_FD, countsMessage, encode
+
+__all__ = ["WorkerOptions", "main"]
+
+log = Logger()
+
+
+class WorkerOptions(Options):
+    """
+    The sdweb options, as a worker reads them: the ports are the master's.
+    """
+
+    inWorker = True
+
+    def opt_port(self, port: str) -> None:
+        """
+        Ignored: the worker serves the sockets it inherited.
+        """
+
+    opt_p = opt_port
+
+
+class MasterLink(Protocol):
+    """
+    The worker's end of the pipes to its master: messages go out on
+    L{CONTROL_FD}; the master closes our standard input to have us stop
+    (draining), and it closes too when the master is gone.
+    """
+
+    def __init__(self, onClosed: Callable[[], object]) -> None:
+        self._onClosed = onClosed
+
+    def send(self, message: bytes) -> None:
+        """
+        Send one message, if the master still listens.
+        """
+        if self.transport is not None:
+            self.transport.write(message)
+
+    def readConnectionLost(self) -> None:
+        """
+        Standard input closed: the master wants us to stop, or is gone.
+        """
+        self._onClosed()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """
+        Both ends closed.
+        """
+        self._onClosed()
+
+
+class _StopOnce:
+    """
+    Stops the reactor (which drains the service) unless the service is
+    stopping already: a C{SIGTERM} from systemd and the master's word may
+    both arrive, and only a second C{SIGTERM} means "force".
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.service: WebService | None = None
+        self._done = False
+
+    def __call__(self) -> None:
+        service = self.service
+        if self._done or (service is not None and service.lifecycle.state.stopping):
+            return
+        self._done = True
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    def handleSignals(self) -> None:
+        """
+        Route C{SIGTERM} and C{SIGINT} here instead of to Twisted's handler
+        (which would stop the reactor a second time when the master's word
+        came first).  Once the drain has begun, the service's own handlers
+        take over: a second signal forces the stop.
+        """
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._signalled)
+
+    def _signalled(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self)
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m txsdnotify.worker")
+    parser.add_argument(
+        "--listen", action="append", default=[], help="FD:FAMILY (repeatable)"
+    )
+    parser.add_argument("--report-interval", type=float, default=1.0)
+    parser.add_argument("sdweb", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.sdweb[:1] == ["--"]:
+        args.sdweb = args.sdweb[1:]
+    return args
+
+
+class InheritedEndpoint(AdoptedStreamServerEndpoint):
+    """
+    A socket the master passed, named so in the log.
+    """
+
+    def __repr__(self) -> str:
+        return f"the master's socket (fd {self.fileno})"
+
+
+def adoptedEndpoints(
+    reactor: Any, specs: Sequence[str]
+) -> list[IStreamServerEndpoint | str]:
+    """
+    Endpoints for the inherited sockets, given as C{FD:FAMILY} (the
+    family's number, e.g. C{4:2} for an C{AF_INET} socket at descriptor 4).
+    """
+    endpoints: list[IStreamServerEndpoint | str] = []
+    for spec in specs:
+        fd, family = (int(part) for part in spec.split(":"))
+        endpoints.append(InheritedEndpoint(reactor, fd, socket.AddressFamily(family)))
+    return endpoints
+
+
+def _beginLogging() -> None:
+    stream = journalStream()
+    observer = (
+        journalObserver(stream)
+        if stream is not None
+        else textFileLogObserver(sys.stderr)
+    )
+    globalLogBeginner.beginLoggingTo(
+        [workerObserver(observer, os.getpid())], redirectStandardIO=False
+    )
+
+
+def workerObserver(observer: ILogObserver, pid: int) -> ILogObserver:
+    """
+    An observer passing events on to C{observer}, each tagged with the
+    worker's pid (as the log's "system": C{[sdweb worker 4242]}), so that
+    the lines of N workers in one log can be told apart.
+    """
+    system = f"sdweb worker {pid}"
+
+    def tagged(event: LogEvent) -> None:
+        observer({**event, "log_system": system})
+
+    return cast(ILogObserver, tagged)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    Run one worker until it is told to stop; exit 1 if it cannot start.
+    """
+    from twisted.internet import reactor
+
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    _beginLogging()
+    stop = _StopOnce(reactor)
+    link = MasterLink(stop)
+    StandardIO(link, stdin=0, stdout=CONTROL_FD, reactor=reactor)  # type: ignore[call-arg]
+    config = WorkerOptions(environ=dict(os.environ), inherited=[])
+    try:
+        config.parseOptions(args.sdweb)
+    except SystemExit as e:
+        reason = str(e.code) if e.code is not None else "exited"
+        print(reason, file=sys.stderr, flush=True)
+        os.write(CONTROL_FD, encode("failed", reason=reason.splitlines()[0]))
+        os._exit(1)
+    service = WebService(
+        makeSite(config),
+        adoptedEndpoints(reactor, args.listen),
+        notifier=Notifier(None, reactor=reactor),
+        reactor=reactor,
+        environ={},
+        statusInterval=0,
+        drainTimeout=config["drain-timeout"],
+        inherited=[],
+        healthPath=config["health"],
+        healthGrace=config["health-grace"],
+    )
+    service.exitOnListenFailure = True
+    stop.service = service
+    stats = service.tracker.stats
+    report = LoopingCall(lambda: link.send(countsMessage(stats)))
+    report.clock = reactor
+
+    def ready(_: None) -> None:
+        link.send(encode("ready", pid=os.getpid()))
+        report.start(args.report_interval, now=True)
+
+    service.whenReady().addCallbacks(ready, lambda _: None)
+    application = Application("sdweb-worker")
+    service.setServiceParent(application)
+    startApplication(application, False)
+    reactor.callWhenRunning(stop.handleSignals)
+    reactor.run()
+    try:
+        os.write(CONTROL_FD, countsMessage(stats))
+    except OSError:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,516 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+A pool of worker processes serving the sockets their master holds.
+
+L{WorkerPool} starts the workers (C{python -m txsdnotify.worker}) with the
+listening sockets as inherited descriptors, reads what they report, sums
+their counters, replaces a worker that dies (with a back-off), kills one
+that stops reporting, gives up when workers keep dying before they are
+ready, replaces them one at a time on reload and stops them all.  Nothing
+here knows systemd: the master service reads the pool.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .stats import RequestStats
+from .workerproto import CONTROL_FD, LineDecoder, statsFromMessage
+
+__all__ = ["WorkerPool", "WorkerProcess", "WorkersFailed", "WorkerState"]
+
+FIRST_SOCKET_FD = CONTROL_FD + 1
+"""
+The descriptor of a worker's first listening socket; the others follow.
+"""
+
+
+class WorkersFailed(Exception):
+    """
+    Workers keep exiting before they are ready.
+    """
+
+
+class WorkerState(enum.Enum):
+    """
+    Where one worker is in its life.
+    """
+
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+def describeExit(reason: Failure) -> str:
+    """
+    How a process ended, in words: C{exited with status 1}, C{was killed by
+    signal 9 (SIGKILL)}.
+    """
+    error = reason.value
+    if isinstance(error, ProcessTerminated) and error.signal is not None:
+        try:
+            name = f" ({signal.Signals(error.signal).name})"
+        except ValueError:
+            name = ""
+        return f"was killed by signal {error.signal}{name}"
+    code = getattr(error, "exitCode", None)
+    return f"exited with status {code}"
+
+
+class WorkerProcess(ProcessProtocol):
+    """
+    One worker, as its master sees it.
+
+    @ivar state: Its L{WorkerState}.
+    @ivar stats: Its counters, as last reported.
+    @ivar lastHeard: When it last said something (its heartbeat).
+    @ivar reason: Why it could not start, if it said.
+    @ivar pid: Its process id.
+    @ivar slot: Which of the pool's places it fills (which sockets it
+        serves, when each place has its own).
+    @ivar ready: Fires when it is ready; fails if it exits first.
+    """
+
+    log = Logger()
+
+    def __init__(self, pool: WorkerPool, slot: int) -> None:
+        self.pool = pool
+        self.slot = slot
+        self.state = WorkerState.STARTING
+        self.stats = RequestStats()
+        self.lastHeard = pool.clock.seconds()
+        self.reason: str | None = None
+        self.pid: int | None = None
+        self.ready: Deferred[None] = Deferred()
+        self._decoder = LineDecoder()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """
+        Read its messages.
+        """
+        if childFD != CONTROL_FD:
+            return
+        self.lastHeard = self.pool.clock.seconds()
+        for message in self._decoder.feed(data):
+            kind = message["kind"]
+            if kind == "counts":
+                statsFromMessage(message, self.stats)
+            elif kind == "ready" and self.state is WorkerState.STARTING:
+                self.state = WorkerState.READY
+                self.ready.callback(None)
+            elif kind == "failed":
+                self.reason = str(message.get("reason", ""))[:200] or None
+        self.pool.changed()
+
+    def stop(self) -> None:
+        """
+        Have it drain and exit: close its standard input.
+        """
+        if self.state is WorkerState.EXITED:
+            return
+        if self.state is not WorkerState.STARTING:
+            self.state = WorkerState.STOPPING
+        if self.transport is not None:
+            self.transport.closeStdin()
+
+    def signal(self, signum: int) -> None:
+        """
+        Send it a signal, if it still runs.
+        """
+        if self.transport is None or self.state is WorkerState.EXITED:
+            return
+        try:
+            self.transport.signalProcess(signum)
+        except (ProcessExitedAlready, OSError):
+            pass
+
+    def processEnded(self, reason: Failure) -> None:
+        """
+        It is gone: tell the pool.
+        """
+        wasReady = self.state is not WorkerState.STARTING
+        self.state = WorkerState.EXITED
+        how = describeExit(reason)
+        if not self.ready.called:
+            self.ready.errback(WorkersFailed(self.reason or f"a worker {how}"))
+            self.ready.addErrback(lambda _: None)
+        self.pool.ended(self, how, wasReady)
+
+
+class WorkerPool:
+    """
+    The worker processes of one master.
+
+    @ivar workers: The workers serving (or starting to, to serve).
+    @ivar stats: The counters of all workers, past and present, summed.
+    @ivar replaced: How many workers died and were replaced.
+    @ivar lastExit: How the last unexpected exit went, in words.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        count: int,
+        sdwebArguments: Sequence[str],
+        environ: dict[str, str],
+        path: str | None = None,
+        reportInterval: float = 1.0,
+        startTimeout: float = 60.0,
+        maxStartFailures: int = 5,
+        onGiveUp: Callable[[str], object] = lambda reason: None,
+    ) -> None:
+        """
+        @param count: How many workers serve.
+        @param sdwebArguments: The C{twistd sdweb} arguments the workers read.
+        @param environ: The workers' environment (without systemd's
+            variables: only the master speaks to systemd).
+        @param path: The workers' working directory.
+        @param reportInterval: Seconds between the workers' reports.
+        @param startTimeout: Seconds a worker may take to become ready.
+        @param maxStartFailures: Exits before ready, in a row, after which
+            the pool gives up.
+        @param onGiveUp: Called with the reason once the pool gives up while
+            serving (a failed L{start} says it otherwise).
+        """
+        self.reactor = reactor
+        self.clock = reactor
+        self.count = count
+        self.sdwebArguments = list(sdwebArguments)
+        self.environ = environ
+        self.path = path
+        self.reportInterval = reportInterval
+        self.heartbeatLimit = 2 * reportInterval + 3.0
+        self.startTimeout = startTimeout
+        self.maxStartFailures = maxStartFailures
+        self.onGiveUp = onGiveUp
+        self.workers: list[WorkerProcess] = []
+        self.leaving: list[WorkerProcess] = []
+        self.candidates: list[WorkerProcess] = []
+        self.stats = RequestStats()
+        self.replaced = 0
+        self.lastExit: str | None = None
+        self.startFailures = 0
+        self.stopping = False
+        self._gaveUp = False
+        self._sockets: list[list[tuple[int, int]]] = []
+        self._past = RequestStats()
+        self._pending: list[IDelayedCall] = []
+        self._started: Deferred[None] | None = None
+        self._exited: list[Deferred[None]] = []
+        self._check = LoopingCall(self._killHung)
+        self._check.clock = reactor
+
+    # Starting and replacing.
+
+    def start(self, sockets: Sequence[Sequence[tuple[int, int]]]) -> Deferred[None]:
+        """
+        Start the workers: the one in place C{i} on C{sockets[i]}
+        (descriptor, address family), one list for each of L{count} places.
+
+        @return: Fires once all are ready; fails with L{WorkersFailed} if
+            they keep exiting first.
+        """
+        self._sockets = [list(slot) for slot in sockets]
+        self._started = Deferred()
+        started = self._started
+        for slot in range(self.count):
+            self.workers.append(self._spawn(slot))
+        self._check.start(self.reportInterval, now=False)
+        return started
+
+    def _command(self, slot: int) -> list[str]:
+        command = [sys.executable, "-m", "txsdnotify.worker"]
+        command += ["--report-interval", repr(self.reportInterval)]
+        for i, (_, family) in enumerate(self._sockets[slot]):
+            command += ["--listen", f"{FIRST_SOCKET_FD + i}:{family}"]
+        return [*command, "--", *self.sdwebArguments]
+
+    def _spawn(self, slot: int) -> WorkerProcess:
+        worker = WorkerProcess(self, slot)
+        childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2, CONTROL_FD: "r"}
+        for i, (fd, _) in enumerate(self._sockets[slot]):
+            childFDs[FIRST_SOCKET_FD + i] = fd
+        self.reactor.spawnProcess(
+            worker,
+            sys.executable,
+            self._command(slot),
+            env=self.environ,
+            path=self.path,
+            childFDs=childFDs,
+        )
+        worker.pid = worker.transport.pid  # type: ignore[union-attr]
+        self.log.info("sdweb: started worker {pid}", pid=worker.pid)
+        late = self.clock.callLater(self.startTimeout, self._startTimedOut, worker)
+        worker.ready.addBoth(lambda result: _cancel(late, result))
+        return worker
+
+    def _startTimedOut(self, worker: WorkerProcess) -> None:
+        if worker.state is WorkerState.STARTING:
+            self.log.error(
+                "sdweb: worker {pid} not ready after {s}s; killing it",
+                pid=worker.pid,
+                s=self.startTimeout,
+            )
+            worker.reason = f"a worker was not ready after {self.startTimeout:g}s"
+            worker.signal(signal.SIGKILL)
+
+    def ended(self, worker: WorkerProcess, how: str, wasReady: bool) -> None:
+        """
+        A worker exited: keep its counts, replace it if it was serving.
+        """
+        self._retire(worker)
+        serving = worker in self.workers
+        for group in (self.workers, self.leaving, self.candidates):
+            if worker in group:
+                group.remove(worker)
+        if serving and not self.stopping:
+            self._unexpectedExit(worker, how, wasReady)
+        self.changed()
+        if not self.live():
+            exited, self._exited = self._exited, []
+            for d in exited:
+                d.callback(None)
+
+    def _unexpectedExit(self, worker: WorkerProcess, how: str, wasReady: bool) -> None:
+        if wasReady:
+            self.replaced += 1
+            self.lastExit = f"worker {worker.pid} {how}"
+            self.log.error("sdweb: a worker {how}; replacing it", how=how)
+        else:
+            self.startFailures += 1
+            reason = worker.reason or f"a worker {how} before it was ready"
+            self.log.error(
+                "sdweb: {reason} ({n} in a row)", reason=reason, n=self.startFailures
+            )
+            if self.startFailures >= self.maxStartFailures:
+                self._giveUp(
+                    f"workers keep exiting at start ({self.startFailures} in a"
+                    f" row): {reason}"
+                )
+                return
+        delay = backoff(self.startFailures)
+        self._pending.append(self.clock.callLater(delay, self._refill))
+
+    def _refill(self) -> None:
+        self._pending = [c for c in self._pending if c.active()]
+        if self.stopping or self._gaveUp:
+            return
+        taken = {w.slot for w in self.workers}
+        for slot in range(self.count):
+            if slot not in taken:
+                self.workers.append(self._spawn(slot))
+        self.changed()
+
+    def _giveUp(self, reason: str) -> None:
+        self._gaveUp = True
+        started, self._started = self._started, None
+        if started is not None and not started.called:
+            started.errback(WorkersFailed(reason))
+        else:
+            self.onGiveUp(reason)
+
+    def changed(self) -> None:
+        """
+        Something was reported: sum the counters, see if all are ready.
+        """
+        stats, past = self.stats, self._past
+        for name in RequestStats.__slots__:
+            total = getattr(past, name)
+            for worker in self.live():
+                total += getattr(worker.stats, name)
+            setattr(stats, name, total)
+        if any(w.state is WorkerState.READY for w in self.workers):
+            self.startFailures = 0
+        started = self._started
+        if (
+            started is not None
+            and not started.called
+            and self.readyCount() >= self.count
+        ):
+            self._started = None
+            started.callback(None)
+
+    def _retire(self, worker: WorkerProcess) -> None:
+        """
+        Keep what a worker that exited did; what was in flight on it is lost.
+        """
+        past, mine = self._past, worker.stats
+        past.completed += mine.completed
+        past.started += mine.completed
+        past.bytesSent += mine.bytesSent
+        past.connectionsOpened += mine.connectionsOpened
+        past.connectionsClosed += mine.connectionsOpened
+        worker.stats = RequestStats()
+
+    # What the master reads.
+
+    def live(self) -> list[WorkerProcess]:
+        """
+        Every worker process that has not exited.
+        """
+        return [*self.workers, *self.candidates, *self.leaving]
+
+    def readyCount(self) -> int:
+        """
+        How many serving workers are ready.
+        """
+        return sum(w.state is WorkerState.READY for w in self.workers)
+
+    def responsive(self) -> bool:
+        """
+        Whether every worker has reported within the heartbeat limit (those
+        starting are given their start timeout).
+        """
+        now = self.clock.seconds()
+        return all(
+            w.state is WorkerState.STARTING or now - w.lastHeard <= self.heartbeatLimit
+            for w in self.live()
+        )
+
+    def figure(self) -> str:
+        """
+        The workers' part of the status line: C{Workers: 2 ready}, with
+        those starting and stopping and the replacements.
+        """
+        text = f"Workers: {self.readyCount()} ready"
+        starting = sum(
+            w.state is WorkerState.STARTING for w in self.workers + self.candidates
+        )
+        if starting:
+            text += f", {starting} starting"
+        if self.leaving:
+            text += f", {len(self.leaving)} stopping"
+        if self.replaced:
+            text += f"; {self.replaced} replaced (last: {self.lastExit})"
+        return text
+
+    def _killHung(self) -> None:
+        now = self.clock.seconds()
+        for worker in self.live():
+            if worker.state is WorkerState.STARTING:
+                continue
+            if now - worker.lastHeard > self.heartbeatLimit:
+                self.log.error(
+                    "sdweb: worker {pid} silent for {s:.0f}s; killing it",
+                    pid=worker.pid,
+                    s=now - worker.lastHeard,
+                )
+                worker.lastHeard = now
+                worker.signal(signal.SIGKILL)
+
+    # Reload and stop.
+
+    def replaceAll(self) -> Deferred[None]:
+        """
+        Replace every worker, one at a time: each new one is ready before
+        the old one is told to drain.  If a new one does not come up, the
+        old ones that are left keep serving and this fails.
+        """
+        return Deferred.fromCoroutine(self._replaceAll())
+
+    async def _replaceAll(self) -> None:
+        for old in list(self.workers):
+            if old not in self.workers or self.stopping:
+                continue
+            new = self._spawn(old.slot)
+            self.candidates.append(new)
+            self.changed()
+            await new.ready
+            self.candidates.remove(new)
+            if self.stopping:
+                self.leaving.append(new)
+                new.stop()
+                return
+            self.workers.append(new)
+            if old in self.workers:
+                self.workers.remove(old)
+                self.leaving.append(old)
+                old.stop()
+            self.changed()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Have every worker drain and exit.
+
+        @return: Fires once all have exited.
+        """
+        self.stopping = True
+        for call in self._pending:
+            if call.active():
+                call.cancel()
+        self._pending = []
+        if self._check.running:
+            self._check.stop()
+        for worker in self.live():
+            worker.stop()
+        return self.whenAllExited()
+
+    def whenAllExited(self) -> Deferred[None]:
+        """
+        Fires once no worker process is left.
+        """
+        d: Deferred[None] = Deferred()
+        if not self.live():
+            d.callback(None)
+        else:
+            self._exited.append(d)
+        return d
+
+    def signalAll(self, signum: int) -> None:
+        """
+        Send every worker C{signum}.
+        """
+        for worker in self.live():
+            worker.signal(signum)
+
+
+def backoff(failures: int) -> float:
+    """
+    Seconds to wait before starting a worker again after C{failures} exits
+    before ready in a row: none after a worker that had served.
+    """
+    if failures <= 0:
+        return 0.0
+    return float(min(0.5 * 2 ** (failures - 1), 10.0))
+
+
+def _cancel(call: IDelayedCall, result: object) -> object:
+    if call.active():
+        call.cancel()
+    return result
+
+
+def workerEnvironment(environ: dict[str, str]) -> dict[str, str]:
+    """
+    The workers' environment: the master's, without what only the master
+    may use (C{NOTIFY_SOCKET}, C{WATCHDOG_*}, C{LISTEN_*}, C{FDSTORE}).
+    """
+    return {
+        k: v
+        for k, v in environ.items()
+        if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_", "FDSTORE"))
+    }
+
+
+def currentEnvironment() -> dict[str, str]:
+    """
+    L{workerEnvironment} of this process's environment.
+    """
+    return workerEnvironment(dict(os.environ))
