@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -405,3 +406,39 @@ def test_portInUse(twistd: Any, receiver: NotifyReceiver) -> None:
     assert len(said) == 1 and said[0].endswith("Address already in use")
     assert receiver.expect("ERRNO")["ERRNO"] == "98"
     assert receiver.values("READY") == []
+
+
+def status(port: int, path: str) -> int:
+    """
+    The status code of GET C{path}, also for an error status.
+    """
+    try:
+        get(port, path)
+    except urllib.error.HTTPError as e:
+        return e.code
+    return 200
+
+
+def test_healthWithWorkers(twistd: Any, receiver: NotifyReceiver) -> None:
+    """
+    --health with workers: every worker answers with its own state, which
+    follows the master's: 200 while serving; on SIGTERM, 503 for the health
+    check at once while the site still serves for the grace.
+    """
+    import json
+
+    server, port = startWorkers(
+        twistd, receiver, "--health", "/healthz", "--health-grace", "30"
+    )
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as r:
+        assert r.status == 200
+        assert json.loads(r.read())["state"] == "ready"
+    server.process.send_signal(signal.SIGTERM)
+    stopping = receiver.expect("STOPPING", timeout=30)
+    # systemd waits for the grace and the drain.
+    assert int(stopping["EXTEND_TIMEOUT_USEC"]) >= (30 + 30) * 1_000_000
+    waitUntil(lambda: status(port, "/healthz") == 503, timeout=30)
+    assert pidOf(get(port, "/")) in childPids(server.process.pid)
+    server.process.send_signal(signal.SIGTERM)  # skip the grace
+    assert server.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert TRACEBACK not in server.output()

@@ -108,6 +108,7 @@ class WorkerMaster(MultiService):
         environ: Mapping[str, str],
         statusInterval: float = 1.0,
         drainTimeout: float = 30.0,
+        healthGrace: float = 0.0,
         reloadTimeout: float = 120.0,
         fdStore: bool = False,
         inherited: Sequence[InheritedSocket] = (),
@@ -119,6 +120,9 @@ class WorkerMaster(MultiService):
         self.notifier = notifier
         self.lifecycle = Lifecycle(notifier)
         self.drainTimeout = drainTimeout
+        # The workers serve on for --health-grace before they drain: the
+        # stop may take both.
+        self.stopTimeout = healthGrace + drainTimeout
         self.listeners, stale = planListeners(
             endpoints, reactor=reactor, inherited=inherited, fdStore=fdStore
         )
@@ -254,14 +258,14 @@ class WorkerMaster(MultiService):
         draining = self.lifecycle.draining(
             f"Stopping: {len(pool.live())} worker(s) draining,"
             f" {pool.stats.inFlight} request(s) in flight",
-            self.statusLine.extendUsec(self.drainTimeout),
+            self.statusLine.extendUsec(self.stopTimeout),
         )
         self.statusLine.stop()
         if draining:
-            deadline = self.reactor.seconds() + self.drainTimeout
+            deadline = self.reactor.seconds() + self.stopTimeout
             self.statusLine.draining(_DrainProgress(pool, deadline))
         late = self.reactor.callLater(
-            self.drainTimeout + EXIT_MARGIN / 2, pool.signalAll, signal.SIGKILL
+            self.stopTimeout + EXIT_MARGIN / 2, pool.signalAll, signal.SIGKILL
         )
         await pool.stop()
         if late.active():
@@ -322,6 +326,7 @@ def makeMaster(config: Any) -> WorkerMaster:
         environ=config.environ,
         statusInterval=statusInterval,
         drainTimeout=config["drain-timeout"],
+        healthGrace=config["health-grace"],
         fdStore=bool(config["fd-store"]) or storeEnabled(config.environ),
         inherited=config.inherited,
     )
