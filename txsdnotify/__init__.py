@@ -3,9 +3,12 @@ txsdnotify: Twisted servers as first-class systemd services.
 
 The parts, each usable alone:
   - L{Notifier}, L{notifyNow}: the notification client (C{NOTIFY_SOCKET}).
+  - L{Lifecycle}, L{State}: the one place that decides what systemd is
+    told, as an explicit state machine.
   - L{WebService}: serves a twisted.web L{Site} with readiness, live status,
     reload, watchdog and a draining stop; C{twistd -n sdweb} runs one.
   - L{NotifyService}: readiness and stopping for any Twisted service tree.
+  - L{WSGIApplication}: sdweb's WSGI container, a twisted.web resource.
   - L{RequestStats}, L{TrackingFactory}, L{Drain}, L{WatchdogService},
     L{ReloadHooks}: what the services are made of.
   - L{txsdnotify.testing}: a real notification receiver and a recording
@@ -13,7 +16,8 @@ The parts, each usable alone:
 """
 
 from .activation import InheritedSocket, inheritedSockets
-from .drain import Drain, DrainResult
+from .drain import Drain, DrainHook, DrainResult
+from .lifecycle import Lifecycle, State, StoppedBeforeReady
 from .message import NotifyAddressError, formatMessage, parseAddress, sanitizeStatus
 from .notify import Notifier, monotonicUsec, notifyNow
 from .ready import NotifyService, ReadinessConditions
@@ -22,12 +26,15 @@ from .service import ListenError, ListenFailed, WebService
 from .stats import RequestStats, StatusFigures, StatusSampler
 from .tracking import TrackingFactory
 from .watchdog import WatchdogService, watchdogInterval
+from .wsgi import WSGIApplication
 
 __all__ = [
     "Drain",
+    "DrainHook",
     "DrainResult",
     "InheritedSocket",
     "ListenError",
+    "Lifecycle",
     "ListenFailed",
     "Notifier",
     "NotifyAddressError",
@@ -36,8 +43,11 @@ __all__ = [
     "ReloadHooks",
     "RequestStats",
     "StatusFigures",
+    "State",
     "StatusSampler",
+    "StoppedBeforeReady",
     "TrackingFactory",
+    "WSGIApplication",
     "WatchdogService",
     "WebService",
     "formatMessage",
