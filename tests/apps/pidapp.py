@@ -14,7 +14,9 @@ from twisted.web.server import NOT_DONE_YET
 
 class Pid(Resource):
     """
-    Answers C{pid N}.
+    Answers C{pid N}; /slow?s=S answers it after S seconds; /stream?s=S
+    sends it at once and finishes with C{done} after S seconds (so a client
+    knows which worker serves it while the request is still in flight).
     """
 
     isLeaf = True
@@ -30,5 +32,16 @@ class Pid(Resource):
                     request.finish()
 
             reactor.callLater(delay, answer)
+            return NOT_DONE_YET
+        if request.path == b"/stream":
+            delay = float(request.args.get(b"s", [b"2"])[0])
+            request.write(body)
+
+            def finish() -> None:
+                if not request._disconnected:
+                    request.write(b"done\n")
+                    request.finish()
+
+            reactor.callLater(delay, finish)
             return NOT_DONE_YET
         return body
