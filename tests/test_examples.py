@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import socket
 import struct
@@ -220,12 +221,17 @@ def test_websocketTac(receiver: NotifyReceiver, tmp_path: Path) -> None:
             assert struct.unpack("!H", payload[:2])[0] == 1001
             s.sendall(wsFrame(0x8, payload[:2]))
         assert process.wait(30) == -signal.SIGTERM
-        assert time.monotonic() - started < 1.0
+        # The process is gone in a few seconds even on a loaded machine, not
+        # after the 30 s drain timeout; the drain itself, timed by the
+        # server, took under a second.
+        assert time.monotonic() - started < 10
         for s in sockets:
             s.close()
         final = receiver.values("STATUS")[-1]
         assert final.startswith("Stopped: 26 request(s) served; drained in")
         assert "aborted" not in final
+        drained = re.search(r"drained in ([0-9.]+)s", final)
+        assert drained and float(drained.group(1)) < 1.0, final
     finally:
         if process.poll() is None:
             process.kill()

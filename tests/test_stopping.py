@@ -132,7 +132,7 @@ def test_forceAbortsAtOnce(live: NotifyReceiver) -> Generator[Any, Any, None]:
     started = reactor.seconds()
     service.force()
     yield stopped
-    assert reactor.seconds() - started < 0.5
+    assert reactor.seconds() - started < 2  # not the 60 s drain timeout
     forced = yield live.waitFor(
         lambda m: m.get("STATUS", "").startswith("Stopping now")
     )
@@ -181,7 +181,7 @@ def test_drainHookToldSecondsLeft(live: NotifyReceiver) -> Generator[Any, Any, N
     yield arrived
     started = reactor.seconds()
     yield service.stopService()
-    assert reactor.seconds() - started < 1
+    assert reactor.seconds() - started < 5  # not the 30 s drain timeout
     assert told == [(30, 0)]
     data = yield readToEnd(client)
     assert data.endswith(b"bye\r\n0\r\n\r\n")
@@ -368,7 +368,9 @@ def test_switchedProtocolsTracked(live: NotifyReceiver) -> Generator[Any, Any, N
     assert len(service.tracker.upgraded) == 2
     started = reactor.seconds()
     yield service.stopService()
-    assert reactor.seconds() - started < 0.5 + 0.5
+    # The drain timeout (0.5 s), and not the extra second the drain allows
+    # connections that never report their loss.
+    assert reactor.seconds() - started < 0.5 + 0.9
     assert service.drain is not None and service.drain.aborted == 2
     assert stats.openConnections == 0
     for c in clients[3:]:
