@@ -76,10 +76,14 @@ def pool() -> Iterator[HTTPConnectionPool]:
 
 
 def makeService(
-    receiver: NotifyReceiver, resource: Resource, **kwargs: Any
+    receiver: NotifyReceiver, resource: Resource | Site, **kwargs: Any
 ) -> WebService:
+    """
+    A service of C{resource} (or of a ready-made C{Site}) on a free port,
+    notifying C{receiver}.
+    """
     service = WebService(
-        Site(resource),
+        resource if isinstance(resource, Site) else Site(resource),
         kwargs.pop("endpoints", ["tcp:0:interface=127.0.0.1"]),
         notifier=Notifier.fromEnvironment(receiver.environ(), reactor=reactor),
         reactor=reactor,
@@ -383,12 +387,7 @@ def test_customRequestFactories(
 
     for factory in (MyRequest, callableFactory):
         site = Site(Controlled(), requestFactory=factory)
-        service = WebService(
-            site,
-            ["tcp:0:interface=127.0.0.1"],
-            notifier=Notifier.fromEnvironment(live.environ(), reactor=reactor),
-            reactor=reactor,
-        )
+        service = makeService(live, site)
         service.startService()
         yield service.whenReady()
         for _ in range(3):

@@ -29,7 +29,6 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from txsdnotify.lifecycle import State, StoppedBeforeReady
-from txsdnotify.notify import Notifier
 from txsdnotify.service import WebService
 from txsdnotify.testing import NotifyReceiver
 
@@ -291,12 +290,7 @@ def test_callableRequestFactoryDrains(
     def factory(*args: Any, **kwargs: Any) -> Request:
         return Request(*args, **kwargs)
 
-    service = WebService(
-        Site(resource, requestFactory=factory),
-        ["tcp:0:interface=127.0.0.1"],
-        notifier=Notifier.fromEnvironment(live.environ(), reactor=reactor),
-        reactor=reactor,
-    )
+    service = makeService(live, Site(resource, requestFactory=factory))
     service.startService()
     yield service.whenReady()
     arrived = resource.nextArrival()
@@ -388,13 +382,7 @@ def test_accessLogWritesEveryRequest(
     """
     resource = Controlled()
     log = tmp_path / "access.log"
-    site = Site(resource, logPath=str(log))
-    service = WebService(
-        site,
-        ["tcp:0:interface=127.0.0.1"],
-        notifier=Notifier.fromEnvironment(live.environ(), reactor=reactor),
-        reactor=reactor,
-    )
+    service = makeService(live, Site(resource, logPath=str(log)))
     service.startService()
     yield service.whenReady()
     arrived = resource.nextArrival()
