@@ -56,6 +56,24 @@ def connectTo(service: WebService) -> socket.socket:
     return socket.create_connection(("127.0.0.1", portOf(service)))
 
 
+WAIT = b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest_twisted.inlineCallbacks
+def requestInFlight(
+    service: WebService, resource: Controlled, data: bytes = WAIT
+) -> Generator[Any, Any, socket.socket]:
+    """
+    Send C{data} on a new connection and wait until the resource holds the
+    request; the client's socket.
+    """
+    arrived = resource.nextArrival()
+    client = connectTo(service)
+    client.sendall(data)
+    yield arrived
+    return client
+
+
 @pytest_twisted.inlineCallbacks
 def test_reloadRunningAtStopSendsNoReady(
     live: NotifyReceiver,
@@ -122,10 +140,7 @@ def test_forceAbortsAtOnce(live: NotifyReceiver) -> Generator[Any, Any, None]:
     service = makeService(live, resource, drainTimeout=60)
     service.startService()
     yield service.whenReady()
-    arrived = resource.nextArrival()
-    client = connectTo(service)
-    client.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-    yield arrived
+    client = yield requestInFlight(service, resource)
     stopped = service.stopService()
     yield live.waitFor("STOPPING")
     started = reactor.seconds()
@@ -174,10 +189,7 @@ def test_drainHookToldSecondsLeft(live: NotifyReceiver) -> Generator[Any, Any, N
     service.addDrainHook(hook)
     service.startService()
     yield service.whenReady()
-    arrived = resource.nextArrival()
-    client = connectTo(service)
-    client.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-    yield arrived
+    client = yield requestInFlight(service, resource)
     started = reactor.seconds()
     yield service.stopService()
     assert reactor.seconds() - started < 5  # not the 30 s drain timeout
@@ -199,14 +211,13 @@ def test_pipelinedRequestsAllAnswered(
     service = makeService(live, resource)
     service.startService()
     yield service.whenReady()
-    arrived = resource.nextArrival()
-    client = connectTo(service)
-    client.sendall(
-        b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n"
+    client = yield requestInFlight(
+        service,
+        resource,
+        WAIT
+        + b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n"
+        + b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n",
     )
-    yield arrived
     yield sleep(0.1)  # the other two are in the server's buffer by now
     stopped = service.stopService()
     yield drainStarted(service)
@@ -232,10 +243,7 @@ def test_halfSentRequestGetsOnlyTheGrace(
     service = makeService(live, resource, drainGrace=0.5, drainTimeout=30)
     service.startService()
     yield service.whenReady()
-    arrived = resource.nextArrival()
-    busy = connectTo(service)
-    busy.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-    yield arrived
+    busy = yield requestInFlight(service, resource)
     slow = [connectTo(service) for _ in range(20)]
     for s in slow:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -293,10 +301,7 @@ def test_callableRequestFactoryDrains(
     service = makeService(live, Site(resource, requestFactory=factory))
     service.startService()
     yield service.whenReady()
-    arrived = resource.nextArrival()
-    client = connectTo(service)
-    client.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-    yield arrived
+    client = yield requestInFlight(service, resource)
     assert service.tracker.stats.inFlight == 1
     stopped = service.stopService()
     yield drainStarted(service)
@@ -385,18 +390,16 @@ def test_accessLogWritesEveryRequest(
     service = makeService(live, Site(resource, logPath=str(log)))
     service.startService()
     yield service.whenReady()
-    arrived = resource.nextArrival()
-    gone = connectTo(service)
-    gone.sendall(b"GET /wait?gone HTTP/1.1\r\nHost: x\r\n\r\n")
-    yield arrived
+    gone = yield requestInFlight(
+        service, resource, b"GET /wait?gone HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     gone.close()
     while resource.waiting[0].channel is not None:
         yield sleep(0.02)
     resource.waiting.pop()
-    arrived = resource.nextArrival()
-    client = connectTo(service)
-    client.sendall(b"GET /wait?drained HTTP/1.1\r\nHost: x\r\n\r\n")
-    yield arrived
+    client = yield requestInFlight(
+        service, resource, b"GET /wait?drained HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     stopped = service.stopService()
     yield drainStarted(service)
     resource.answer()
