@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet.task import Clock  # noqa: E402
 
 from txsdnotify.health import Health, healthRequestFactory  # noqa: E402
-from txsdnotify.lifecycle import Lifecycle  # noqa: E402
+from txsdnotify.systemd.lifecycle import Lifecycle  # noqa: E402
 from txsdnotify.testing import MemoryNotifier  # noqa: E402
-from txsdnotify.tracking import TrackingFactory  # noqa: E402
+from txsdnotify.web.tracking import TrackingFactory  # noqa: E402
 
 REQUEST = b"GET /page.html HTTP/1.1\r\nHost: bench\r\n\r\n"
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)

@@ -105,8 +105,8 @@ from twisted.python.failure import Failure  # noqa: E402
 from twisted.web.server import Site  # noqa: E402
 
 from txsdnotify import Notifier, WebService  # noqa: E402
-from txsdnotify.demo import DemoPage  # noqa: E402
-from txsdnotify.tracking import USED, channelOf  # noqa: E402
+from txsdnotify.cli.demo import DemoPage  # noqa: E402
+from txsdnotify.web.tracking import USED, channelOf  # noqa: E402
 
 reactor: Any = _reactor
 CONNECT_TIMEOUT = 10.0  # seconds for one client connect or response

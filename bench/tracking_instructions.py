@@ -44,7 +44,7 @@ def serve(variant: str, count: int) -> None:
     from twisted.web.server import Site
     from twisted.web.static import Data
 
-    from txsdnotify.tracking import TrackingFactory
+    from txsdnotify.web.tracking import TrackingFactory
 
     root = Resource()
     root.putChild(b"page.html", Data(b"y" * 1024, "text/html"))

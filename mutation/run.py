@@ -28,18 +28,18 @@ EQUIVALENT = Path(__file__).resolve().parent / "equivalent.txt"
 
 # Each core module and the fast tests that must kill its mutants.
 MODULES: dict[str, list[str]] = {
-    "lifecycle": ["test_lifecycle.py"],
+    "systemd.lifecycle": ["test_lifecycle.py"],
     "statusline": ["test_statusline.py"],
-    "drain": ["test_drain.py", "test_tracking.py"],
-    "stats": ["test_stats.py"],
-    "message": ["test_message.py"],
+    "web.drain": ["test_drain.py", "test_tracking.py"],
+    "web.stats": ["test_stats.py"],
+    "systemd.message": ["test_message.py"],
     "reload": ["test_reload.py"],
     "signals": ["test_signalrouter.py"],
 }
 
 CONFIG = """\
 [cosmic-ray]
-module-path = "txsdnotify/{module}.py"
+module-path = "txsdnotify/{path}.py"
 timeout = 30.0
 excluded-modules = []
 test-command = "env PYTHONPATH={root} {python} -m pytest -x -q -p no:cacheprovider \
@@ -161,12 +161,14 @@ def mutate(module: str) -> tuple[int, int, int, list[str], list[str]]:
     Run every mutant of C{module}: killed, total, skipped (not code),
     explained survivors and unexplained ones.
     """
-    source = ROOT / "txsdnotify" / f"{module}.py"
+    source = ROOT / "txsdnotify" / f"{module.replace('.', '/')}.py"
     tests = " ".join(f"tests/{t}" for t in MODULES[module])
     config = WORK / f"{module}.toml"
     db = WORK / f"{module}.sqlite"
     config.write_text(
-        CONFIG.format(module=module, root=ROOT, python=sys.executable, tests=tests)
+        CONFIG.format(
+            path=module.replace(".", "/"), root=ROOT, python=sys.executable, tests=tests
+        )
     )
     db.unlink(missing_ok=True)
     # Stale bytecode of an earlier mutant must never be what runs.

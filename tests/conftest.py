@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +28,69 @@ from systemd_harness import (  # noqa: F401
 
 import txsdnotify
 from txsdnotify.testing import NotifyReceiver
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def resetSignalDispositions() -> None:
+    """
+    Undo the signal dispositions the suite inherited, for itself and every
+    process a test starts.
+
+    A suite started in the background (C{make test &}, C{nohup}) has SIGINT
+    (and maybe SIGHUP) ignored, and an ignored signal stays ignored across
+    C{exec}: every twistd, make or worker a test starts would then ignore the
+    very signals the tests send it.  A handled signal is reset to the default
+    at C{exec}, so handling them here (SIGINT as Python does by default, the
+    others by their default action) gives every child the defaults.
+    """
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(
+                signum,
+                signal.default_int_handler
+                if signum == signal.SIGINT
+                else signal.SIG_DFL,
+            )
+
+
+resetSignalDispositions()
+
+
+def descendants(pid: int) -> list[int]:
+    """
+    The pids of every process below C{pid}, children first.
+    """
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def killTree(pid: int) -> None:
+    """
+    Kill C{pid} and every process below it (servers a failing test started
+    must not stay behind, listening).
+    """
+    for each in [pid, *descendants(pid)]:
+        try:
+            os.kill(each, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -156,7 +220,7 @@ class Twistd:
         Make sure it is gone.
         """
         if self.process.poll() is None:
-            self.process.kill()
+            killTree(self.process.pid)
             self.process.wait()
         self._out.close()
 

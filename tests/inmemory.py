@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from txsdnotify.tracking import TrackingFactory
+from txsdnotify.web.tracking import TrackingFactory
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"

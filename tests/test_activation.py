@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.activation and txsdnotify.listeners: telling stored
+Tests for txsdnotify.systemd.activation and txsdnotify.listeners: telling stored
 sockets from socket-activated ones, naming, and planning the listeners.
 """
 
@@ -14,7 +14,8 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.python.systemd import ListenFDs
 
-from txsdnotify.activation import (
+from txsdnotify.listeners import planListeners
+from txsdnotify.systemd.activation import (
     InheritedSocket,
     inheritedSockets,
     isStorable,
@@ -22,7 +23,6 @@ from txsdnotify.activation import (
     storeName,
     systemdDescriptions,
 )
-from txsdnotify.listeners import planListeners
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import APPS, freePort, processEnv
 
-from txsdnotify.appload import LoadError, loadApplication, usePaths
+from txsdnotify.cli.appload import LoadError, loadApplication, usePaths
 from txsdnotify.testing import NotifyReceiver
 
 TRACEBACK = "Traceback (most recent call last)"

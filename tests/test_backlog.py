@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.backlog and txsdnotify.descriptions: the listen backlog
+Tests for txsdnotify.web.backlog and txsdnotify.web.descriptions: the listen backlog
 sdweb asks for, down to what C{ss -ltn} shows for a real process.
 """
 
@@ -13,9 +13,9 @@ import pytest
 from conftest import freePort, need
 from test_twistd import startServer
 
-from txsdnotify.backlog import DEFAULT_BACKLOG, defaultBacklog, withBacklog
-from txsdnotify.descriptions import splitDescription
 from txsdnotify.testing import NotifyReceiver
+from txsdnotify.web.backlog import DEFAULT_BACKLOG, defaultBacklog, withBacklog
+from txsdnotify.web.descriptions import splitDescription
 
 
 def test_splitDescription() -> None:

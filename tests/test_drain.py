@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.drain with a fake clock: what a drain does to idle,
+Tests for txsdnotify.web.drain with a fake clock: what a drain does to idle,
 fresh, busy and stuck connections, without sleeping.
 """
 
@@ -16,8 +16,8 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from txsdnotify.drain import Drain, DrainResult
-from txsdnotify.tracking import TrackingFactory
+from txsdnotify.web.drain import Drain, DrainResult
+from txsdnotify.web.tracking import TrackingFactory
 
 
 def setUp() -> tuple[Root, TrackingFactory, Clock]:

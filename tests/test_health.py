@@ -31,9 +31,9 @@ from twisted.internet.task import Clock
 from twisted.web.server import Site
 
 from txsdnotify.health import graceWait
-from txsdnotify.lifecycle import Lifecycle, State
-from txsdnotify.notify import Notifier
 from txsdnotify.service import WebService
+from txsdnotify.systemd.lifecycle import Lifecycle, State
+from txsdnotify.systemd.notify import Notifier
 from txsdnotify.testing import MemoryNotifier, NotifyReceiver
 
 __all__ = ["live"]

@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.http2: ending a Twisted HTTP/2 connection, in memory
+Tests for txsdnotify.web.http2: ending a Twisted HTTP/2 connection, in memory
 with a fake clock; and the Twisted internals it relies on, so that a change
 in Twisted fails here first.
 """
@@ -16,12 +16,12 @@ from twisted.web._http2 import H2Connection
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
-from txsdnotify.http2 import isBusy, isH2, settleH2
+from txsdnotify.web.http2 import isBusy, isH2, settleH2
 
 
 def test_twistedInternalsStillThere() -> None:
     """
-    What txsdnotify.http2 and the tracking reach into.
+    What txsdnotify.web.http2 and the tracking reach into.
     """
     from twisted.web.http import _GenericHTTPChannelProtocol
 

@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.journal: priority prefixes when the output goes to the
+Tests for txsdnotify.systemd.journal: priority prefixes when the output goes to the
 journal, the usual format otherwise.
 """
 
@@ -15,7 +15,7 @@ from conftest import freePort, processEnv, twistdCommand
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
-from txsdnotify.journal import formatForJournal, journalStream
+from txsdnotify.systemd.journal import formatForJournal, journalStream
 
 
 def event(level: LogLevel, text: str, **extra: object) -> dict[str, object]:

@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.lifecycle: every transition, what it tells systemd, and
+Tests for txsdnotify.systemd.lifecycle: every transition, what it tells systemd, and
 that no state sends what it forbids.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from twisted.python.failure import Failure
 
-from txsdnotify.lifecycle import ALLOWED, Lifecycle, State, StoppedBeforeReady
+from txsdnotify.systemd.lifecycle import ALLOWED, Lifecycle, State, StoppedBeforeReady
 from txsdnotify.testing import MemoryNotifier
 
 

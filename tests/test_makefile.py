@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
+import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, freePort, need, portAnswers
+from conftest import ROOT, freePort, killTree, need, portAnswers
 
 
 def readUntil(fd: int, done: object, timeout: float) -> bytes:
@@ -69,10 +71,40 @@ def test_makeRunCtrlC() -> None:
             time.sleep(0.05)
     finally:
         if status is None:
-            os.kill(pid, 9)
+            # make, foreground.py and the server in its own process group.
+            killTree(pid)
             os.waitpid(pid, 0)
         os.close(fd)
     text = out.decode(errors="replace")
     assert status is not None and os.waitstatus_to_exitcode(status) == 0, text
     assert "Interrupt" not in text
     assert "Server Shut Down." in text
+
+
+def test_foregroundWithoutTerminal() -> None:
+    """
+    Without a terminal (C{make run} from a script), a SIGINT to the process
+    group stops the command, and tools/foreground.py exits 0 with no
+    traceback of its own.
+    """
+    child = (
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "print('up', flush=True); time.sleep(120)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "foreground.py"), sys.executable]
+        + ["-c", child],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"up\n"
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        killTree(process.pid)
+    assert process.returncode == 0, err.decode(errors="replace")
+    assert b"Traceback" not in err

@@ -1,12 +1,12 @@
 """
-Tests for txsdnotify.message: datagram building and NOTIFY_SOCKET parsing.
+Tests for txsdnotify.systemd.message: datagram building and NOTIFY_SOCKET parsing.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from txsdnotify.message import (
+from txsdnotify.systemd.message import (
     MAX_DATAGRAM,
     NotifyAddressError,
     formatMessage,

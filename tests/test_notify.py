@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.notify against a real AF_UNIX datagram receiver.
+Tests for txsdnotify.systemd.notify against a real AF_UNIX datagram receiver.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.logger import capturedLogs
 
-from txsdnotify.notify import Notifier, monotonicUsec, notifyNow
+from txsdnotify.systemd.notify import Notifier, monotonicUsec, notifyNow
 from txsdnotify.testing import MemoryNotifier, NotifyReceiver
 
 

@@ -16,8 +16,8 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from txsdnotify.lifecycle import Lifecycle, State
 from txsdnotify.reload import Reloader, ReloadHooks, reopenAccessLog
+from txsdnotify.systemd.lifecycle import Lifecycle, State
 from txsdnotify.testing import MemoryNotifier
 
 

@@ -20,8 +20,8 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from txsdnotify.notify import Notifier
 from txsdnotify.service import ListenError, ListenFailed, WebService
+from txsdnotify.systemd.notify import Notifier
 from txsdnotify.testing import NotifyReceiver
 
 

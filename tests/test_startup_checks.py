@@ -18,12 +18,12 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from txsdnotify.ready import errnoOf, failureFields
-from txsdnotify.startup_checks import (
+from txsdnotify.cli.startup_checks import (
     checkPortDescription,
-    resolverReason,
     splitDescription,
 )
+from txsdnotify.ready import errnoOf, failureFields
+from txsdnotify.systemd.failures import resolverReason
 from txsdnotify.testing import NotifyReceiver
 
 TRACEBACK = "Traceback (most recent call last)"

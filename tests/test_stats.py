@@ -1,12 +1,12 @@
 """
-Tests for txsdnotify.stats: counters, rates and the status line.
+Tests for txsdnotify.web.stats: counters, rates and the status line.
 """
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from txsdnotify.stats import RequestStats, StatusFigures, StatusSampler, formatBytes
+from txsdnotify.web.stats import RequestStats, StatusFigures, StatusSampler, formatBytes
 
 
 def test_derivedCounts() -> None:

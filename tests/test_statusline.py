@@ -8,10 +8,10 @@ from __future__ import annotations
 from attrs import define
 from twisted.internet.task import Clock
 
-from txsdnotify.lifecycle import Lifecycle
-from txsdnotify.stats import RequestStats
 from txsdnotify.statusline import EXIT_MARGIN, StatusLine
+from txsdnotify.systemd.lifecycle import Lifecycle
 from txsdnotify.testing import MemoryNotifier
+from txsdnotify.web.stats import RequestStats
 
 IDLE = (
     "Total requests: 0; In flight: 0; Connections: 0; Requests/sec: 0.0;"

@@ -28,8 +28,8 @@ from twisted.internet.protocol import Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from txsdnotify.lifecycle import State, StoppedBeforeReady
 from txsdnotify.service import WebService
+from txsdnotify.systemd.lifecycle import State, StoppedBeforeReady
 from txsdnotify.testing import NotifyReceiver
 
 __all__ = ["live"]

@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.tracking: counting requests and connections of any
+Tests for txsdnotify.web.tracking: counting requests and connections of any
 Site, through an in-memory transport.
 """
 
@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.server import Request, Site
 
-from txsdnotify.tracking import TrackingFactory, channelOf
+from txsdnotify.web.tracking import TrackingFactory, channelOf
 
 
 def test_countsRequestsAndBytes() -> None:

@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.unitfile and C{python -m txsdnotify unit}: the text of
+Tests for txsdnotify.cli.unitfile and C{python -m txsdnotify unit}: the text of
 the generated units, the command line, C{systemd-analyze verify}, and the
 generated units running under the private systemd user manager.
 """
@@ -22,7 +22,7 @@ from systemd_harness import (
     exec_line,
 )
 
-from txsdnotify.unitfile import (
+from txsdnotify.cli.unitfile import (
     UnitError,
     UnitSpec,
     defaultTwistd,

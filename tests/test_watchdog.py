@@ -1,5 +1,5 @@
 """
-Tests for txsdnotify.watchdog: reading the environment, and pinging on time
+Tests for txsdnotify.systemd.watchdog: reading the environment, and pinging on time
 (with a fake clock: nothing sleeps).
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
+from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
 from txsdnotify.testing import MemoryNotifier
-from txsdnotify.watchdog import WatchdogService, watchdogInterval
 
 
 class TestWatchdogInterval:

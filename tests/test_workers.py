@@ -20,10 +20,15 @@ import pytest
 from conftest import APPS, freePort, processEnv, waitUntil
 from loadgen import steadyLoad
 
-from txsdnotify.stats import RequestStats
 from txsdnotify.testing import NotifyReceiver
-from txsdnotify.workerproto import LineDecoder, countsMessage, encode, statsFromMessage
-from txsdnotify.workers import backoff, workerEnvironment
+from txsdnotify.web.stats import RequestStats
+from txsdnotify.workers.pool import backoff, workerEnvironment
+from txsdnotify.workers.protocol import (
+    LineDecoder,
+    countsMessage,
+    encode,
+    statsFromMessage,
+)
 
 TRACEBACK = "Traceback (most recent call last)"
 

@@ -36,10 +36,10 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 from zope.interface import provider
 
-from txsdnotify.tap import Options
+from txsdnotify.cli.tap import Options
 from txsdnotify.testing import NotifyReceiver
-from txsdnotify.threads import DEFAULT_THREADS, RequestThreads
-from txsdnotify.wsgi import WSGIApplication
+from txsdnotify.wsgi.container import WSGIApplication
+from txsdnotify.wsgi.threads import DEFAULT_THREADS, RequestThreads
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -550,7 +550,7 @@ STUCK_SCRIPT = """
 import socket, sys, threading, time
 from twisted.internet import reactor
 from twisted.web.server import Site
-from txsdnotify.wsgi import WSGIApplication
+from txsdnotify.wsgi.container import WSGIApplication
 
 def app(environ, start_response):
     reactor.callFromThread(reactor.stop)

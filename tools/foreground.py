@@ -6,7 +6,11 @@ Ctrl-C goes to the terminal's foreground process group: with make in it,
 make dies of the SIGINT too and says C{make: *** [run] Interrupt} however
 cleanly the server stopped.  This runs the command in a process group of its
 own and hands it the terminal, so that only the command gets the Ctrl-C;
-its clean stop (SIGINT, SIGTERM, status 0) exits 0.
+its clean stop (SIGINT, SIGTERM, status 0) exits 0.  Without a terminal
+(C{make run} from a script) a SIGINT to the process group stops the command
+and this exits 0 too, without a traceback; make itself, hit by the same
+signal, still reports it (C{make: *** [run] Interrupt}, status 130): GNU
+make always re-raises a SIGINT it received.
 
 Usage: python foreground.py COMMAND [ARGUMENT...]
 """
@@ -39,7 +43,11 @@ def main(command: list[str]) -> int:
     """
     tty = _terminal()
     if tty is None:
-        status = subprocess.call(command)
+        # No terminal: a SIGINT goes to the whole process group, the command
+        # included, which stops cleanly; this process only waits for it.
+        child = subprocess.Popen(command)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        status = child.wait()
     else:
         # Giving the terminal away and back from a background group would
         # stop us with SIGTTOU.

@@ -15,18 +15,23 @@ The parts, each usable alone:
     notifier for your own tests.
 """
 
-from .activation import InheritedSocket, inheritedSockets
-from .drain import Drain, DrainHook, DrainResult
-from .lifecycle import Lifecycle, State, StoppedBeforeReady
-from .message import NotifyAddressError, formatMessage, parseAddress, sanitizeStatus
-from .notify import Notifier, monotonicUsec, notifyNow
-from .ready import NotifyService, ReadinessConditions
-from .reload import ReloadHooks, reopenAccessLog
-from .service import ListenError, ListenFailed, WebService
-from .stats import RequestStats, StatusFigures, StatusSampler
-from .tracking import TrackingFactory
-from .watchdog import WatchdogService, watchdogInterval
-from .wsgi import WSGIApplication
+from txsdnotify.ready import NotifyService, ReadinessConditions
+from txsdnotify.reload import ReloadHooks, reopenAccessLog
+from txsdnotify.service import ListenError, ListenFailed, WebService
+from txsdnotify.systemd.activation import InheritedSocket, inheritedSockets
+from txsdnotify.systemd.lifecycle import Lifecycle, State, StoppedBeforeReady
+from txsdnotify.systemd.message import (
+    NotifyAddressError,
+    formatMessage,
+    parseAddress,
+    sanitizeStatus,
+)
+from txsdnotify.systemd.notify import Notifier, monotonicUsec, notifyNow
+from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
+from txsdnotify.web.drain import Drain, DrainHook, DrainResult
+from txsdnotify.web.stats import RequestStats, StatusFigures, StatusSampler
+from txsdnotify.web.tracking import TrackingFactory
+from txsdnotify.wsgi.container import WSGIApplication
 
 __all__ = [
     "Drain",

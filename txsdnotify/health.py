@@ -32,11 +32,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from .activation import InheritedSocket
-from .lifecycle import Lifecycle, State
-from .listeners import Listener, planListeners
-from .stats import RequestStats
-from .tracking import USED
+from txsdnotify.listeners import Listener, planListeners
+from txsdnotify.systemd.activation import InheritedSocket
+from txsdnotify.systemd.lifecycle import Lifecycle, State
+from txsdnotify.web.stats import RequestStats
+from txsdnotify.web.tracking import USED
 
 __all__ = [
     "AgentFactory",
@@ -161,7 +161,7 @@ def healthRequestFactory(
     for C{path} is answered by C{health} before anything else sees it.
 
     @param base: The request factory the tracking made (a class, as a rule).
-    @param tracker: The L{txsdnotify.tracking.TrackingFactory}: a health
+    @param tracker: The L{txsdnotify.web.tracking.TrackingFactory}: a health
         request during a drain must close its connection like any other.
     """
     if isinstance(base, type):

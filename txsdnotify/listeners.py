@@ -27,15 +27,15 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 
-from .activation import (
+from txsdnotify.systemd.activation import (
     InheritedSocket,
     adoptedEndpoint,
     isStorable,
     storeName,
 )
-from .backlog import withBacklog
-from .failures import listenError
-from .notify import Notifier
+from txsdnotify.systemd.failures import listenError
+from txsdnotify.systemd.notify import Notifier
+from txsdnotify.web.backlog import withBacklog
 
 __all__ = [
     "Listener",
@@ -179,7 +179,7 @@ def listenAll(
     Listen on every listener with C{factory}.
 
     @return: Fires once all are listening; fails with the first
-        L{txsdnotify.failures.ListenError}, after closing those that did bind.
+        L{txsdnotify.systemd.failures.ListenError}, after closing those that did bind.
     """
     attempts = [
         maybeDeferred(listener.endpoint.listen, listener.factory or factory)

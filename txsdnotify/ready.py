@@ -20,10 +20,10 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .failures import errnoOf, failureFields
-from .lifecycle import Lifecycle
-from .notify import Notifier
-from .watchdog import WatchdogService, watchdogInterval
+from txsdnotify.systemd.failures import errnoOf, failureFields
+from txsdnotify.systemd.lifecycle import Lifecycle
+from txsdnotify.systemd.notify import Notifier
+from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
 
 __all__ = [
     "NotifyService",

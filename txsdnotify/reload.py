@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from .lifecycle import Lifecycle, State
-from .message import sanitizeStatus
+from txsdnotify.systemd.lifecycle import Lifecycle, State
+from txsdnotify.systemd.message import sanitizeStatus
 
 __all__ = ["ReloadHooks", "Reloader", "reopenAccessLog"]
 

@@ -24,20 +24,26 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from .activation import InheritedSocket, inheritedSockets
-from .drain import Drain, DrainHook, DrainResult
-from .failures import ListenError, ListenFailed, listenError
-from .health import Health, graceWait, healthListeners, healthRequestFactory
-from .lifecycle import Lifecycle, State
-from .listeners import addresses, listenAll, planListeners, stopListening, storeSockets
-from .notify import Notifier
-from .ready import ReadinessCondition, ReadinessConditions
-from .reload import Reloader, ReloadHook, ReloadHooks, reopenAccessLog
-from .signals import SignalRouter
-from .statusline import StatusLine
-from .threadexit import abandonBusyThreads
-from .tracking import TrackingFactory
-from .watchdog import WatchdogService, watchdogInterval
+from txsdnotify.health import Health, graceWait, healthListeners, healthRequestFactory
+from txsdnotify.listeners import (
+    addresses,
+    listenAll,
+    planListeners,
+    stopListening,
+    storeSockets,
+)
+from txsdnotify.ready import ReadinessCondition, ReadinessConditions
+from txsdnotify.reload import Reloader, ReloadHook, ReloadHooks, reopenAccessLog
+from txsdnotify.signals import SignalRouter
+from txsdnotify.statusline import StatusLine
+from txsdnotify.systemd.activation import InheritedSocket, inheritedSockets
+from txsdnotify.systemd.failures import ListenError, ListenFailed, listenError
+from txsdnotify.systemd.lifecycle import Lifecycle, State
+from txsdnotify.systemd.notify import Notifier
+from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
+from txsdnotify.threadexit import abandonBusyThreads
+from txsdnotify.web.drain import Drain, DrainHook, DrainResult
+from txsdnotify.web.tracking import TrackingFactory
 
 __all__ = ["ListenError", "ListenFailed", "WebService", "listenError"]
 
@@ -259,7 +265,7 @@ class WebService(MultiService):
         """
         @return: A L{Deferred} that fires once C{READY=1} has been sent, or
             fails with a L{ListenError} (or what a readiness condition failed
-            with), or with L{txsdnotify.lifecycle.StoppedBeforeReady}.
+            with), or with L{txsdnotify.systemd.lifecycle.StoppedBeforeReady}.
         """
         return self.lifecycle.whenReady()
 

@@ -17,8 +17,8 @@ from typing import Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from .lifecycle import Lifecycle, State
-from .stats import RequestStats, StatusSampler
+from txsdnotify.systemd.lifecycle import Lifecycle, State
+from txsdnotify.web.stats import RequestStats, StatusSampler
 
 __all__ = ["DrainProgress", "StatusLine", "EXIT_MARGIN"]
 

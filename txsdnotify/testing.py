@@ -27,8 +27,8 @@ from twisted.internet.interfaces import IReactorFDSet, IReactorTime, IReadDescri
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .message import MAX_DATAGRAM, formatMessage
-from .notify import Notifier
+from txsdnotify.systemd.message import MAX_DATAGRAM, formatMessage
+from txsdnotify.systemd.notify import Notifier
 
 __all__ = ["MemoryNotifier", "Message", "NotifyReceiver", "parseMessage"]
 

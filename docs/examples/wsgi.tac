@@ -13,9 +13,8 @@ from flask import Flask
 from twisted.application.service import Application
 from twisted.web.server import Site
 
-from txsdnotify import WebService
-from txsdnotify.threads import RequestThreads
-from txsdnotify.wsgi import WSGIApplication
+from txsdnotify import WebService, WSGIApplication
+from txsdnotify.wsgi import RequestThreads
 
 # A .tac file is no module: give Flask a name and a folder of its own.
 flask = Flask("wsgi_example", root_path=os.path.dirname(os.path.abspath(__file__)))

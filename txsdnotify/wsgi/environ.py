@@ -28,7 +28,7 @@ FILE_BLOCK = 64 * 1024
 The default block size of L{FileWrapper}.
 """
 
-_log = Logger(namespace="txsdnotify.wsgi")
+_log = Logger(namespace="txsdnotify.wsgi.container")
 
 
 class FileWrapper:

@@ -38,7 +38,7 @@ _SETTLING = "_txsdnotifySettling"
 
 def isH2(channel: object) -> bool:
     """
-    Whether C{channel} (see L{txsdnotify.tracking.channelOf}) is an HTTP/2
+    Whether C{channel} (see L{txsdnotify.web.tracking.channelOf}) is an HTTP/2
     connection.
     """
     return _H2Connection is not None and isinstance(channel, _H2Connection)

@@ -22,8 +22,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
-from .http2 import isH2, settleH2
-from .tracking import USED, TrackingFactory, channelOf, isProcessing
+from txsdnotify.web.http2 import isH2, settleH2
+from txsdnotify.web.tracking import USED, TrackingFactory, channelOf, isProcessing
 
 __all__ = ["Drain", "DrainHook", "DrainResult"]
 

@@ -23,8 +23,8 @@ __all__ = ["Pinger", "WatchdogService", "watchdogInterval"]
 
 class Pinger(Protocol):
     """
-    What the watchdog pings through: a L{txsdnotify.notify.Notifier}, or a
-    L{txsdnotify.lifecycle.Lifecycle} (which stops the pings once the
+    What the watchdog pings through: a L{txsdnotify.systemd.notify.Notifier}, or a
+    L{txsdnotify.systemd.lifecycle.Lifecycle} (which stops the pings once the
     service has stopped).
     """
 

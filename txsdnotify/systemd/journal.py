@@ -86,7 +86,7 @@ def journalObserver(stream: IO[str]) -> ILogObserver:
 
 def observerFactory() -> ILogObserver:
     """
-    What C{twistd --logger txsdnotify.journal.observerFactory} calls: journal
+    What C{twistd --logger txsdnotify.systemd.journal.observerFactory} calls: journal
     lines on the stream connected to the journal (standard error by
     default).
     """

@@ -27,9 +27,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from .threads import RequestThreads
-from .wsgienv import FileWrapper, baseEnviron, requestEnviron
-from .wsgiflush import FLUSH_DELAY, Flusher
+from txsdnotify.wsgi.environ import FileWrapper, baseEnviron, requestEnviron
+from txsdnotify.wsgi.flush import FLUSH_DELAY, Flusher
+from txsdnotify.wsgi.threads import RequestThreads
 
 __all__ = ["BUFFER_BYTES", "FLUSH_DELAY", "FileWrapper", "WSGIApplication"]
 
@@ -39,7 +39,7 @@ The most body a response buffers in its thread, and the most handed to the
 reactor and not yet written to the connection.
 """
 
-_log = Logger(namespace="txsdnotify.wsgi")
+_log = Logger(namespace="txsdnotify.wsgi.container")
 
 ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]
 StartResponse = Callable[..., Callable[[bytes], None]]

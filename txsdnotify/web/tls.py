@@ -9,7 +9,7 @@ that does not go with the key, an unknown C{sslmethod}.
 
 from __future__ import annotations
 
-from .descriptions import splitDescription
+from txsdnotify.web.descriptions import splitDescription
 
 __all__ = ["TLSSetupError", "checkTLS"]
 

@@ -25,23 +25,23 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .activation import InheritedSocket, storeEnabled
-from .failures import ListenError, ListenFailed
-from .lifecycle import Lifecycle, State
-from .listeners import (
+from txsdnotify.listeners import (
     addresses,
     keepOpenForSystemd,
     listenAll,
     planListeners,
     storeSockets,
 )
-from .notify import Notifier
-from .reload import Reloader, ReloadHooks
-from .service import _exit, _whenRunning
-from .signals import SignalRouter
-from .statusline import EXIT_MARGIN, StatusLine
-from .watchdog import WatchdogService, watchdogInterval
-from .workers import WorkerPool, currentEnvironment
+from txsdnotify.reload import Reloader, ReloadHooks
+from txsdnotify.service import _exit, _whenRunning
+from txsdnotify.signals import SignalRouter
+from txsdnotify.statusline import EXIT_MARGIN, StatusLine
+from txsdnotify.systemd.activation import InheritedSocket, storeEnabled
+from txsdnotify.systemd.failures import ListenError, ListenFailed
+from txsdnotify.systemd.lifecycle import Lifecycle, State
+from txsdnotify.systemd.notify import Notifier
+from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
+from txsdnotify.workers.pool import WorkerPool, currentEnvironment
 
 __all__ = ["WorkerMaster", "makeMaster"]
 

@@ -2,18 +2,18 @@
 """
 One worker process of C{twistd -n sdweb --workers N}.
 
-The master starts it as C{python -m txsdnotify.worker --listen FD:FAMILY ...
--- SDWEB-ARGUMENTS}.  It reads the sdweb options as C{twistd sdweb} would
-(ignoring the ports: it serves the sockets it inherited), loads the
-application and serves it with a L{WebService} whose notifier goes nowhere.
-It tells the master, over descriptor L{CONTROL_FD}, when it is ready and
-its request counters every interval; on C{SIGTERM} it drains as C{twistd
-sdweb} does.  When its standard input closes (the master is gone) it stops.
+The master starts it as C{python -m txsdnotify.cli.worker --listen FD:FAMILY
+... -- SDWEB-ARGUMENTS}; that command line (L{txsdnotify.cli.worker}) reads
+the sdweb options and builds the service, and L{runWorker} here runs it: it
+adopts the inherited sockets and serves them with a L{WebService} whose
+notifier goes nowhere.  It tells the master, over descriptor L{CONTROL_FD},
+when it is ready and its request counters every interval; on C{SIGTERM} it
+drains as C{twistd sdweb} does.  When its standard input closes (the master
+is gone) it stops.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -37,30 +37,19 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
-from .journal import journalObserver, journalStream
-from .notify import Notifier
-from .service import WebService
-from .tap import Options, makeSite
-from .workerproto import CONTROL_FD, countsMessage, encode
+from txsdnotify.service import WebService
+from txsdnotify.systemd.journal import journalObserver, journalStream
+from txsdnotify.workers.protocol import CONTROL_FD, countsMessage, encode
 
-__all__ = ["WorkerOptions", "main"]
+__all__ = [
+    "MasterLink",
+    "WorkerStartError",
+    "adoptedEndpoints",
+    "runWorker",
+    "workerObserver",
+]
 
 log = Logger()
-
-
-class WorkerOptions(Options):
-    """
-    The sdweb options, as a worker reads them: the ports are the master's.
-    """
-
-    inWorker = True
-
-    def opt_port(self, port: str) -> None:
-        """
-        Ignored: the worker serves the sockets it inherited.
-        """
-
-    opt_p = opt_port
 
 
 class MasterLink(Protocol):
@@ -129,19 +118,6 @@ class _StopOnce:
         self.reactor.callFromThread(self)
 
 
-def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m txsdnotify.worker")
-    parser.add_argument(
-        "--listen", action="append", default=[], help="FD:FAMILY (repeatable)"
-    )
-    parser.add_argument("--report-interval", type=float, default=1.0)
-    parser.add_argument("sdweb", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    if args.sdweb[:1] == ["--"]:
-        args.sdweb = args.sdweb[1:]
-    return args
-
-
 class InheritedEndpoint(AdoptedStreamServerEndpoint):
     """
     A socket the master passed, named so in the log.
@@ -191,37 +167,39 @@ def workerObserver(observer: ILogObserver, pid: int) -> ILogObserver:
     return cast(ILogObserver, tagged)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+class WorkerStartError(Exception):
+    """
+    The worker cannot start: its options or its application are wrong.  The
+    message (its first line) is what the master reports.
+    """
+
+
+def runWorker(
+    listen: Sequence[str],
+    reportInterval: float,
+    makeService: Callable[[list[IStreamServerEndpoint | str]], WebService],
+) -> None:
     """
     Run one worker until it is told to stop; exit 1 if it cannot start.
+
+    @param listen: The inherited sockets, as C{FD:FAMILY}.
+    @param reportInterval: Seconds between the counters sent to the master.
+    @param makeService: Builds the worker's service for the inherited
+        endpoints; raises L{WorkerStartError} when it cannot.
     """
     from twisted.internet import reactor
 
-    args = _parse(sys.argv[1:] if argv is None else argv)
     _beginLogging()
     stop = _StopOnce(reactor)
     link = MasterLink(stop)
     StandardIO(link, stdin=0, stdout=CONTROL_FD, reactor=reactor)  # type: ignore[call-arg]
-    config = WorkerOptions(environ=dict(os.environ), inherited=[])
     try:
-        config.parseOptions(args.sdweb)
-    except SystemExit as e:
-        reason = str(e.code) if e.code is not None else "exited"
+        service = makeService(adoptedEndpoints(reactor, listen))
+    except WorkerStartError as e:
+        reason = str(e)
         print(reason, file=sys.stderr, flush=True)
         os.write(CONTROL_FD, encode("failed", reason=reason.splitlines()[0]))
         os._exit(1)
-    service = WebService(
-        makeSite(config),
-        adoptedEndpoints(reactor, args.listen),
-        notifier=Notifier(None, reactor=reactor),
-        reactor=reactor,
-        environ={},
-        statusInterval=0,
-        drainTimeout=config["drain-timeout"],
-        inherited=[],
-        healthPath=config["health"],
-        healthGrace=config["health-grace"],
-    )
     service.exitOnListenFailure = True
     stop.service = service
     stats = service.tracker.stats
@@ -230,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def ready(_: None) -> None:
         link.send(encode("ready", pid=os.getpid()))
-        report.start(args.report_interval, now=True)
+        report.start(reportInterval, now=True)
 
     service.whenReady().addCallbacks(ready, lambda _: None)
     application = Application("sdweb-worker")
@@ -244,7 +222,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     sys.stdout.flush()
     sys.stderr.flush()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workerproto -*-
+# -*- test-case-name: tests.test_workers -*-
 """
 What a worker process tells its master, over a pipe: one JSON object per
 line.
@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from .stats import RequestStats
+from txsdnotify.web.stats import RequestStats
 
 __all__ = [
     "CONTROL_FD",

@@ -33,8 +33,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .failures import failureFields
-from .notify import Notifier, monotonicUsec
+from txsdnotify.systemd.failures import failureFields
+from txsdnotify.systemd.notify import Notifier, monotonicUsec
 
 __all__ = ["Lifecycle", "State", "StoppedBeforeReady"]
 

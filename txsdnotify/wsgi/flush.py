@@ -22,7 +22,7 @@ is sent on its own (the application is slow: a long poll, a stream).
 
 _IDLE_POLLS = 50  # polls with nothing to watch before the flusher sleeps
 
-_log = Logger(namespace="txsdnotify.wsgi")
+_log = Logger(namespace="txsdnotify.wsgi.container")
 
 
 class Flushable(Protocol):

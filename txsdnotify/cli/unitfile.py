@@ -232,7 +232,7 @@ def _optionTable() -> tuple[dict[str, bool], dict[str, bool], dict[str, str]]:
     sdweb's options as twistd parses them (with L{getopt}): short letter ->
     takes a value, long name -> takes a value, short letter -> long name.
     """
-    from .tap import Options
+    from txsdnotify.cli.tap import Options
 
     options = Options()
     short: dict[str, bool] = {}
@@ -328,7 +328,7 @@ def checkWithSdweb(arguments: Sequence[str]) -> None:
     """
     from twisted.python import usage
 
-    from .tap import Options
+    from txsdnotify.cli.tap import Options
 
     options = Options(environ={}, inherited=())
     options.checkOnly = True

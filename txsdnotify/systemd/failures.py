@@ -11,14 +11,21 @@ gave a reason.
 from __future__ import annotations
 
 import os
+import socket
 
 from twisted.internet.error import CannotListenError
 from twisted.python.failure import Failure
 
-from .message import sanitizeStatus
-from .startup_checks import resolverReason
+from txsdnotify.systemd.message import sanitizeStatus
 
-__all__ = ["ListenError", "ListenFailed", "errnoOf", "failureFields", "listenError"]
+__all__ = [
+    "ListenError",
+    "ListenFailed",
+    "errnoOf",
+    "failureFields",
+    "listenError",
+    "resolverReason",
+]
 
 
 class ListenError(Exception):
@@ -101,3 +108,27 @@ def errnoOf(error: BaseException | None) -> int | None:
             if candidate.errno > 0:
                 return candidate.errno
     return None
+
+
+def _resolverError(error: BaseException) -> socket.gaierror | None:
+    for candidate in (getattr(error, "socketError", None), error, error.__cause__):
+        if isinstance(candidate, socket.gaierror):
+            return candidate
+    return None
+
+
+def resolverReason(error: BaseException) -> str | None:
+    """
+    If a listener failed because its interface could not be resolved (a
+    C{socket.gaierror}, whose error numbers are negative and no C{ERRNO=}),
+    the reason in words: C{cannot resolve interface '999.1.1.1' (Name or
+    service not known)}; otherwise L{None}.
+    """
+    found = _resolverError(error)
+    if found is None:
+        return None
+    words = found.strerror or str(found)
+    interface = getattr(error, "interface", None)
+    if interface:
+        return f"cannot resolve interface {interface!r} ({words})"
+    return f"cannot resolve the address ({words})"

@@ -20,29 +20,33 @@ from twisted.web import tap as webtap
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from .activation import (
-    InheritedSocket,
-    inheritedSockets,
-    storeEnabled,
-    systemdDescriptions,
-)
-from .appload import (
+from txsdnotify.cli.appload import (
     LoadError,
     callApplicationCode,
     checkDottedName,
     loadApplication,
     usePaths,
 )
-from .demo import DemoPage
-from .journal import journalStream
-from .message import NotifyAddressError, parseAddress
-from .notify import Notifier
-from .service import WebService
-from .startup_checks import checkPath, checkPortDescription, checkResourceScript
-from .threads import DEFAULT_THREADS
-from .tls import TLSSetupError, checkTLS
-from .workeroptions import checkWorkerOptions
-from .wsgi import WSGIApplication
+from txsdnotify.cli.demo import DemoPage
+from txsdnotify.cli.startup_checks import (
+    checkPath,
+    checkPortDescription,
+    checkResourceScript,
+)
+from txsdnotify.service import WebService
+from txsdnotify.systemd.activation import (
+    InheritedSocket,
+    inheritedSockets,
+    storeEnabled,
+    systemdDescriptions,
+)
+from txsdnotify.systemd.journal import journalStream
+from txsdnotify.systemd.message import NotifyAddressError, parseAddress
+from txsdnotify.systemd.notify import Notifier
+from txsdnotify.web.tls import TLSSetupError, checkTLS
+from txsdnotify.workers.options import checkWorkerOptions
+from txsdnotify.wsgi.container import WSGIApplication
+from txsdnotify.wsgi.threads import DEFAULT_THREADS
 
 __all__ = ["Options", "makeService", "makeSite"]
 
@@ -451,7 +455,7 @@ systemd passed (socket activation), or else tcp:8080."""
         """
         Under systemd with the output going to the journal and no log option
         given, have twistd log with priority prefixes (see
-        L{txsdnotify.journal}).  twistd builds its log observer after this
+        L{txsdnotify.systemd.journal}).  twistd builds its log observer after this
         runs, from the dotted name in C{--logger}.
         """
         parent = getattr(self, "parent", None)
@@ -460,7 +464,7 @@ systemd passed (socket activation), or else tcp:8080."""
         if parent.get("logger") or parent.get("logfile") or parent.get("syslog"):
             return
         if journalStream(self.environ) is not None:
-            parent["logger"] = "txsdnotify.journal.observerFactory"
+            parent["logger"] = "txsdnotify.systemd.journal.observerFactory"
 
 
 SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -541,7 +545,7 @@ def makeService(config: Options) -> MultiService:
     The service that C{twistd sdweb} runs.
     """
     if config["workers"] > 1:
-        from .master import makeMaster
+        from txsdnotify.workers.master import makeMaster
 
         return makeMaster(config)
     site = makeSite(config)

@@ -2,8 +2,7 @@
 """
 What C{twistd sdweb} can check while it parses its options, before anything
 starts: port numbers and numeric interfaces in C{--port} descriptions, that
-C{--path} and C{--resource-script} exist; and the words for a listener
-whose interface cannot be resolved.
+C{--path} and C{--resource-script} exist.
 """
 
 from __future__ import annotations
@@ -11,13 +10,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 
 __all__ = [
     "checkPath",
     "checkPortDescription",
     "checkResourceScript",
-    "resolverReason",
     "splitDescription",
 ]
 
@@ -114,27 +111,3 @@ def checkResourceScript(path: str) -> None:
         raise ValueError(f"--resource-script {path!r}: no such file")
     if not os.access(path, os.R_OK):
         raise ValueError(f"--resource-script {path!r}: not readable")
-
-
-def _resolverError(error: BaseException) -> socket.gaierror | None:
-    for candidate in (getattr(error, "socketError", None), error, error.__cause__):
-        if isinstance(candidate, socket.gaierror):
-            return candidate
-    return None
-
-
-def resolverReason(error: BaseException) -> str | None:
-    """
-    If a listener failed because its interface could not be resolved (a
-    C{socket.gaierror}, whose error numbers are negative and no C{ERRNO=}),
-    the reason in words: C{cannot resolve interface '999.1.1.1' (Name or
-    service not known)}; otherwise L{None}.
-    """
-    found = _resolverError(error)
-    if found is None:
-        return None
-    words = found.strerror or str(found)
-    interface = getattr(error, "interface", None)
-    if interface:
-        return f"cannot resolve interface {interface!r} ({words})"
-    return f"cannot resolve the address ({words})"

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from .stats import RequestStats
+from txsdnotify.web.stats import RequestStats
 
 __all__ = ["TrackingFactory", "channelOf"]
 

@@ -2,7 +2,7 @@
 """
 A pool of worker processes serving the sockets their master holds.
 
-L{WorkerPool} starts the workers (C{python -m txsdnotify.worker}) with the
+L{WorkerPool} starts the workers (C{python -m txsdnotify.cli.worker}) with the
 listening sockets as inherited descriptors, reads what they report, sums
 their counters, replaces a worker that dies (with a back-off), kills one
 that stops reporting, gives up when workers keep dying before they are
@@ -27,8 +27,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .stats import RequestStats
-from .workerproto import CONTROL_FD, LineDecoder, statsFromMessage
+from txsdnotify.web.stats import RequestStats
+from txsdnotify.workers.protocol import CONTROL_FD, LineDecoder, statsFromMessage
 
 __all__ = ["WorkerPool", "WorkerProcess", "WorkersFailed", "WorkerState"]
 
@@ -236,7 +236,7 @@ class WorkerPool:
         return started
 
     def _command(self, slot: int) -> list[str]:
-        command = [sys.executable, "-m", "txsdnotify.worker"]
+        command = [sys.executable, "-m", "txsdnotify.cli.worker"]
         command += ["--report-interval", repr(self.reportInterval)]
         for i, (_, family) in enumerate(self._sockets[slot]):
             command += ["--listen", f"{FIRST_SOCKET_FD + i}:{family}"]

@@ -11,7 +11,7 @@ there anyway; asking for no more keeps C{ss -ltn} truthful).
 
 from __future__ import annotations
 
-from .descriptions import splitDescription
+from txsdnotify.web.descriptions import splitDescription
 
 __all__ = ["DEFAULT_BACKLOG", "defaultBacklog", "withBacklog"]
 

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .message import NotifyAddressError, formatMessage, parseAddress
+from txsdnotify.systemd.message import NotifyAddressError, formatMessage, parseAddress
 
 __all__ = ["Notifier", "monotonicUsec", "notifyNow"]
 
@@ -140,7 +140,7 @@ class Notifier:
     ) -> None:
         """
         @param address: An C{AF_UNIX} address as returned by
-            L{txsdnotify.message.parseAddress}, or L{None} to disable.
+            L{txsdnotify.systemd.message.parseAddress}, or L{None} to disable.
         @param reactor: The reactor that watches the socket for room; the
             global one by default.
         """
@@ -194,7 +194,7 @@ class Notifier:
         """
         Send C{fields} as one message, e.g. C{notify(READY=1, STATUS="up")}.
 
-        @raise ValueError: See L{txsdnotify.message.formatMessage}.
+        @raise ValueError: See L{txsdnotify.systemd.message.formatMessage}.
         """
         self.send(fields)
 
@@ -205,7 +205,7 @@ class Notifier:
         @param fds: Descriptors to pass along (C{SCM_RIGHTS}), as C{FDSTORE=1}
             wants; they are duplicated, so the caller may close its own.
 
-        @raise ValueError: See L{txsdnotify.message.formatMessage}.
+        @raise ValueError: See L{txsdnotify.systemd.message.formatMessage}.
         """
         if self.address is None:
             return
