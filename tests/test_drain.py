@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from h2.config import H2Configuration
+from h2.connection import H2Connection as H2Client
 from inmemory import GET, Root, connect
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -14,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
+from twisted.web._http2 import H2Connection
 from twisted.web.server import Site
 
 from txsdnotify.web.drain import Drain, DrainResult
@@ -367,3 +370,27 @@ def test_channelWithoutLoseConnection() -> None:
     Drain(tracker, clock=clock, grace=2).start()
     clock.advance(2)
     assert transport.disconnecting and not transport.disconnected
+
+
+def test_http2ConnectionGetsNoGrace() -> None:
+    """
+    An HTTP/2 connection with nothing in flight is told GOAWAY and closed at
+    once: it never waits for the grace that fresh HTTP/1.1 connections get.
+    """
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    transport.unregisterProducer()
+    h2 = H2Connection(reactor=clock)
+    # What H2Connection is given by the HTTP factory, untyped in Twisted.
+    h2.site = tracker.site  # type: ignore[assignment]
+    h2.callLater = clock.callLater  # type: ignore[method-assign,assignment]
+    transport.registerProducer(h2, True)
+    h2.makeConnection(transport)
+    client = H2Client(H2Configuration(client_side=True))
+    client.initiate_connection()
+    h2.dataReceived(client.data_to_send())
+    connection._channel = h2
+    Drain(tracker, clock=clock, grace=2, timeout=30).start()
+    assert transport.disconnecting
+    # (HTTP/2's own calls are due now; the drain's: only the timeout.)
+    assert [c.getTime() for c in clock.getDelayedCalls() if c.getTime() > 0] == [30]

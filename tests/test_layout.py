@@ -15,6 +15,7 @@ C{python -m txsdnotify} and calls L{txsdnotify.cli.main}.
 from __future__ import annotations
 
 import ast
+import configparser
 import shutil
 from pathlib import Path
 
@@ -184,3 +185,21 @@ def test_everyModuleNamesItsTests() -> None:
             if not (tests / f"{module}.py").exists():
                 missing.append(f"{path.relative_to(PACKAGE)}: no {name.strip()}")
     assert missing == []
+
+
+def test_everyFolderIsPackaged() -> None:
+    """
+    setup.cfg lists every subpackage (its list is explicit, because
+    twisted/plugins must ship without an C{__init__.py}): a folder missing
+    there would be missing from the wheel, and C{pip install .} would give a
+    broken sdweb.
+    """
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    folders = {
+        moduleName(PACKAGE, p / "__init__.py")
+        for p in PACKAGE.rglob("*")
+        if (p / "__init__.py").exists()
+    }
+    assert folders | {"txsdnotify"} <= listed
