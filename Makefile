@@ -2,13 +2,14 @@
 #   make run    installs sdweb in .venv and serves the demo page on port 8080
 #               (PORT=...); Ctrl-C stops it and make exits 0
 #   make test   installs the package (not editable) with its test tools, the
-#               system tools the tests drive (systemd, curl, wrk, ss, haproxy),
+#               system tools the tests drive (systemd, curl, wrk, ss, haproxy,
+#               prometheus),
 #               unpacks systemd 254 into .cache/ and runs the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 PORT ?= 8080
 BIN = $(VENV)/bin
-SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk ss:iproute2 haproxy:haproxy
+SYSTEM_TOOLS = systemctl:systemd curl:curl wrk:wrk ss:iproute2 haproxy:haproxy promtool:prometheus prometheus:prometheus
 
 SYSTEMD_254 = .cache/systemd-254
 

@@ -11,10 +11,12 @@ The parts, each usable alone:
   - L{WSGIApplication}: sdweb's WSGI container, a twisted.web resource.
   - L{RequestStats}, L{TrackingFactory}, L{Drain}, L{WatchdogService},
     L{ReloadHooks}: what the services are made of.
+  - L{Metrics}: the figures for Prometheus (C{--metrics}).
   - L{txsdnotify.testing}: a real notification receiver and a recording
     notifier for your own tests.
 """
 
+from txsdnotify.metrics import Metrics
 from txsdnotify.ready import NotifyService, ReadinessConditions
 from txsdnotify.reload import ReloadHooks, reopenAccessLog
 from txsdnotify.service import ListenError, ListenFailed, WebService
@@ -41,6 +43,7 @@ __all__ = [
     "ListenError",
     "Lifecycle",
     "ListenFailed",
+    "Metrics",
     "Notifier",
     "NotifyAddressError",
     "NotifyService",

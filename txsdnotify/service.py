@@ -32,6 +32,13 @@ from txsdnotify.listeners import (
     stopListening,
     storeSockets,
 )
+from txsdnotify.metrics import (
+    Metrics,
+    MetricsPage,
+    metricsListeners,
+    metricsRequestFactory,
+    trackerGauges,
+)
 from txsdnotify.ready import ReadinessCondition, ReadinessConditions
 from txsdnotify.reload import Reloader, ReloadHook, ReloadHooks, reopenAccessLog
 from txsdnotify.signals import SignalRouter
@@ -88,6 +95,9 @@ class WebService(MultiService):
         healthPorts: Sequence[str] = (),
         agentPorts: Sequence[str] = (),
         healthGrace: float = 0.0,
+        metricsPath: bytes | None = None,
+        metricsPorts: Sequence[str] = (),
+        metricsRegistry: Any = None,
     ) -> None:
         """
         @param site: Any twisted.web site; it is not changed.
@@ -129,6 +139,15 @@ class WebService(MultiService):
         @param healthGrace: Seconds between the start of a stop (when health
             checks begin to fail) and the ports closing, serving as usual
             meanwhile, so that a balancer can take this server out first.
+        @param metricsPath: Answer Prometheus scrapes at this path
+            (C{b"/metrics"}) on the service's own ports, before the site
+            (see L{txsdnotify.metrics}); needs C{prometheus_client}.
+        @param metricsPorts: Endpoints (strports) that answer only the
+            scrapes, at C{metricsPath} (C{/metrics} if not given).
+        @param metricsRegistry: The C{prometheus_client} registry to serve
+            there, with the service's figures added; a new one by default
+            (L{metrics}C{.registry}).  Giving one turns the metrics on, to
+            be served by the application as it likes.
         """
         super().__init__()
         if reactor is None:
@@ -174,6 +193,12 @@ class WebService(MultiService):
             reactor=reactor,
             inherited=inherited,
         )
+        self.metrics: Metrics | None = None
+        self.metricsPage: MetricsPage | None = None
+        if metricsPath is not None or metricsPorts or metricsRegistry is not None:
+            self._setUpMetrics(
+                metricsPath, metricsPorts, metricsRegistry, reactor, inherited
+            )
         self.drain: Drain | None = None
         self._drainHooks: list[DrainHook] = []
         self._listening: Deferred[None] | None = None
@@ -202,6 +227,38 @@ class WebService(MultiService):
         if interval is not None:
             self.watchdog = WatchdogService(self.lifecycle, interval, clock=reactor)
             self.watchdog.setServiceParent(self)
+
+    def _setUpMetrics(
+        self,
+        path: bytes | None,
+        ports: Sequence[str],
+        registry: Any,
+        reactor: Any,
+        inherited: Sequence[InheritedSocket],
+    ) -> None:
+        metrics = self.metrics = Metrics(
+            self.lifecycle,
+            self.tracker.stats,
+            trackerGauges(self.tracker),
+            registry=registry,
+        )
+        page = self.metricsPage = MetricsPage(metrics.render)
+        if path is not None:
+            tracker, earlier = self.tracker, self.tracker.answerFirst
+
+            def answerFirst(base: Any) -> Any:
+                if earlier is not None:
+                    base = earlier(base)
+                return metricsRequestFactory(base, page, path, tracker)
+
+            tracker.answerFirst = answerFirst
+        self.listeners += metricsListeners(
+            page,
+            path or b"/metrics",
+            ports,
+            reactor=reactor,
+            inherited=inherited,
+        )
 
     # Start-up.
 

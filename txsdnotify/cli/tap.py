@@ -33,6 +33,7 @@ from txsdnotify.cli.startup_checks import (
     checkPortDescription,
     checkResourceScript,
 )
+from txsdnotify.metrics import MetricsUnavailable, checkAvailable, trackerGauges
 from txsdnotify.service import WebService
 from txsdnotify.systemd.activation import (
     InheritedSocket,
@@ -99,6 +100,18 @@ def healthPath(value: str) -> bytes:
 
 
 healthPath.coerceDoc = "A path such as /healthz."  # type: ignore[attr-defined]
+
+
+def metricsPath(value: str) -> bytes:
+    """
+    The C{--metrics} path: absolute, ASCII, without a query.
+    """
+    if not value.startswith("/") or "?" in value or not value.isascii():
+        raise ValueError(f"--metrics wants a path such as /metrics, not {value!r}")
+    return value.encode("ascii")
+
+
+metricsPath.coerceDoc = "A path such as /metrics."  # type: ignore[attr-defined]
 
 
 def portDescription(port: str) -> str:
@@ -170,6 +183,21 @@ systemd passed (socket activation), or else tcp:8080."""
             _workerCount,
         ],
         ["agent-port", None, None, "Answer HAProxy's agent-check here."],
+        [
+            "metrics",
+            None,
+            None,
+            "Answer Prometheus scrapes at this path (e.g. /metrics) before"
+            " the site; not counted, not logged (needs txsdnotify[metrics]).",
+            metricsPath,
+        ],
+        [
+            "metrics-port",
+            None,
+            None,
+            "Answer Prometheus scrapes (only) here, at /metrics (or the"
+            " --metrics path).",
+        ],
         [
             "health-grace",
             None,
@@ -427,7 +455,12 @@ systemd passed (socket activation), or else tcp:8080."""
                 ) from e
             except (ValueError, TypeError) as e:
                 raise usage.UsageError(f"bad --port {description!r}: {e}") from e
-        for option in ("health-port", "agent-port"):
+        if self["metrics"] is not None or self["metrics-port"] is not None:
+            try:
+                checkAvailable()
+            except MetricsUnavailable as e:
+                raise SystemExit(f"twistd sdweb: {e}") from None
+        for option in ("health-port", "agent-port", "metrics-port"):
             if self[option] is not None:
                 self[option] = portDescription(self[option])
                 try:
@@ -525,6 +558,15 @@ def threadsWaiting(application: WSGIApplication) -> Callable[[], str | None]:
     return figure
 
 
+def countThreads(service: WebService, config: Options) -> None:
+    """
+    Have the metrics show the threads of a C{--wsgi} application.
+    """
+    root = config["root"]
+    if service.metrics is not None and isinstance(root, WSGIApplication):
+        service.metrics.gauges = trackerGauges(service.tracker, root.threads)
+
+
 def makeSite(config: Options) -> Site:
     """
     The site that the options describe.
@@ -565,9 +607,12 @@ def makeService(config: Options) -> MultiService:
         healthPorts=[config["health-port"]] if config["health-port"] else [],
         agentPorts=[config["agent-port"]] if config["agent-port"] else [],
         healthGrace=config["health-grace"],
+        metricsPath=config["metrics"],
+        metricsPorts=[config["metrics-port"]] if config["metrics-port"] else [],
     )
     if isinstance(config["root"], WSGIApplication):
         service.statusLine.addFigure(threadsWaiting(config["root"]))
+    countThreads(service, config)
     service.exitOnListenFailure = True
     if isinstance(config["root"], static.File):
         config["root"].registry.setComponent(interfaces.IServiceCollection, service)

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from twisted.internet.interfaces import IStreamServerEndpoint
 
-from txsdnotify.cli.tap import Options, makeSite
+from txsdnotify.cli.tap import Options, countThreads, makeSite
+from txsdnotify.metrics import newRegistry
 from txsdnotify.service import WebService
 from txsdnotify.systemd.notify import Notifier
 from txsdnotify.workers.worker import WorkerStartError, runWorker
@@ -74,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise WorkerStartError(
                 str(e.code) if e.code is not None else "exited"
             ) from None
-        return WebService(
+        # The master serves --metrics-port; a worker needs its figures (the
+        # gauges it reports) whenever the master serves metrics.
+        wantMetrics = config["metrics"] is not None or config["metrics-port"]
+        service = WebService(
             makeSite(config),
             endpoints,
             notifier=Notifier(None, reactor=reactor),
@@ -85,7 +89,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             inherited=[],
             healthPath=config["health"],
             healthGrace=config["health-grace"],
+            metricsPath=config["metrics"],
+            metricsRegistry=newRegistry() if wantMetrics else None,
         )
+        countThreads(service, config)
+        return service
 
     runWorker(args.listen, args.report_interval, makeService)
 

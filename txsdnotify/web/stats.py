@@ -8,10 +8,45 @@ sampler that turns two readings into rates.  Nothing here knows systemd.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["RequestStats", "StatusFigures", "StatusSampler", "formatBytes"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "RequestStats",
+    "StatusFigures",
+    "StatusSampler",
+    "formatBytes",
+]
+
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""
+The upper bounds (seconds, inclusive) of the request duration histogram's
+buckets; a last bucket takes what is longer.
+"""
+
+CLASSES = 6
+"""
+The length of L{RequestStats.byClass}: index 1 to 5 for the status classes
+1xx to 5xx, index 0 for any other code.
+"""
 
 
 class RequestStats:
@@ -19,10 +54,21 @@ class RequestStats:
     Counters of one server, updated as requests and connections come and go.
 
     @ivar started: Requests whose request line has arrived.
-    @ivar completed: Requests that finished or whose client went away.
-    @ivar bytesSent: Response body bytes of the completed requests.
+    @ivar completed: Requests whose response was sent (finished, or handed
+        over to another protocol such as a WebSocket).
+    @ivar aborted: Requests whose connection closed before their response
+        was finished (aborted by a drain, or the client went away).
+    @ivar bytesSent: Response body bytes of the completed and aborted
+        requests.
     @ivar connectionsOpened: Connections accepted.
     @ivar connectionsClosed: Connections closed.
+    @ivar byClass: The completed requests by status class: C{byClass[2]}
+        counts the 2xx responses, C{byClass[0]} codes outside 100-599.
+    @ivar durations: The completed requests by duration (from the moment
+        the request was received to its response finishing), one count per
+        bucket of L{DURATION_BUCKETS} and a last one for longer requests;
+        not cumulative.
+    @ivar durationSum: The seconds the completed requests took, summed.
     """
 
     __slots__ = (
@@ -31,6 +77,10 @@ class RequestStats:
         "bytesSent",
         "connectionsOpened",
         "connectionsClosed",
+        "aborted",
+        "byClass",
+        "durations",
+        "durationSum",
     )
 
     def __init__(self) -> None:
@@ -39,13 +89,69 @@ class RequestStats:
         self.bytesSent = 0
         self.connectionsOpened = 0
         self.connectionsClosed = 0
+        self.aborted = 0
+        self.byClass = [0] * CLASSES
+        self.durations = [0] * (len(DURATION_BUCKETS) + 1)
+        self.durationSum = 0.0
+
+    def responseSent(self, code: int, seconds: float, length: int) -> None:
+        """
+        A request's response was sent: count it, its status class, its
+        duration and its body's length.  O(1), allocates nothing but floats.
+
+        @param code: Its status code.
+        @param seconds: How long it took.
+        @param length: The bytes of its body.
+        """
+        self.completed += 1
+        self.bytesSent += length
+        kind = code // 100
+        self.byClass[kind if 0 < kind < CLASSES else 0] += 1
+        self.durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.durationSum += seconds
+
+    def responseAborted(self, length: int) -> None:
+        """
+        A request's connection closed before its response was finished.
+
+        @param length: The bytes of its body sent before.
+        """
+        self.aborted += 1
+        self.bytesSent += length
+
+    def add(self, other: RequestStats) -> None:
+        """
+        Add C{other}'s counts to these.
+        """
+        self.started += other.started
+        self.completed += other.completed
+        self.bytesSent += other.bytesSent
+        self.connectionsOpened += other.connectionsOpened
+        self.connectionsClosed += other.connectionsClosed
+        self.aborted += other.aborted
+        for i, count in enumerate(other.byClass):
+            self.byClass[i] += count
+        for i, count in enumerate(other.durations):
+            self.durations[i] += count
+        self.durationSum += other.durationSum
+
+    def setToSum(self, parts: Iterable[RequestStats]) -> None:
+        """
+        Make these counts the sum of C{parts}' (in place: readers keep
+        reading this object).
+        """
+        total = RequestStats()
+        for part in parts:
+            total.add(part)
+        for name in self.__slots__:
+            setattr(self, name, getattr(total, name))
 
     @property
     def inFlight(self) -> int:
         """
-        Requests begun and not yet completed.
+        Requests begun and neither completed nor aborted.
         """
-        return self.started - self.completed
+        return self.started - self.completed - self.aborted
 
     @property
     def openConnections(self) -> int:

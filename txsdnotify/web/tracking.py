@@ -11,6 +11,7 @@ increments; nothing is logged or allocated for the statistics.
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import Any, Callable, Protocol
 
 from twisted.internet.interfaces import (
@@ -24,9 +25,10 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from txsdnotify.web.http2 import isH2
 from txsdnotify.web.stats import RequestStats
 
-__all__ = ["TrackingFactory", "channelOf"]
+__all__ = ["TrackingFactory", "channelOf", "connectionKinds"]
 
 
 class DrainObserver(Protocol):
@@ -65,6 +67,10 @@ PROCESSING = "_txsdnotifyProcessing"
 
 # Set on a channel: the tracked connection it belongs to.
 _CONNECTION = "_txsdnotifyConnection"
+
+# Set on a request when it is processed: when (time.monotonic), for its
+# duration.
+STARTED = "_txsdnotifyStarted"
 
 
 def isProcessing(request: object) -> bool:
@@ -200,7 +206,7 @@ class TrackingFactory:
         connection = getattr(request.channel, _CONNECTION, None)
         if connection is None or connection not in self.connections:
             return
-        _ended(request, self.stats)
+        _ended(request, self.stats, True)
         transport = request.transport
         protocol = getattr(transport, "wrappedProtocol", None) or getattr(
             transport, "protocol", None
@@ -246,6 +252,7 @@ def _began(request: Any, tracker: TrackingFactory) -> Any:
     """
     tracker.stats.started += 1
     setattr(request, PROCESSING, True)
+    setattr(request, STARTED, monotonic())
     channel = request.channel
     setattr(channel, USED, True)
     drain = tracker.drain
@@ -254,14 +261,19 @@ def _began(request: Any, tracker: TrackingFactory) -> Any:
     return channel
 
 
-def _ended(request: Any, stats: RequestStats) -> None:
+def _ended(request: Any, stats: RequestStats, sent: bool) -> None:
     """
-    C{request} was answered, or its client went away: count it once.
+    C{request} was answered (C{sent}), or its connection closed before:
+    count it once.
     """
     if getattr(request, PROCESSING, False):
         setattr(request, PROCESSING, False)
-        stats.completed += 1
-        stats.bytesSent += getattr(request, "sentLength", 0)
+        length = getattr(request, "sentLength", 0)
+        if sent:
+            seconds = monotonic() - getattr(request, STARTED, 0.0)
+            stats.responseSent(request.code, seconds, length)
+        else:
+            stats.responseAborted(length)
 
 
 def _logUnfinished(request: Any) -> None:
@@ -321,13 +333,15 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     # written out rather than shared (a call, a setattr() or a super() costs
     # more than the counting itself): a request counts once it is processed
     # (its body has arrived) and ends once it is finished or its client is
-    # gone.  The attribute names are PROCESSING and USED.
+    # gone.  The attribute names are PROCESSING, STARTED and USED.
     class TrackedRequest(base):
         _txsdnotifyProcessing = False
+        _txsdnotifyStarted = 0.0
 
         def process(self) -> None:
             stats.started += 1
             self._txsdnotifyProcessing = True
+            self._txsdnotifyStarted = monotonic()
             channel = self.channel
             channel._txsdnotifyUsed = True
             if tracker.drain is not None:
@@ -340,13 +354,16 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
             baseFinish(self)
             if self._txsdnotifyProcessing:
                 self._txsdnotifyProcessing = False
-                stats.completed += 1
-                stats.bytesSent += self.sentLength
+                stats.responseSent(
+                    self.code,
+                    monotonic() - self._txsdnotifyStarted,
+                    self.sentLength,
+                )
 
         def connectionLost(self, reason: Failure) -> None:
             if self._txsdnotifyProcessing:
                 _logUnfinished(self)
-                _ended(self, stats)
+                _ended(self, stats, self.finished)
             baseConnectionLost(self, reason)
 
     TrackedRequest.__name__ = TrackedRequest.__qualname__ = "Tracked" + base.__name__
@@ -370,10 +387,24 @@ def _trackingRequestCallable(
                 tracker.switchedProtocols(request)
 
         def ended(result: object) -> None:
-            _ended(request, stats)
+            _ended(request, stats, not isinstance(result, Failure))
 
         request.process = tracked
         request.notifyFinish().addBoth(ended)
         return request
 
     return makeRequest
+
+
+def connectionKinds(tracker: TrackingFactory) -> tuple[int, int, int]:
+    """
+    The open connections of C{tracker} by kind: (HTTP/1.x, HTTP/2, taken
+    over by another protocol such as a WebSocket).  Walks the connections:
+    for a scrape now and then, not for every request.
+    """
+    upgraded = len(tracker.upgraded)
+    http2 = 0
+    for connection in tracker.connections:
+        if isH2(channelOf(connection)):
+            http2 += 1
+    return len(tracker.connections) - http2 - upgraded, http2, upgraded

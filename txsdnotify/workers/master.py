@@ -9,7 +9,9 @@ L{WorkerPool} on them and is the only process that speaks to systemd,
 through one L{Lifecycle}: C{READY=1} once every worker is ready, one status
 line with the summed figures and the workers' state, C{RELOADING=1} while
 the workers are replaced one at a time, C{STOPPING=1} while they drain, and
-the watchdog pinged only while every worker reports.
+the watchdog pinged only while every worker reports.  It answers
+C{--metrics-port} itself, from the sum of every worker's counters, and the
+workers pass C{--metrics} scrapes on their ports to it.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txsdnotify.listeners import (
+    Listener,
     addresses,
     keepOpenForSystemd,
     listenAll,
     planListeners,
     storeSockets,
 )
+from txsdnotify.metrics import Metrics, MetricsPage, metricsListeners
 from txsdnotify.reload import Reloader, ReloadHooks
 from txsdnotify.service import _exit, _whenRunning
 from txsdnotify.signals import SignalRouter
@@ -41,7 +45,8 @@ from txsdnotify.systemd.failures import ListenError, ListenFailed
 from txsdnotify.systemd.lifecycle import Lifecycle, State
 from txsdnotify.systemd.notify import Notifier
 from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
-from txsdnotify.workers.pool import WorkerPool, currentEnvironment
+from txsdnotify.workers.pool import WorkerPool, WorkerProcess, currentEnvironment
+from txsdnotify.workers.protocol import encode
 
 __all__ = ["WorkerMaster", "makeMaster"]
 
@@ -112,6 +117,8 @@ class WorkerMaster(MultiService):
         reloadTimeout: float = 120.0,
         fdStore: bool = False,
         inherited: Sequence[InheritedSocket] = (),
+        metricsPath: bytes | None = None,
+        metricsPorts: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -147,10 +154,46 @@ class WorkerMaster(MultiService):
         )
         self._exitStatus: int | None = None
         self._listening: Deferred[None] | None = None
+        self.metrics: Metrics | None = None
+        self.metricsListeners: list[Listener] = []
+        if metricsPath is not None or metricsPorts:
+            self._setUpMetrics(metricsPath, metricsPorts, inherited)
         interval = watchdogInterval(environ)
         if interval is not None:
             gate = _WatchdogGate(self.lifecycle, pool)
             WatchdogService(gate, interval, clock=reactor).setServiceParent(self)
+
+    def _setUpMetrics(
+        self,
+        path: bytes | None,
+        ports: Sequence[str],
+        inherited: Sequence[InheritedSocket],
+    ) -> None:
+        pool = self.pool
+        metrics = self.metrics = Metrics(self.lifecycle, pool.stats, pool.gauges)
+        metrics.workers = lambda: {
+            "ready": pool.readyCount(),
+            "replaced": pool.replaced,
+            "recycled": pool.recycled,
+            "failing": pool.failing(),
+        }
+        metrics.refresh = pool.refresh
+        page = MetricsPage(metrics.render)
+        self.metricsListeners = metricsListeners(
+            page, path or b"/metrics", ports, reactor=self.reactor, inherited=inherited
+        )
+        pool.onMetrics = self._answerWorker
+
+    def _answerWorker(self, worker: WorkerProcess, asked: int) -> None:
+        """
+        A worker was scraped on its ports: send it the metrics of all.
+        """
+        assert self.metrics is not None
+        d = self.metrics.render()
+        d.addCallback(
+            lambda body: worker.send(encode("metrics", id=asked, text=body.decode()))
+        )
+        d.addErrback(lambda f: self.log.failure("sdweb: metrics failed", f))
 
     # Start-up.
 
@@ -159,15 +202,9 @@ class WorkerMaster(MultiService):
         Bind every socket now, and fail with one line if one cannot be.
         """
         super().privilegedStartService()
-        listening = listenAll(self.listeners, Factory.forProtocol(_Refuse))
-        outcome: list[object] = []
-        listening.addBoth(outcome.append)
-        if outcome and isinstance(outcome[0], Failure):
-            error = outcome[0].value
-            assert isinstance(error, ListenError)
-            self.lifecycle.failed(outcome[0])
-            raise ListenFailed(f"sdweb: {error}")
+        _listenNow(self.lifecycle, self.listeners, Factory.forProtocol(_Refuse))
         self._holdSockets()
+        _listenNow(self.lifecycle, self.metricsListeners, Factory.forProtocol(_Refuse))
 
     def _holdSockets(self) -> None:
         # The workers accept; this process only keeps the sockets open.
@@ -290,7 +327,7 @@ class WorkerMaster(MultiService):
 
     def _closeSockets(self) -> Deferred[Any]:
         closing = []
-        for listener in self.listeners:
+        for listener in [*self.listeners, *self.metricsListeners]:
             port, listener.port = listener.port, None
             if port is None:
                 continue
@@ -298,6 +335,23 @@ class WorkerMaster(MultiService):
                 keepOpenForSystemd(port)
             closing.append(maybeDeferred(port.stopListening))
         return DeferredList(closing)
+
+
+def _listenNow(
+    lifecycle: Lifecycle, listeners: Sequence[Listener], factory: Factory
+) -> None:
+    """
+    Bind C{listeners} now (with their own factory, or C{factory}); fail
+    with one line if one cannot be bound.
+    """
+    listening = listenAll(listeners, factory)
+    outcome: list[object] = []
+    listening.addBoth(outcome.append)
+    if outcome and isinstance(outcome[0], Failure):
+        error = outcome[0].value
+        assert isinstance(error, ListenError)
+        lifecycle.failed(outcome[0])
+        raise ListenFailed(f"sdweb: {error}")
 
 
 def makeMaster(config: Any) -> WorkerMaster:
@@ -329,4 +383,6 @@ def makeMaster(config: Any) -> WorkerMaster:
         healthGrace=config["health-grace"],
         fdStore=bool(config["fd-store"]) or storeEnabled(config.environ),
         inherited=config.inherited,
+        metricsPath=config["metrics"],
+        metricsPorts=[config["metrics-port"]] if config["metrics-port"] else [],
     )

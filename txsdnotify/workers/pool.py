@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
@@ -28,7 +28,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txsdnotify.web.stats import RequestStats
-from txsdnotify.workers.protocol import CONTROL_FD, LineDecoder, statsFromMessage
+from txsdnotify.workers.protocol import (
+    CONTROL_FD,
+    LineDecoder,
+    encode,
+    gaugesFromMessage,
+    statsFromMessage,
+)
 
 __all__ = ["WorkerPool", "WorkerProcess", "WorkersFailed", "WorkerState"]
 
@@ -77,6 +83,8 @@ class WorkerProcess(ProcessProtocol):
 
     @ivar state: Its L{WorkerState}.
     @ivar stats: Its counters, as last reported.
+    @ivar gauges: Its gauges (open connections by kind, WSGI threads), as
+        last reported.
     @ivar lastHeard: When it last said something (its heartbeat).
     @ivar reason: Why it could not start, if it said.
     @ivar pid: Its process id.
@@ -92,11 +100,13 @@ class WorkerProcess(ProcessProtocol):
         self.slot = slot
         self.state = WorkerState.STARTING
         self.stats = RequestStats()
+        self.gauges: dict[str, int] = {}
         self.lastHeard = pool.clock.seconds()
         self.reason: str | None = None
         self.pid: int | None = None
         self.ready: Deferred[None] = Deferred()
         self._decoder = LineDecoder()
+        self._reported: list[Deferred[None]] = []
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """
@@ -109,12 +119,43 @@ class WorkerProcess(ProcessProtocol):
             kind = message["kind"]
             if kind == "counts":
                 statsFromMessage(message, self.stats)
+                self.gauges = gaugesFromMessage(message)
+                reported, self._reported = self._reported, []
+                for d in reported:
+                    if not d.called:  # not timed out
+                        d.callback(None)
+            elif kind == "metrics":
+                asked = message.get("id")
+                if isinstance(asked, int) and self.pool.onMetrics is not None:
+                    self.pool.onMetrics(self, asked)
             elif kind == "ready" and self.state is WorkerState.STARTING:
                 self.state = WorkerState.READY
                 self.ready.callback(None)
             elif kind == "failed":
                 self.reason = str(message.get("reason", ""))[:200] or None
         self.pool.changed()
+
+    def send(self, message: bytes) -> None:
+        """
+        Write C{message} to its standard input, if it still runs.
+        """
+        if self.transport is not None and self.state is not WorkerState.EXITED:
+            try:
+                self.transport.writeToChild(0, message)
+            except (KeyError, OSError):
+                pass
+
+    def report(self) -> Deferred[None]:
+        """
+        Ask for its counters now.
+
+        @return: Fires once they have arrived (never, if it does not answer:
+            add a timeout).
+        """
+        d: Deferred[None] = Deferred()
+        self._reported.append(d)
+        self.send(encode("report"))
+        return d
 
     def stop(self) -> None:
         """
@@ -144,6 +185,10 @@ class WorkerProcess(ProcessProtocol):
         """
         wasReady = self.state is not WorkerState.STARTING
         self.state = WorkerState.EXITED
+        reported, self._reported = self._reported, []
+        for d in reported:
+            if not d.called:
+                d.callback(None)
         how = describeExit(reason)
         if not self.ready.called:
             self.ready.errback(WorkersFailed(self.reason or f"a worker {how}"))
@@ -158,6 +203,10 @@ class WorkerPool:
     @ivar workers: The workers serving (or starting to, to serve).
     @ivar stats: The counters of all workers, past and present, summed.
     @ivar replaced: How many workers died and were replaced.
+    @ivar recycled: How many workers were replaced on purpose (a reload),
+        the new one ready before the old one drained.
+    @ivar onMetrics: Called with a worker and the id of its question when
+        the worker asks for the metrics (a scrape on its ports).
     @ivar lastExit: How the last unexpected exit went, in words.
     """
 
@@ -205,6 +254,8 @@ class WorkerPool:
         self.candidates: list[WorkerProcess] = []
         self.stats = RequestStats()
         self.replaced = 0
+        self.recycled = 0
+        self.onMetrics: Callable[[WorkerProcess, int], object] | None = None
         self.lastExit: str | None = None
         self.startFailures = 0
         self.stopping = False
@@ -330,12 +381,7 @@ class WorkerPool:
         """
         Something was reported: sum the counters, see if all are ready.
         """
-        stats, past = self.stats, self._past
-        for name in RequestStats.__slots__:
-            total = getattr(past, name)
-            for worker in self.live():
-                total += getattr(worker.stats, name)
-            setattr(stats, name, total)
+        self.stats.setToSum([self._past, *(w.stats for w in self.live())])
         if any(w.state is WorkerState.READY for w in self.workers):
             self.startFailures = 0
         started = self._started
@@ -349,15 +395,17 @@ class WorkerPool:
 
     def _retire(self, worker: WorkerProcess) -> None:
         """
-        Keep what a worker that exited did; what was in flight on it is lost.
+        Keep what a worker that exited did (its last report: no counter
+        goes backwards); what was in flight on it was aborted, and its
+        connections are closed.
         """
         past, mine = self._past, worker.stats
-        past.completed += mine.completed
-        past.started += mine.completed
-        past.bytesSent += mine.bytesSent
-        past.connectionsOpened += mine.connectionsOpened
-        past.connectionsClosed += mine.connectionsOpened
+        lost, stillOpen = mine.inFlight, mine.openConnections
+        past.add(mine)
+        past.aborted += lost
+        past.connectionsClosed += stillOpen
         worker.stats = RequestStats()
+        worker.gauges = {}
 
     # What the master reads.
 
@@ -366,6 +414,43 @@ class WorkerPool:
         Every worker process that has not exited.
         """
         return [*self.workers, *self.candidates, *self.leaving]
+
+    def refresh(self, timeout: float = 2.0) -> Deferred[None]:
+        """
+        Have every worker report its counters now, and sum them.
+
+        @return: Fires once all have (or C{timeout} seconds have passed:
+            the sum then has the last counts of the slow ones).
+        """
+        waits = []
+        for worker in self.live():
+            if worker.state is WorkerState.STARTING:
+                continue
+            d = worker.report()
+            d.addTimeout(timeout, self.clock)
+            waits.append(d)
+        done = DeferredList(waits, consumeErrors=True)
+        done.addCallback(lambda _: self.changed())
+        return done  # type: ignore[return-value]
+
+    def gauges(self) -> dict[str, int]:
+        """
+        The gauges every live worker reported, summed.
+        """
+        total: dict[str, int] = {}
+        for worker in self.live():
+            for name, value in worker.gauges.items():
+                total[name] = total.get(name, 0) + value
+        return total
+
+    def failing(self) -> int:
+        """
+        How many places lack a ready worker while workers keep exiting
+        before they are ready.
+        """
+        if self.startFailures <= 0:
+            return 0
+        return max(0, self.count - self.readyCount())
 
     def readyCount(self) -> int:
         """
@@ -442,6 +527,7 @@ class WorkerPool:
             if old in self.workers:
                 self.workers.remove(old)
                 self.leaving.append(old)
+                self.recycled += 1
                 old.stop()
             self.changed()
 

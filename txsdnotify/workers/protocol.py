@@ -5,14 +5,20 @@ line.
 
 A worker says C{ready} once it has adopted its sockets and serves, C{counts}
 every report interval (its request counters, which double as its
-heartbeat), and C{failed} with one line of reason when it cannot start.
-Nothing is sent per request.  Nothing here knows systemd.
+heartbeat, and its gauges: open connections by kind, WSGI threads), and
+C{failed} with one line of reason when it cannot start.  Nothing is sent per
+request.  Nothing here knows systemd.
+
+The master writes to a worker's standard input: C{report} asks for its
+C{counts} at once (before a scrape), and C{metrics} answers a worker's
+C{metrics} question (a scrape on the worker's own ports) with the text the
+master made from every worker's figures.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from txsdnotify.web.stats import RequestStats
@@ -22,6 +28,7 @@ __all__ = [
     "LineDecoder",
     "countsMessage",
     "encode",
+    "gaugesFromMessage",
     "statsFromMessage",
 ]
 
@@ -41,7 +48,10 @@ _COUNTERS = (
     "bytesSent",
     "connectionsOpened",
     "connectionsClosed",
+    "aborted",
 )
+
+_LISTS = ("byClass", "durations")
 
 
 def encode(kind: str, **fields: object) -> bytes:
@@ -51,22 +61,58 @@ def encode(kind: str, **fields: object) -> bytes:
     return json.dumps({"kind": kind, **fields}, separators=(",", ":")).encode() + b"\n"
 
 
-def countsMessage(stats: RequestStats) -> bytes:
+def countsMessage(
+    stats: RequestStats, gauges: Mapping[str, int] | None = None
+) -> bytes:
     """
-    The C{counts} message for C{stats}.
+    The C{counts} message for C{stats}, with C{gauges} (figures of now,
+    such as open connections by kind) if given.
     """
-    return encode("counts", **{name: getattr(stats, name) for name in _COUNTERS})
+    fields: dict[str, object] = {name: getattr(stats, name) for name in _COUNTERS}
+    for name in _LISTS:
+        fields[name] = getattr(stats, name)
+    fields["durationSum"] = stats.durationSum
+    if gauges:
+        fields["gauges"] = dict(gauges)
+    return encode("counts", **fields)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def statsFromMessage(message: dict[str, Any], into: RequestStats) -> None:
     """
     Copy the counters of a C{counts} message into C{into}; fields that are
-    missing or not whole numbers are left as they were.
+    missing or not whole numbers (lists of them, of the right length) are
+    left as they were.
     """
     for name in _COUNTERS:
         value = message.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if _count(value):
             setattr(into, name, value)
+    for name in _LISTS:
+        values = message.get(name)
+        if (
+            isinstance(values, list)
+            and len(values) == len(getattr(into, name))
+            and all(_count(v) for v in values)
+        ):
+            setattr(into, name, values)
+    seconds = message.get("durationSum")
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        if seconds >= 0:
+            into.durationSum = float(seconds)
+
+
+def gaugesFromMessage(message: dict[str, Any]) -> dict[str, int]:
+    """
+    The gauges of a C{counts} message: names with whole numbers >= 0.
+    """
+    gauges = message.get("gauges")
+    if not isinstance(gauges, dict):
+        return {}
+    return {k: v for k, v in gauges.items() if isinstance(k, str) and _count(v)}
 
 
 class LineDecoder:
@@ -74,8 +120,12 @@ class LineDecoder:
     Turns the bytes read from a worker's pipe into messages.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, maxLine: int = MAX_LINE) -> None:
+        """
+        @param maxLine: The longest line accepted; a longer one is dropped.
+        """
         self._buffer = b""
+        self._maxLine = maxLine
 
     def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
         """
@@ -84,10 +134,10 @@ class LineDecoder:
         """
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
-        if len(self._buffer) > MAX_LINE:
+        if len(self._buffer) > self._maxLine:
             self._buffer = b""
         for line in lines:
-            if len(line) > MAX_LINE:
+            if len(line) > self._maxLine:
                 continue
             try:
                 message = json.loads(line)

@@ -7,9 +7,11 @@ The master starts it as C{python -m txsdnotify.cli.worker --listen FD:FAMILY
 the sdweb options and builds the service, and L{runWorker} here runs it: it
 adopts the inherited sockets and serves them with a L{WebService} whose
 notifier goes nowhere.  It tells the master, over descriptor L{CONTROL_FD},
-when it is ready and its request counters every interval; on C{SIGTERM} it
-drains as C{twistd sdweb} does.  When its standard input closes (the master
-is gone) it stops.
+when it is ready and its request counters every interval (and at once when
+the master asks, before a scrape); on C{SIGTERM} it drains as C{twistd
+sdweb} does.  When its standard input closes (the master is gone) it stops.
+A scrape of C{--metrics} on its ports is answered with the text the master
+makes from every worker's figures.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, cast
 
 from twisted.application.app import startApplication
 from twisted.application.service import Application
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Protocol
@@ -39,7 +42,12 @@ from twisted.python.failure import Failure
 
 from txsdnotify.service import WebService
 from txsdnotify.systemd.journal import journalObserver, journalStream
-from txsdnotify.workers.protocol import CONTROL_FD, countsMessage, encode
+from txsdnotify.workers.protocol import (
+    CONTROL_FD,
+    LineDecoder,
+    countsMessage,
+    encode,
+)
 
 __all__ = [
     "MasterLink",
@@ -51,6 +59,16 @@ __all__ = [
 
 log = Logger()
 
+MAX_METRICS = 4 * 1024 * 1024
+"""
+The longest message from the master (metrics text) a worker accepts.
+"""
+
+METRICS_TIMEOUT = 10.0
+"""
+Seconds a worker waits for the master's metrics before it answers 503.
+"""
+
 
 class MasterLink(Protocol):
     """
@@ -61,6 +79,43 @@ class MasterLink(Protocol):
 
     def __init__(self, onClosed: Callable[[], object]) -> None:
         self._onClosed = onClosed
+        self._decoder = LineDecoder(maxLine=MAX_METRICS)
+        self._asked: dict[int, Deferred[bytes]] = {}
+        self._nextId = 0
+        self.onReport: Callable[[], object] = lambda: None
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        The master's messages: C{report} (send the counters now) and
+        C{metrics} (the answer to L{askMetrics}).
+        """
+        for message in self._decoder.feed(data):
+            kind = message["kind"]
+            if kind == "report":
+                self.onReport()
+            elif kind == "metrics":
+                d = self._asked.pop(message.get("id"), None)  # type: ignore[arg-type]
+                text = message.get("text")
+                if d is not None and isinstance(text, str):
+                    d.callback(text.encode("utf-8"))
+
+    def askMetrics(
+        self, clock: Any, timeout: float = METRICS_TIMEOUT
+    ) -> Deferred[bytes]:
+        """
+        Ask the master for the metrics of every worker.
+
+        @return: Fires with the text; fails after C{timeout} seconds.
+        """
+        self._nextId += 1
+        asked = self._nextId
+        d: Deferred[bytes] = Deferred(lambda _: self._forget(asked))
+        self._asked[asked] = d
+        self.send(encode("metrics", id=asked))
+        return d.addTimeout(timeout, clock)
+
+    def _forget(self, asked: int) -> None:
+        self._asked.pop(asked, None)
 
     def send(self, message: bytes) -> None:
         """
@@ -203,7 +258,18 @@ def runWorker(
     service.exitOnListenFailure = True
     stop.service = service
     stats = service.tracker.stats
-    report = LoopingCall(lambda: link.send(countsMessage(stats)))
+    metrics = service.metrics
+
+    def counts() -> bytes:
+        return countsMessage(stats, metrics.gauges() if metrics else None)
+
+    def sendCounts() -> None:
+        link.send(counts())
+
+    link.onReport = sendCounts
+    if service.metricsPage is not None:
+        service.metricsPage.exposition = lambda: link.askMetrics(reactor)
+    report = LoopingCall(sendCounts)
     report.clock = reactor
 
     def ready(_: None) -> None:
@@ -217,7 +283,7 @@ def runWorker(
     reactor.callWhenRunning(stop.handleSignals)
     reactor.run()
     try:
-        os.write(CONTROL_FD, countsMessage(stats))
+        os.write(CONTROL_FD, counts())
     except OSError:
         pass
     sys.stdout.flush()

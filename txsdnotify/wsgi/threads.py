@@ -74,6 +74,14 @@ class RequestThreads:
         return len(self._jobs)
 
     @property
+    def busy(self) -> int:
+        """
+        How many threads are awake: running a job, or about to take the next
+        one; O(1).
+        """
+        return self._running
+
+    @property
     def threads(self) -> int:
         """
         How many threads have been started so far.
