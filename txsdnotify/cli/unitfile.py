@@ -62,6 +62,118 @@ FD_STORE_MAX = 4
 C{FileDescriptorStoreMax=} for C{--fd-store} (more if there are more ports).
 """
 
+CREDENTIAL_KEY = "tls.key"
+"""
+The credential name (C{LoadCredential=}) of C{--tls-key}.
+"""
+
+CREDENTIAL_CERT = "tls.crt"
+"""
+The credential name (C{LoadCredential=}) of C{--tls-cert}.
+"""
+
+ADDRESS_FAMILIES = ("AF_UNIX", "AF_INET", "AF_INET6")
+"""
+The socket address families sdweb needs: the notify socket and C{unix:}
+ports, and TCP over IPv4 and IPv6.
+"""
+
+HARDENING: tuple[tuple[str, str], ...] = (
+    (
+        "ProtectSystem=strict",
+        "The whole file system is read-only for it, /usr, /boot, /etc\n"
+        "included: it may write only in its StateDirectory=, LogsDirectory=,\n"
+        "RuntimeDirectory= and ReadWritePaths= (--writable, --state-dir,\n"
+        "--logs-dir).",
+    ),
+    (
+        "ProtectHome=yes",
+        "/home, /root and /run/user are out of sight: keep the virtualenv and\n"
+        "the site elsewhere (/opt, /srv), or use --no-hardening.",
+    ),
+    ("PrivateTmp=yes", "A /tmp and /var/tmp of its own, empty, gone when it stops."),
+    (
+        "PrivateDevices=yes",
+        "No physical devices: /dev has only null, zero, random, urandom, tty.",
+    ),
+    (
+        "PrivateMounts=yes",
+        "Mounts it makes stay its own (it may not make any, see below).",
+    ),
+    (
+        "ProtectKernelTunables=yes",
+        "/proc/sys, /sys and the like are read-only: no kernel settings.",
+    ),
+    ("ProtectKernelModules=yes", "No loading or unloading of kernel modules."),
+    ("ProtectKernelLogs=yes", "No reading or writing of the kernel log."),
+    (
+        "ProtectControlGroups=yes",
+        "The cgroup tree (/sys/fs/cgroup) is read-only.",
+    ),
+    ("ProtectClock=yes", "No setting of the system clock."),
+    ("ProtectHostname=yes", "No changing of the host name."),
+    (
+        "ProtectProc=invisible",
+        "In /proc, only its own processes are visible, no one else's.",
+    ),
+    (
+        "ProcSubset=pid",
+        "/proc shows processes only: no /proc/sys, /proc/kcore, ... at all.",
+    ),
+    (
+        "RestrictNamespaces=yes",
+        "No new namespaces (containers, unshare): nothing to hide in.",
+    ),
+    ("RestrictRealtime=yes", "No real-time scheduling that could starve the machine."),
+    (
+        "RestrictSUIDSGID=yes",
+        "No creating of set-user-ID or set-group-ID files.",
+    ),
+    (
+        "LockPersonality=yes",
+        "No switching of the execution domain (personality(2)).",
+    ),
+    (
+        "NoNewPrivileges=yes",
+        "No gaining of privileges through set-user-ID programs or file\n"
+        "capabilities, for it and everything it runs.",
+    ),
+    (
+        "SystemCallArchitectures=native",
+        "Only this machine's native system calls (no 32-bit ones on x86-64).",
+    ),
+    (
+        "SystemCallFilter=@system-service",
+        "Only the system calls a service needs; the others fail with EPERM...",
+    ),
+    (
+        "SystemCallFilter=~@privileged @resources",
+        "... and none of the privileged ones (mount, setuid, chown, ...) or\n"
+        "those changing resource limits and priorities.",
+    ),
+    ("SystemCallErrorNumber=EPERM", "A refused system call fails, it does not kill."),
+    (
+        "UMask=0077",
+        "Files it creates (the access log, ...) are readable by its user only.",
+    ),
+)
+"""
+The hardening lines every hardened unit gets, with the comment written
+above each: what it forbids, and when to relax it.  L{serviceUnit} adds
+those that depend on the unit (the user, capabilities, address families,
+C{MemoryDenyWriteExecute=}, C{PrivateUsers=}).
+"""
+
+_SYSTEM_DIRECTORIES = (
+    ("/var/lib/", "StateDirectory"),
+    ("/var/log/", "LogsDirectory"),
+    ("/var/cache/", "CacheDirectory"),
+    ("/run/", "RuntimeDirectory"),
+)
+_HIDDEN_HOMES = ("/home", "/root", "/run/user")
+_FAMILY = re.compile(r"AF_[A-Z0-9]+")
+_DIRECTORY_NAME = re.compile(r"[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*")
+
 _PORT_OPTIONS = ("port", "listen", "https")
 _NOT_FOR_A_UNIT = ("help", "version", "personal")
 
@@ -139,6 +251,25 @@ class UnitSpec:
     @ivar environment: More C{Environment=} variables, as pairs or a
         mapping.
     @ivar serviceLines: Raw C{Key=value} lines appended to C{[Service]}.
+    @ivar hardening: Sandbox the service (L{HARDENING}: C{ProtectSystem=strict},
+        a system call filter, no capabilities, ...); C{False} writes none of
+        it, for debugging.
+    @ivar writable: More absolute paths the service may write
+        (C{ReadWritePaths=}).
+    @ivar stateDirectories: C{StateDirectory=} names (C{/var/lib/NAME},
+        owned by the service's user); more are added for what sdweb writes
+        there (L{writtenDirectories}).
+    @ivar logsDirectories: C{LogsDirectory=} names (C{/var/log/NAME}).
+    @ivar addressFamilies: More socket address families the application
+        may use (C{AF_NETLINK}), above C{AF_UNIX AF_INET AF_INET6}.
+    @ivar writeExecute: Allow memory both writable and executable (a JIT);
+        without it, C{MemoryDenyWriteExecute=yes}.
+    @ivar tlsKey: The absolute path of a TLS key handed to the service as
+        a systemd credential (C{LoadCredential=}), with L{tlsCert}: the
+        unit then serves HTTPS on L{tlsPort} from C{%d/tls.key}.
+    @ivar tlsCert: The absolute path of the certificate (chain) for
+        L{tlsKey}.
+    @ivar tlsPort: The TCP port of that HTTPS listener.
     """
 
     name: str = "sdweb"
@@ -157,6 +288,15 @@ class UnitSpec:
         default=(), converter=_environmentPairs
     )
     serviceLines: tuple[str, ...] = field(default=(), converter=_strings)
+    hardening: bool = True
+    writable: tuple[str, ...] = field(default=(), converter=_strings)
+    stateDirectories: tuple[str, ...] = field(default=(), converter=_strings)
+    logsDirectories: tuple[str, ...] = field(default=(), converter=_strings)
+    addressFamilies: tuple[str, ...] = field(default=(), converter=_strings)
+    writeExecute: bool = False
+    tlsKey: str | None = None
+    tlsCert: str | None = None
+    tlsPort: int = 443
 
 
 # -- systemd syntax ---------------------------------------------------------
@@ -219,11 +359,14 @@ class ParsedOption:
     @ivar value: Its argument, L{None} for a flag.
     @ivar words: The words it was written as (C{("-p", "80")}); empty for
         all but the last option of a cluster of short ones (C{-nl FILE}).
+    @ivar raw: Whether C{words} are written into the unit as they are
+        (they hold systemd specifiers, C{%d}), not quoted.
     """
 
     name: str
     value: str | None
     words: tuple[str, ...]
+    raw: bool = False
 
 
 @lru_cache(maxsize=1)
@@ -422,6 +565,9 @@ class _Plan:
     fdStore: bool
     storeMax: int
     capability: bool
+    bindsPrivileged: bool
+    directories: dict[str, list[str]]
+    writable: list[str]
 
 
 def _seconds(value: float) -> str:
@@ -461,7 +607,10 @@ def _plan(spec: UnitSpec) -> _Plan:
     for line in spec.serviceLines:
         if not _SETTING.fullmatch(line):
             raise UnitError(f"not a Key=value line: {line!r}")
+    _checkHardening(spec)
     options = parseArguments(spec.arguments)
+    if spec.tlsKey is not None:
+        options.append(_credentialPort(spec.tlsPort))
     ports = listeningPorts(options)
     activated = [p for p in ports if p.startswith("systemd:")]
     if spec.listen:
@@ -482,16 +631,157 @@ def _plan(spec: UnitSpec) -> _Plan:
             "the fd store and socket activation both given: with socket"
             " activation systemd keeps the sockets already"
         )
+    privileged = not spec.listen and bindsPrivilegedPort(listeningPorts(options))
+    directories: dict[str, list[str]] = {
+        "StateDirectory": list(spec.stateDirectories),
+        "LogsDirectory": list(spec.logsDirectories),
+        "CacheDirectory": [],
+        "RuntimeDirectory": [],
+    }
+    writable = list(spec.writable)
+    for path in writtenPaths(options, spec.workingDirectory):
+        setting, name = writtenDirectory(path)
+        if setting is None:
+            if spec.hardening and name not in writable:
+                writable.append(name)
+        elif name not in directories[setting]:
+            directories[setting].append(name)
     return _Plan(
         options=options,
         drain=drainTimeout(options),
         grace=healthGrace(options),
         fdStore=fdStore,
         storeMax=max(FD_STORE_MAX, len(ports)),
-        capability=spec.user != "root"
-        and not spec.listen
-        and bindsPrivilegedPort(ports),
+        capability=spec.user != "root" and privileged,
+        bindsPrivileged=privileged,
+        directories=directories,
+        writable=writable,
     )
+
+
+def _checkHardening(spec: UnitSpec) -> None:
+    """
+    Check the hardening and credential settings of C{spec}.
+
+    @raise UnitError: If one cannot make a working unit.
+    """
+    for path in spec.writable:
+        if not path.startswith("/"):
+            raise UnitError(f"--writable wants an absolute path, not {path!r}")
+        _plainValue("ReadWritePaths", path)
+    for option, names in (
+        ("--state-dir", spec.stateDirectories),
+        ("--logs-dir", spec.logsDirectories),
+    ):
+        for name in names:
+            if not _DIRECTORY_NAME.fullmatch(name) or ".." in name.split("/"):
+                raise UnitError(
+                    f"{option} wants a directory name such as myapp, not {name!r}"
+                )
+    for family in spec.addressFamilies:
+        if not _FAMILY.fullmatch(family):
+            raise UnitError(f"not an address family: {family!r} (e.g. AF_NETLINK)")
+    if (spec.tlsKey is None) != (spec.tlsCert is None):
+        raise UnitError("--tls-key and --tls-cert go together")
+    for option, credential in (
+        ("--tls-key", spec.tlsKey),
+        ("--tls-cert", spec.tlsCert),
+    ):
+        if credential is not None:
+            if not credential.startswith("/") or ":" in credential:
+                raise UnitError(
+                    f"{option} wants an absolute path without ':', not {credential!r}"
+                )
+            _plainValue("LoadCredential", credential)
+    if not 0 < spec.tlsPort < 65536:
+        raise UnitError(f"--tls-port {spec.tlsPort} is not in 1-65535")
+    if spec.hardening:
+        for what, place in (
+            ("twistd", spec.twistd),
+            ("the working directory", spec.workingDirectory),
+        ):
+            hidden = place is not None and any(
+                place == home or place.startswith(home + "/") for home in _HIDDEN_HOMES
+            )
+            if hidden:
+                raise UnitError(
+                    f"{what} {place} is under /home, /root or /run/user, which"
+                    " ProtectHome=yes hides from the service: put it elsewhere"
+                    " (/opt, /srv), or use --no-hardening"
+                )
+
+
+def _credentialPort(port: int) -> ParsedOption:
+    """
+    The C{--port} of C{--tls-key}: HTTPS on C{port} from the credentials,
+    C{%d} being systemd's credentials directory (not quoted: systemd
+    expands it).
+    """
+    description = (
+        f"ssl:{port}:privateKey=%d/{CREDENTIAL_KEY}:certKey=%d/{CREDENTIAL_CERT}"
+    )
+    return ParsedOption("port", description, ("--port", description), raw=True)
+
+
+def writtenPaths(
+    options: Sequence[ParsedOption], workingDirectory: str | None
+) -> list[str]:
+    """
+    The absolute paths sdweb writes, from its options: the C{--logfile}
+    access log and the C{unix:} sockets it binds (relative ones are taken
+    from C{workingDirectory}, and left out without one).
+    """
+    paths = []
+    for option in options:
+        value = option.value or ""
+        if option.name == "logfile" and value not in ("", "-"):
+            paths.append(value)
+    for description in listeningPorts(options):
+        kind, positional, keywords = _splitPort(description)
+        if kind == "unix":
+            address = keywords.get("address", positional[0] if positional else "")
+            if address:
+                paths.append(address)
+    absolute = []
+    for path in paths:
+        if not path.startswith("/"):
+            if workingDirectory is None:
+                continue
+            path = os.path.join(workingDirectory, path)
+        absolute.append(os.path.normpath(path))
+    return absolute
+
+
+def writtenDirectory(path: str) -> tuple[str | None, str]:
+    """
+    Where the file C{path} that sdweb writes may be written: the setting
+    that makes its directory (C{("LogsDirectory", "myapp")} for
+    C{/var/log/myapp/access.log}), or C{(None, DIRECTORY)} for a directory
+    that is not systemd's to make (C{ReadWritePaths=}).
+
+    @raise UnitError: For a file right in C{/var/log}, C{/var/lib}, ...,
+        which a service not running as root cannot write.
+    """
+    directory = os.path.dirname(path)
+    for prefix, setting in _SYSTEM_DIRECTORIES:
+        if (directory + "/").startswith(prefix):
+            name = directory[len(prefix) :]
+            if not name:
+                raise UnitError(
+                    f"{path} is right in {prefix.rstrip('/')}: put it in a"
+                    f" directory of its own, {prefix}NAME/, which the unit makes"
+                    f" for the service's user ({setting}=NAME)"
+                )
+            return setting, name
+    return None, directory
+
+
+def _splitPort(description: str) -> tuple[str, list[str], dict[str, str]]:
+    parts = [re.sub(r"\\(.)", r"\1", p) for p in re.split(r"(?<!\\):", description)]
+    kind = parts[0].lower()
+    positional = [p for p in parts[1:] if "=" not in p]
+    keywords = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    return kind, positional, keywords
 
 
 def execStart(twistd: str, options: Sequence[ParsedOption]) -> str:
@@ -501,7 +791,7 @@ def execStart(twistd: str, options: Sequence[ParsedOption]) -> str:
     """
     lines = [" ".join(quoteWord(w) for w in [twistd, "-n", "--pidfile=", "sdweb"])]
     lines += [
-        " ".join(quoteWord(w) for w in option.words)
+        " ".join(w if option.raw else quoteWord(w) for w in option.words)
         for option in options
         if option.words
     ]
@@ -603,6 +893,45 @@ def serviceUnit(spec: UnitSpec) -> str:
             "# so no connection is refused meanwhile.",
             f"FileDescriptorStoreMax={plan.storeMax}",
         ]
+    out += _userLines(spec)
+    if spec.workingDirectory is not None:
+        out += [
+            "# Where relative paths and the application's modules are found.",
+            "WorkingDirectory="
+            + _plainValue("WorkingDirectory", spec.workingDirectory),
+        ]
+    out += _directoryLines(spec, plan)
+    if spec.tlsKey is not None and spec.tlsCert is not None:
+        out += [
+            "# The TLS key and certificate, handed over as credentials: systemd",
+            "# copies them (root-only files may stay root-only) into a directory",
+            "# only this service can read, %d in ExecStart=;",
+            f"# --port ssl:{spec.tlsPort} reads them there.",
+            f"LoadCredential={CREDENTIAL_KEY}:"
+            + _plainValue("LoadCredential", spec.tlsKey),
+            f"LoadCredential={CREDENTIAL_CERT}:"
+            + _plainValue("LoadCredential", spec.tlsCert),
+        ]
+    if spec.hardening:
+        out += _hardeningLines(spec, plan)
+    elif plan.capability:
+        out += [
+            "# A port below 1024 as that user: just that right, and no other.",
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        ]
+    if spec.serviceLines:
+        out += ["# Added as they were given."]
+        out += list(spec.serviceLines)
+    out += ["", "[Install]", "WantedBy=multi-user.target"]
+    return "\n".join(out) + "\n"
+
+
+def _userLines(spec: UnitSpec) -> list[str]:
+    """
+    C{DynamicUser=yes}, or C{User=}, and C{Group=}.
+    """
+    out = []
     if spec.user is None:
         out += [
             "# No user given: one systemd makes up at each start, never root;",
@@ -616,23 +945,93 @@ def serviceUnit(spec: UnitSpec) -> str:
         ]
     if spec.group is not None:
         out += [f"Group={_plainValue('Group', spec.group)}"]
-    if spec.workingDirectory is not None:
+    return out
+
+
+_DIRECTORY_COMMENTS = {
+    "StateDirectory": "/var/lib/{}",
+    "LogsDirectory": "/var/log/{}",
+    "CacheDirectory": "/var/cache/{}",
+    "RuntimeDirectory": "/run/{} (removed when it stops)",
+}
+
+
+def _directoryLines(spec: UnitSpec, plan: _Plan) -> list[str]:
+    """
+    The directories systemd makes for the service's user, and
+    C{ReadWritePaths=}.
+    """
+    out = []
+    for setting, names in plan.directories.items():
+        for name in names:
+            where = _DIRECTORY_COMMENTS[setting].format(name)
+            out += [
+                f"# {where}, made by systemd and owned by the service's user:",
+                "# the only place it writes, with ProtectSystem=strict.",
+                f"{setting}={_plainValue(setting, name)}",
+            ]
+    for path in plan.writable:
         out += [
-            "# Where relative paths and the application's modules are found.",
-            "WorkingDirectory="
-            + _plainValue("WorkingDirectory", spec.workingDirectory),
+            "# Writable despite ProtectSystem=strict (--writable); it must be",
+            "# writable by the service's user too.",
+            f"ReadWritePaths={_plainValue('ReadWritePaths', path)}",
         ]
-    if plan.capability:
+    return out
+
+
+def _hardeningLines(spec: UnitSpec, plan: _Plan) -> list[str]:
+    """
+    The sandbox: L{HARDENING}, and what depends on the unit.
+    """
+    out = [
+        "",
+        "# -- The sandbox ('systemd-analyze security' rates it OK).  Each line",
+        "# forbids one thing sdweb never does; relax one only if the",
+        "# application needs it (docs/units.md has the table).",
+    ]
+    for line, comment in HARDENING:
+        out += _comment(comment) + [line]
+    if plan.bindsPrivileged:
         out += [
-            "# A port below 1024 as that user: just that right, and no other.",
-            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "# A port below 1024: the right to bind it, and no other capability.",
             "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
         ]
-    if spec.serviceLines:
-        out += ["# Added as they were given."]
-        out += list(spec.serviceLines)
-    out += ["", "[Install]", "WantedBy=multi-user.target"]
-    return "\n".join(out) + "\n"
+        if plan.capability:
+            out += ["AmbientCapabilities=CAP_NET_BIND_SERVICE"]
+    else:
+        out += [
+            "# No capabilities at all, not even as root.",
+            "CapabilityBoundingSet=",
+        ]
+    if spec.user is not None and spec.user != "root":
+        out += [
+            "# Its IPC objects (shared memory, semaphores) go when it stops.",
+            "RemoveIPC=yes",
+        ]
+    if not plan.bindsPrivileged:
+        out += [
+            "# A user namespace: it sees no other user than its own and root,",
+            "# and has no capability on the host (left out with a port < 1024,",
+            "# whose capability must count on the host).",
+            "PrivateUsers=yes",
+        ]
+    families = list(ADDRESS_FAMILIES)
+    families += [f for f in spec.addressFamilies if f not in families]
+    out += [
+        "# Sockets: AF_UNIX for the notify socket and unix: ports, AF_INET and",
+        "# AF_INET6 for TCP (outgoing connections, DNS included); add more with",
+        "# --allow-family.",
+        f"RestrictAddressFamilies={' '.join(families)}",
+    ]
+    if spec.writeExecute:
+        out += ["# No MemoryDenyWriteExecute= (--allow-write-execute): a JIT needs it."]
+    else:
+        out += [
+            "# No memory both writable and executable (no code injected at run",
+            "# time); a JIT needs --allow-write-execute.",
+            "MemoryDenyWriteExecute=yes",
+        ]
+    return out
 
 
 def socketUnit(spec: UnitSpec) -> str:
