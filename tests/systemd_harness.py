@@ -757,6 +757,7 @@ class UserManager:
         self._reader.start()
 
         q = shlex.quote
+        runtime = q(str(self.runtime_dir))
         inner = (
             "set -eu\n"
             "if [ -d /run/systemd ]; then\n"
@@ -765,6 +766,21 @@ class UserManager:
             "  mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run\n"
             "fi\n"
             "mkdir -p /run/systemd/system\n"
+            # What PID 1 makes at boot, and sandboxed units mount over
+            # what they must not see (InaccessiblePaths=, other services'
+            # credentials).
+            "mkdir -m 0755 /run/systemd/inaccessible\n"
+            "mkdir -m 0000 /run/systemd/inaccessible/dir\n"
+            "install -m 0000 /dev/null /run/systemd/inaccessible/reg\n"
+            "mkfifo -m 0000 /run/systemd/inaccessible/fifo\n"
+            "mknod -m 0000 /run/systemd/inaccessible/chr c 0 0\n"
+            "mknod -m 0000 /run/systemd/inaccessible/blk b 0 0\n"
+            # The runtime directory: a tmpfs of its own, shared (as systemd
+            # makes / on a booted machine), because LoadCredential= mounts a
+            # service's credentials there from a namespace of its own.
+            + f"mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs {runtime}\n"
+            + f"mount --make-shared {runtime}\n"
+            + f"mkdir -m 0755 {runtime}/credentials\n"
             + layout.mount_script()
             + "if [ -e /dev/console ]; then\n"
             + f"  mount --bind {q(console)} /dev/console\n"
@@ -841,8 +857,13 @@ class UserManager:
         """
         assert self.runtime_dir is not None
         notify = self.runtime_dir / "systemd" / "notify"
-        os.chmod(notify.parent, 0o755)
-        os.chmod(notify, 0o777)
+        # In the manager's mount namespace: the runtime directory is a tmpfs
+        # there.
+        self.run_in_namespace(
+            ["sh", "-c", 'chmod 0755 "$1" && chmod 0777 "$2"', "sh"]
+            + [str(notify.parent), str(notify)],
+            check=True,
+        )
 
     def stop(self, timeout: float = 30) -> None:
         """

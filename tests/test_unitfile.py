@@ -423,6 +423,24 @@ def test_tlsCredentials() -> None:
     assert setting(text, "CapabilityBoundingSet") == [""]
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--port", "ssl:8443:privateKey=/k:certKey=/c"],
+        ["--https", "8443", "-k", "/k", "-c", "/c"],
+    ],
+)
+def test_noMemoryDenyWriteExecuteWithTLS(arguments: list[str]) -> None:
+    """
+    A unit serving TLS gets no MemoryDenyWriteExecute=: pyOpenSSL's ALPN
+    callback is made by cffi, which needs memory both writable and
+    executable (tests/test_systemd_hardened.py shows it failing).
+    """
+    assert setting(service(*arguments), "MemoryDenyWriteExecute") == []
+    assert setting(service(tlsKey="/k", tlsCert="/c"), "MemoryDenyWriteExecute") == []
+    assert setting(service("--port", "8443"), "MemoryDenyWriteExecute") == ["yes"]
+
+
 def test_notifyReload() -> None:
     """
     notify-reload: systemd sends SIGHUP itself, so no ExecReload=; the

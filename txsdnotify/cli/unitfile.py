@@ -263,7 +263,9 @@ class UnitSpec:
     @ivar addressFamilies: More socket address families the application
         may use (C{AF_NETLINK}), above C{AF_UNIX AF_INET AF_INET6}.
     @ivar writeExecute: Allow memory both writable and executable (a JIT);
-        without it, C{MemoryDenyWriteExecute=yes}.
+        without it, C{MemoryDenyWriteExecute=yes}, unless the unit serves
+        TLS (pyOpenSSL's ALPN callback is made with cffi, which needs such
+        memory).
     @ivar tlsKey: The absolute path of a TLS key handed to the service as
         a systemd credential (C{LoadCredential=}), with L{tlsCert}: the
         unit then serves HTTPS on L{tlsPort} from C{%d/tls.key}.
@@ -566,6 +568,7 @@ class _Plan:
     storeMax: int
     capability: bool
     bindsPrivileged: bool
+    tls: bool
     directories: dict[str, list[str]]
     writable: list[str]
 
@@ -654,6 +657,7 @@ def _plan(spec: UnitSpec) -> _Plan:
         storeMax=max(FD_STORE_MAX, len(ports)),
         capability=spec.user != "root" and privileged,
         bindsPrivileged=privileged,
+        tls=any(p.lower().startswith("ssl") for p in listeningPorts(options)),
         directories=directories,
         writable=writable,
     )
@@ -1023,7 +1027,12 @@ def _hardeningLines(spec: UnitSpec, plan: _Plan) -> list[str]:
         "# --allow-family.",
         f"RestrictAddressFamilies={' '.join(families)}",
     ]
-    if spec.writeExecute:
+    if plan.tls:
+        out += [
+            "# No MemoryDenyWriteExecute=: TLS with ALPN (pyOpenSSL's cffi",
+            "# callbacks) needs memory both writable and executable.",
+        ]
+    elif spec.writeExecute:
         out += ["# No MemoryDenyWriteExecute= (--allow-write-execute): a JIT needs it."]
     else:
         out += [
