@@ -29,6 +29,7 @@ __all__ = [
     "UnitError",
     "UnitSpec",
     "bindsPrivilegedPort",
+    "credentialPort",
     "defaultTwistd",
     "drainTimeout",
     "environmentLine",
@@ -611,9 +612,15 @@ def _plan(spec: UnitSpec) -> _Plan:
         if not _SETTING.fullmatch(line):
             raise UnitError(f"not a Key=value line: {line!r}")
     _checkHardening(spec)
-    options = parseArguments(spec.arguments)
+    arguments = list(spec.arguments)
     if spec.tlsKey is not None:
-        options.append(_credentialPort(spec.tlsPort))
+        arguments += ["--port", credentialPort(spec.tlsPort)]
+    # sdweb's parser checks the credential port with the rest (--workers
+    # refuses TLS).
+    options = parseArguments(arguments)
+    if spec.tlsKey is not None:
+        last = options.pop()
+        options.append(ParsedOption(last.name, last.value, last.words, raw=True))
     ports = listeningPorts(options)
     activated = [p for p in ports if p.startswith("systemd:")]
     if spec.listen:
@@ -715,16 +722,13 @@ def _checkHardening(spec: UnitSpec) -> None:
                 )
 
 
-def _credentialPort(port: int) -> ParsedOption:
+def credentialPort(port: int) -> str:
     """
     The C{--port} of C{--tls-key}: HTTPS on C{port} from the credentials,
-    C{%d} being systemd's credentials directory (not quoted: systemd
+    C{%d} being systemd's credentials directory (written unquoted: systemd
     expands it).
     """
-    description = (
-        f"ssl:{port}:privateKey=%d/{CREDENTIAL_KEY}:certKey=%d/{CREDENTIAL_CERT}"
-    )
-    return ParsedOption("port", description, ("--port", description), raw=True)
+    return f"ssl:{port}:privateKey=%d/{CREDENTIAL_KEY}:certKey=%d/{CREDENTIAL_CERT}"
 
 
 def writtenPaths(
