@@ -278,7 +278,8 @@ systemd passed (socket activation), or else tcp:8080."""
 
     def opt_wsgi(self, name: str) -> None:
         """
-        The dotted name of a WSGI application object to serve (module.app),
+        The dotted name of a WSGI application object to serve (module.app,
+        or module:app as gunicorn writes it),
         imported once every option is read (after --chdir, --pythonpath), and served
         with sdweb's WSGI container (see --threads).
         """
