@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import http.server
 import os
 import re
 import shutil
@@ -55,6 +56,8 @@ START_TIMEOUT = 60
 # What the checkout's package is built from: a venv is reused while these
 # are unchanged.
 SOURCES = ("txsdnotify", "twisted", "setup.cfg", "setup.py", "pyproject.toml")
+# The venv holds the test applications too.
+KEYED = (*SOURCES, "tests/apps")
 EXTRA_PACKAGES = ("flask",)
 # Written last into a venv that is complete.
 COMPLETE = "txsd-complete"
@@ -80,7 +83,7 @@ def sourceKey() -> str:
     A digest of the package's sources and of what else the venv holds.
     """
     digest = hashlib.sha256(" ".join(EXTRA_PACKAGES).encode())
-    for name in SOURCES:
+    for name in KEYED:
         top = CHECKOUT / name
         files = sorted(top.rglob("*")) if top.is_dir() else [top]
         for path in files:
@@ -447,6 +450,47 @@ def test_socketActivation(hardened: Hardened) -> None:
         assert "[web]" in hardened.waitForLog(f"127.0.0.1:{port}")
     finally:
         hardened.manager.remove_unit(f"{name}.socket")
+
+
+@every_manager
+def test_outbound(hardened: Hardened) -> None:
+    """
+    The default sandbox lets the application call other services: a
+    request makes the service resolve localhost and fetch a page from a
+    server outside it.
+    """
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"other\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = freePort()
+        text = hardened.generate(
+            sdweb=[
+                "--port",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--class",
+                "outboundapp.Outbound",
+            ]
+        )
+        hardened.install(text)
+        hardened.start()
+        hardened.sandboxed()
+        url = f"http://127.0.0.1:{port}/fetch?port={other.server_address[1]}"
+        assert get(url) == (200, b"fetched other\n")
+    finally:
+        other.shutdown()
+        other.server_close()
 
 
 def listeningInode(port: int) -> str:

@@ -82,80 +82,103 @@ ports, and TCP over IPv4 and IPv6.
 HARDENING: tuple[tuple[str, str], ...] = (
     (
         "ProtectSystem=strict",
-        "The whole file system is read-only for it, /usr, /boot, /etc\n"
-        "included: it may write only in its StateDirectory=, LogsDirectory=,\n"
-        "RuntimeDirectory= and ReadWritePaths= (--writable, --state-dir,\n"
-        "--logs-dir).",
+        "The whole file system read-only (/usr, /etc, ...): it writes only in\n"
+        "the directories below.  Relax: --writable DIR, --state-dir NAME,\n"
+        "--logs-dir NAME.",
     ),
     (
         "ProtectHome=yes",
-        "/home, /root and /run/user are out of sight: keep the virtualenv and\n"
-        "the site elsewhere (/opt, /srv), or use --no-hardening.",
+        "/home, /root and /run/user out of sight.  Relax: keep the venv and\n"
+        "the site elsewhere (/opt, /srv); else ProtectHome=read-only.",
     ),
-    ("PrivateTmp=yes", "A /tmp and /var/tmp of its own, empty, gone when it stops."),
+    (
+        "PrivateTmp=yes",
+        "A /tmp and /var/tmp of its own, emptied at each start.  Relax: never\n"
+        "needed; share files through a --writable directory.",
+    ),
     (
         "PrivateDevices=yes",
-        "No physical devices: /dev has only null, zero, random, urandom, tty.",
+        "No physical devices (/dev has null, zero, random, ...).  Relax: only\n"
+        "for an application using a device (then DeviceAllow= it).",
     ),
     (
         "PrivateMounts=yes",
-        "Mounts it makes stay its own (it may not make any, see below).",
+        "Mount changes stay its own.  Relax: never needed.",
     ),
     (
         "ProtectKernelTunables=yes",
-        "/proc/sys, /sys and the like are read-only: no kernel settings.",
+        "/proc/sys and /sys read-only: no kernel settings.  Relax: never\n"
+        "needed by a web site.",
     ),
-    ("ProtectKernelModules=yes", "No loading or unloading of kernel modules."),
-    ("ProtectKernelLogs=yes", "No reading or writing of the kernel log."),
+    (
+        "ProtectKernelModules=yes",
+        "No loading of kernel modules.  Relax: never needed.",
+    ),
+    (
+        "ProtectKernelLogs=yes",
+        "No reading of the kernel log.  Relax: never needed.",
+    ),
     (
         "ProtectControlGroups=yes",
-        "The cgroup tree (/sys/fs/cgroup) is read-only.",
+        "The cgroup tree read-only.  Relax: never needed.",
     ),
-    ("ProtectClock=yes", "No setting of the system clock."),
-    ("ProtectHostname=yes", "No changing of the host name."),
+    ("ProtectClock=yes", "No setting of the clock.  Relax: never needed."),
+    ("ProtectHostname=yes", "No changing of the host name.  Relax: never needed."),
     (
         "ProtectProc=invisible",
-        "In /proc, only its own processes are visible, no one else's.",
+        "Other users' processes invisible in /proc.  Relax: only for an\n"
+        "application that watches other processes.",
     ),
     (
         "ProcSubset=pid",
-        "/proc shows processes only: no /proc/sys, /proc/kcore, ... at all.",
+        "/proc shows processes only (no /proc/meminfo, /proc/stat).  Relax:\n"
+        "for monitoring code that reads those (psutil's machine figures).",
     ),
     (
         "RestrictNamespaces=yes",
-        "No new namespaces (containers, unshare): nothing to hide in.",
+        "No new namespaces (containers, unshare).  Relax: never needed.",
     ),
-    ("RestrictRealtime=yes", "No real-time scheduling that could starve the machine."),
+    (
+        "RestrictRealtime=yes",
+        "No real-time scheduling.  Relax: never needed.",
+    ),
     (
         "RestrictSUIDSGID=yes",
-        "No creating of set-user-ID or set-group-ID files.",
+        "No making of set-user/group-ID files.  Relax: never needed.",
     ),
     (
         "LockPersonality=yes",
-        "No switching of the execution domain (personality(2)).",
+        "No switching of the execution domain.  Relax: never needed.",
     ),
     (
         "NoNewPrivileges=yes",
-        "No gaining of privileges through set-user-ID programs or file\n"
-        "capabilities, for it and everything it runs.",
+        "No gaining privileges through set-user-ID programs, for anything it\n"
+        "runs.  Relax: for an application that runs one (Postfix's sendmail).",
     ),
     (
         "SystemCallArchitectures=native",
-        "Only this machine's native system calls (no 32-bit ones on x86-64).",
+        "Native system calls only (no 32-bit ones).  Relax: never needed.",
     ),
     (
         "SystemCallFilter=@system-service",
-        "Only the system calls a service needs; the others fail with EPERM...",
+        "Only the system calls of ordinary services; others fail with EPERM.\n"
+        "Relax: add the group an application needs (systemd-analyze\n"
+        "syscall-filter lists them).",
     ),
     (
         "SystemCallFilter=~@privileged @resources",
-        "... and none of the privileged ones (mount, setuid, chown, ...) or\n"
-        "those changing resource limits and priorities.",
+        "None of the privileged ones (mount, setuid, chown, ...) or those\n"
+        "changing limits and priorities.  Relax: drop this line for an\n"
+        "application that chowns files or renices itself.",
     ),
-    ("SystemCallErrorNumber=EPERM", "A refused system call fails, it does not kill."),
+    (
+        "SystemCallErrorNumber=EPERM",
+        "A refused system call fails with EPERM instead of killing it.",
+    ),
     (
         "UMask=0077",
-        "Files it creates (the access log, ...) are readable by its user only.",
+        "Files it makes are its user's alone.  Relax: UMask=0027 and Group=\n"
+        "for files another service must read.",
     ),
 )
 """
@@ -1008,27 +1031,29 @@ def _hardeningLines(spec: UnitSpec, plan: _Plan) -> list[str]:
             out += ["AmbientCapabilities=CAP_NET_BIND_SERVICE"]
     else:
         out += [
-            "# No capabilities at all, not even as root.",
+            "# No capabilities at all, not even as root.  Relax: never needed (a",
+            "# port below 1024 gets the one it needs by itself).",
             "CapabilityBoundingSet=",
         ]
     if spec.user is not None and spec.user != "root":
         out += [
             "# Its IPC objects (shared memory, semaphores) go when it stops.",
+            "# Relax: never needed.",
             "RemoveIPC=yes",
         ]
     if not plan.bindsPrivileged:
         out += [
             "# A user namespace: it sees no other user than its own and root,",
-            "# and has no capability on the host (left out with a port < 1024,",
-            "# whose capability must count on the host).",
+            "# and has no capability on the host.  Relax: left out by itself",
+            "# for a port below 1024 (that capability must count on the host).",
             "PrivateUsers=yes",
         ]
     families = list(ADDRESS_FAMILIES)
     families += [f for f in spec.addressFamilies if f not in families]
     out += [
         "# Sockets: AF_UNIX for the notify socket and unix: ports, AF_INET and",
-        "# AF_INET6 for TCP (outgoing connections, DNS included); add more with",
-        "# --allow-family.",
+        "# AF_INET6 for TCP and UDP, outgoing connections included.  Relax:",
+        "# --allow-family AF_NETLINK (or another) for an application using it.",
         f"RestrictAddressFamilies={' '.join(families)}",
     ]
     if plan.tls:
@@ -1041,7 +1066,7 @@ def _hardeningLines(spec: UnitSpec, plan: _Plan) -> list[str]:
     else:
         out += [
             "# No memory both writable and executable (no code injected at run",
-            "# time); a JIT needs --allow-write-execute.",
+            "# time).  Relax: --allow-write-execute for a JIT or cffi callbacks.",
             "MemoryDenyWriteExecute=yes",
         ]
     return out
