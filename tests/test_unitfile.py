@@ -441,6 +441,29 @@ def test_noMemoryDenyWriteExecuteWithTLS(arguments: list[str]) -> None:
     assert setting(service("--port", "8443"), "MemoryDenyWriteExecute") == ["yes"]
 
 
+def test_docsHardenedUnit() -> None:
+    """
+    docs/units/sdweb-hardened.service is what the generator writes for the
+    quick start's site (docs/quickstart.md, step 3).
+    """
+    path = Path(__file__).resolve().parent.parent / "docs/units/sdweb-hardened.service"
+    assert path.read_text() == serviceUnit(
+        UnitSpec(
+            name="myapp",
+            twistd="/opt/myapp/.venv/bin/twistd",
+            workingDirectory="/opt/myapp",
+            arguments=[
+                "--port",
+                "8080",
+                "--wsgi",
+                "myapp:app",
+                "--logfile",
+                "/var/log/myapp/access.log",
+            ],
+        )
+    )
+
+
 def test_notifyReload() -> None:
     """
     notify-reload: systemd sends SIGHUP itself, so no ExecReload=; the
