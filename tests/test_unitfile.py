@@ -296,6 +296,22 @@ def test_hardenedByDefault() -> None:
             assert lines[i - 1].startswith("# "), (i, line)
 
 
+def test_hardeningTable() -> None:
+    """
+    docs/units.md's table has a row for every sandbox directive a unit may
+    get (the default one, with --user, with a port below 1024).
+    """
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "units.md").read_text()
+    rows = {m.group(1) for m in re.finditer(r"^\| `([A-Za-z]+)=", docs, re.M)}
+    sandbox = set()
+    for arguments, user in (([], None), ([], "site"), (["--port", "80"], None)):
+        hardened = settings(service(*arguments, user=user))
+        plain = settings(service(*arguments, user=user, hardening=False))
+        sandbox |= {k for k, _ in hardened} - {k for k, _ in plain}
+    assert "ProtectSystem" in sandbox and "RemoveIPC" in sandbox
+    assert sandbox - rows == set()
+
+
 def test_noHardening() -> None:
     """
     --no-hardening writes none of the sandbox.
