@@ -119,7 +119,17 @@ def buildVenv(target: Path) -> None:
                 )
             elif path.exists():
                 shutil.copy(path, source / name)
-        subprocess.run([python, "-m", "venv", str(building)], check=True, timeout=300)
+        made = subprocess.run(
+            [python, "-m", "venv", str(building)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if made.returncode != 0:
+            pytest.fail(
+                f"{python} -m venv failed (Debian: apt-get install python3-venv):"
+                f" {made.stdout}{made.stderr}"
+            )
         subprocess.run(
             [
                 str(building / "bin" / "pip"),
