@@ -109,7 +109,10 @@ C{$XDG_CONFIG_HOME/systemd/user}, L{UserManager.unit_dir}; C{user.conf} with
 short default timeouts, C{DefaultLimitCORE=0} and the standard output
 defaults, which must be there because C{daemon-reload} resets defaults given
 on the command line), C{XDG_DATA_HOME}, and C{XDG_RUNTIME_DIR} (short, under
-C{/tmp}, mode 0700).  C{systemctl --user} reaches the manager through
+C{/run}, mode 0755: a unit with C{PrivateTmp=} or C{DynamicUser=} sees no
+C{/tmp} of the host, and a dynamic user must reach the notify socket in it,
+which the harness makes writable by all, as C{/run/systemd/notify} is).
+C{systemctl --user} reaches the manager through
 C{$XDG_RUNTIME_DIR/systemd/private}; C{DBUS_SESSION_BUS_ADDRESS} points into
 the private runtime directory so a real session bus is never reached by
 mistake.  L{UserManager.stop} sends SIGTERM (the manager stops its units and
@@ -170,6 +173,9 @@ INSTALLED = "installed"
 SYSTEMD_254 = "254"
 SYSTEMD_254_DIR = Path(__file__).resolve().parent.parent / ".cache" / "systemd-254"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Where the managers' runtime directories go: not under /tmp, which
+# PrivateTmp= hides from a unit.
+RUN_ROOT = "/run"
 CGROUP_PREFIX = "txsdnotify-harness-"
 
 # Variables of the test process that must not reach the manager or its units.
@@ -261,6 +267,8 @@ class SystemdBuild:
         systemd are, searched first by those two binaries only; or C{""}.
     @ivar loader: The dynamic loader that runs them with C{library_path}.
     @ivar missing: Why this build cannot be used, if it cannot.
+    @ivar analyze: Its C{systemd-analyze}, or C{None} if not found (run it
+        through L{command} too).
     """
 
     name: str
@@ -269,6 +277,7 @@ class SystemdBuild:
     library_path: str = ""
     loader: str = ""
     missing: str | None = None
+    analyze: str | None = None
 
     def command(self, binary: str, *args: str) -> list[str]:
         """
@@ -316,7 +325,13 @@ def installed_systemd() -> SystemdBuild:
     missing = None
     if systemd is None:
         missing = f"systemd not found at {' or '.join(candidates)}"
-    return SystemdBuild(INSTALLED, systemd, shutil.which("systemctl"), missing=missing)
+    return SystemdBuild(
+        INSTALLED,
+        systemd,
+        shutil.which("systemctl"),
+        missing=missing,
+        analyze=shutil.which("systemd-analyze"),
+    )
 
 
 def unpacked_systemd(root: Path, name: str) -> SystemdBuild:
@@ -354,6 +369,7 @@ def unpacked_systemd(root: Path, name: str) -> SystemdBuild:
         library_path=":".join(libraries),
         loader=loader,
         missing=missing,
+        analyze=str(root / "usr" / "bin" / "systemd-analyze"),
     )
 
 
@@ -687,8 +703,11 @@ class UserManager:
         self._layout = layout = _CgroupLayout()
         self._sweep_stale_cgroups(layout)
 
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="txsd-sd-run-"))
-        os.chmod(self.runtime_dir, 0o700)
+        # Under /run, not /tmp: a unit with PrivateTmp= (DynamicUser= implies
+        # it) would not see a runtime directory under /tmp, nor its notify
+        # socket.  Readable by all, as /run/systemd is.
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="txsd-sd-run-", dir=RUN_ROOT))
+        os.chmod(self.runtime_dir, 0o755)
         for d in (self.unit_dir, self.data_home):
             d.mkdir(parents=True, exist_ok=True)
         timeout_s = f"{self.default_timeout_sec:g}s"
@@ -738,6 +757,7 @@ class UserManager:
         self._reader.start()
 
         q = shlex.quote
+        runtime = q(str(self.runtime_dir))
         inner = (
             "set -eu\n"
             "if [ -d /run/systemd ]; then\n"
@@ -746,6 +766,21 @@ class UserManager:
             "  mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run\n"
             "fi\n"
             "mkdir -p /run/systemd/system\n"
+            # What PID 1 makes at boot, and sandboxed units mount over
+            # what they must not see (InaccessiblePaths=, other services'
+            # credentials).
+            "mkdir -m 0755 /run/systemd/inaccessible\n"
+            "mkdir -m 0000 /run/systemd/inaccessible/dir\n"
+            "install -m 0000 /dev/null /run/systemd/inaccessible/reg\n"
+            "mkfifo -m 0000 /run/systemd/inaccessible/fifo\n"
+            "mknod -m 0000 /run/systemd/inaccessible/chr c 0 0\n"
+            "mknod -m 0000 /run/systemd/inaccessible/blk b 0 0\n"
+            # The runtime directory: a tmpfs of its own, shared (as systemd
+            # makes / on a booted machine), because LoadCredential= mounts a
+            # service's credentials there from a namespace of its own.
+            + f"mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs {runtime}\n"
+            + f"mount --make-shared {runtime}\n"
+            + f"mkdir -m 0755 {runtime}/credentials\n"
             + layout.mount_script()
             + "if [ -e /dev/console ]; then\n"
             + f"  mount --bind {q(console)} /dev/console\n"
@@ -810,8 +845,25 @@ class UserManager:
                     f"(is-system-running: {state!r})\n{self.log_tail()}"
                 )
             time.sleep(0.05)
+        self._open_notify_socket()
         if self.unit_environment:
             self.set_environment(**self.unit_environment)
+
+    def _open_notify_socket(self) -> None:
+        """
+        Let units of every user reach the manager's notify socket, as they
+        reach C{/run/systemd/notify} of a system manager (directories 0755,
+        the socket writable by all): a user manager makes them its own.
+        """
+        assert self.runtime_dir is not None
+        notify = self.runtime_dir / "systemd" / "notify"
+        # In the manager's mount namespace: the runtime directory is a tmpfs
+        # there.
+        self.run_in_namespace(
+            ["sh", "-c", 'chmod 0755 "$1" && chmod 0777 "$2"', "sh"]
+            + [str(notify.parent), str(notify)],
+            check=True,
+        )
 
     def stop(self, timeout: float = 30) -> None:
         """

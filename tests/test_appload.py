@@ -54,7 +54,18 @@ def serve(twistd: Any, receiver: NotifyReceiver, *args: str, **env: str) -> int:
         ("json.nosuch", "'json' has no attribute 'nosuch'"),
         ("os.path.nosuch", "'os.path' has no attribute 'nosuch'"),
         ("os.sep", "not callable (a str)"),
-        ("json", "wants module.attribute"),
+        ("json", "wants module.attribute or module:attribute"),
+        ("nosuchmodule:app", "no module named 'nosuchmodule'"),
+        ("json:nosuch", "'json' has no attribute 'nosuch'"),
+        ("os:path.nosuch", "'os.path' has no attribute 'nosuch'"),
+        ("json:", "wants module.attribute or module:attribute"),
+        ("a:b:c", "wants module.attribute or module:attribute"),
+        (
+            "myapp:create_app()",
+            "wants module.attribute or module:attribute (a call such as"
+            " create_app() is not supported: make the application at import"
+            " time, app = create_app())",
+        ),
     ],
 )
 def test_loadErrors(dotted: str, words: str) -> None:
@@ -67,6 +78,10 @@ def test_loads() -> None:
     import json
 
     assert loadApplication("json.dumps") is json.dumps
+    # gunicorn's spelling: the module, a colon, the attribute.
+    assert loadApplication("json:dumps") is json.dumps
+    assert loadApplication("os.path:join") is __import__("os").path.join
+    assert loadApplication("os:path.join") is __import__("os").path.join
     assert loadApplication("os.path.join", "--class") is __import__("os").path.join
 
 
@@ -116,11 +131,24 @@ def test_brokenApplicationExits(twistd: Any, receiver: NotifyReceiver) -> None:
     assert receiver.receiveAvailable() == []
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--wsgi", "myapp.app"],
+        ["--wsgi", "myapp:app"],
+        ["--wsgi", "myapp:app", "--workers", "2"],
+    ],
+)
 def test_workingDirectoryImportable(
-    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path, options: list[str]
 ) -> None:
+    """
+    The application is imported from the working directory, named as
+    twistd web does (module.app) or as gunicorn does (module:app), by one
+    process or by the workers.
+    """
     writeApp(tmp_path, "myapp", "from the working directory")
-    port = serve(twistd, receiver, "--wsgi", "myapp.app")
+    port = serve(twistd, receiver, *options)
     assert body(port) == b"from the working directory\n"
 
 

@@ -7,6 +7,7 @@ process, the watchdog, and a clean stop.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from systemd_harness import (
     UserManager,
     every_manager,
+    exec_line,
     only_254,
     python_exec_start,
     start_or_skip,
@@ -222,3 +224,42 @@ def _exists(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+@every_manager
+def test_hardened_unit_notifies(manager: UserManager, units: list[str]) -> None:
+    """
+    A unit that hides /tmp (C{PrivateTmp=}) and runs as a user systemd
+    makes up (C{DynamicUser=}) still reaches the manager's notify socket:
+    the runtime directory is under /run, readable by all, and the socket
+    writable by all, as C{/run/systemd/notify} is.
+    """
+    runtime = manager.runtime_dir
+    assert runtime is not None
+    assert not str(runtime).startswith(("/tmp/", tempfile.gettempdir() + "/"))
+    notify = runtime / "systemd" / "notify"
+    # The runtime directory is a tmpfs in the manager's mount namespace.
+    modes = manager.run_in_namespace(
+        ["stat", "-c", "%a", str(runtime), str(notify)], check=True
+    ).stdout.split()
+    assert modes == ["755", "777"]
+    name = manager.unique_name("notify-hardened")
+    units.append(name)
+    # Not this test run's Python: it may live where a dynamic user cannot go.
+    exec_start = exec_line(
+        ["/usr/bin/python3", "-c", NOTIFY_CODE, "READY=1\nSTATUS=hardened", "300"]
+    )
+    manager.write_unit(
+        name,
+        f"""
+        [Service]
+        Type=notify
+        TimeoutStartSec=20
+        DynamicUser=yes
+        PrivateTmp=yes
+        ExecStart={exec_start}
+        """,
+    )
+    manager.systemctl("start", name)
+    props = manager.show(name, "ActiveState", "StatusText")
+    assert props == {"ActiveState": "active", "StatusText": "hardened"}

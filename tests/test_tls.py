@@ -28,6 +28,8 @@ from hpack import Decoder
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
 
 from txsdnotify.testing import NotifyReceiver
+from txsdnotify.web.descriptions import splitDescription
+from txsdnotify.web.tls import TLSSetupError, credentialPaths
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -351,4 +353,143 @@ def test_noPyOpenSSLOneLine(
     lines = server.output().strip().splitlines()
     assert lines == [
         "twistd sdweb: ssl: needs pyOpenSSL: pip install 'txsdnotify[tls]'"
+    ]
+
+
+# -- keys as systemd credentials ------------------------------------------------
+
+
+def credentials(tmp_path: Path) -> Path:
+    """
+    A credentials directory, as systemd makes one for LoadCredential=, at
+    a path with a colon (escaped in a description).
+    """
+    directory = tmp_path / "credentials:site"
+    directory.mkdir()
+    makeCertificate(directory, "tls")
+    return directory
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "ssl:443:privateKey=tls.key:certKey=tls.crt",
+        "ssl:443:tls.key:tls.crt",
+        "ssl:port=443:certKey=tls.crt:privateKey=tls.key:interface=127.0.0.1",
+    ],
+)
+def test_credentialPaths(tmp_path: Path, description: str) -> None:
+    """
+    Relative key and certificate files are taken from
+    $CREDENTIALS_DIRECTORY (escaped for the description); the rest is left
+    as it was.
+    """
+    directory = credentials(tmp_path)
+    escaped = str(directory).replace(":", "\\:")
+    resolved = credentialPaths(description, {"CREDENTIALS_DIRECTORY": str(directory)})
+    expected = description.replace("tls.key", f"{escaped}/tls.key").replace(
+        "tls.crt", f"{escaped}/tls.crt"
+    )
+    assert resolved == expected
+    kind, positional, options = splitDescription(resolved)
+    files = set(options.values()) | set(positional)
+    assert {str(directory / "tls.key"), str(directory / "tls.crt")} <= files
+
+
+@pytest.mark.parametrize(
+    ("description", "environ"),
+    [
+        ("ssl:443:privateKey=/etc/k.pem:certKey=/etc/c.pem", True),
+        ("tcp:443:interface=tls.key", True),
+        ("ssl:443", True),
+    ],
+)
+def test_credentialPathsUnchanged(
+    tmp_path: Path, description: str, environ: bool
+) -> None:
+    """
+    Absolute paths, descriptions without files, other kinds of port, and
+    everything outside a unit with credentials are left alone.
+    """
+    env = {"CREDENTIALS_DIRECTORY": str(credentials(tmp_path))} if environ else {}
+    assert credentialPaths(description, env) == description
+
+
+def test_credentialPathsWorkingDirectory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A relative file that is no credential but is in the working directory
+    stays relative to it.
+    """
+    directory = credentials(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local.pem").write_text("x")
+    description = "ssl:443:privateKey=local.pem:certKey=tls.crt"
+    assert credentialPaths(
+        description, {"CREDENTIALS_DIRECTORY": str(directory)}
+    ) == description.replace("tls.crt", str(directory).replace(":", "\\:") + "/tls.crt")
+
+
+def test_credentialMissing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A relative file found neither among the credentials nor in the working
+    directory: one line naming the credential and the LoadCredential= line
+    the unit needs.
+    """
+    monkeypatch.chdir(tmp_path)
+    directory = credentials(tmp_path)
+    with pytest.raises(TLSSetupError) as raised:
+        credentialPaths(
+            "ssl:443:privateKey=site.key:certKey=tls.crt",
+            {"CREDENTIALS_DIRECTORY": str(directory)},
+        )
+    assert str(raised.value) == (
+        f"TLS key credential 'site.key' is missing from $CREDENTIALS_DIRECTORY"
+        f" ({directory}): the unit needs LoadCredential=site.key:/path/of/the/file"
+    )
+    with pytest.raises(TLSSetupError) as raised:
+        credentialPaths("ssl:443:privateKey=site.key:certKey=tls.crt", {})
+    assert str(raised.value) == (
+        "TLS key file site.key: no such file, and no credentials"
+        " ($CREDENTIALS_DIRECTORY is not set; a unit hands one over with"
+        " LoadCredential=site.key:/path/of/the/file)"
+    )
+
+
+def test_twistdServesCredentials(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    """
+    twistd sdweb under a unit with credentials: --port names the key and
+    certificate by their credential names, and HTTPS with ALPN works; a
+    missing credential ends start-up with one line.
+    """
+    directory = credentials(tmp_path)
+    port = freePort()
+    env = processEnv(NOTIFY_SOCKET=receiver.path, CREDENTIALS_DIRECTORY=str(directory))
+    server = twistd(
+        [
+            "--port",
+            f"ssl:{port}:privateKey=tls.key:certKey=tls.crt:interface=127.0.0.1",
+            "--class",
+            "slowapp.Slow",
+        ],
+        env,
+    )
+    receiver.expect("READY", timeout=30)
+    out, err = curl(port, "/").communicate(timeout=60)
+    assert out == b"fast\n\n200 2", err
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait() == -signal.SIGTERM
+
+    missing = twistd(
+        ["--port", f"ssl:{freePort()}:privateKey=gone.key:certKey=tls.crt"],
+        processEnv(CREDENTIALS_DIRECTORY=str(directory)),
+    )
+    assert missing.wait(timeout=30) == 1
+    assert missing.output().strip().splitlines() == [
+        f"twistd sdweb: TLS key credential 'gone.key' is missing from"
+        f" $CREDENTIALS_DIRECTORY ({directory}): the unit needs"
+        " LoadCredential=gone.key:/path/of/the/file"
     ]

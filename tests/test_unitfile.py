@@ -15,9 +15,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import attrs
 import pytest
 from conftest import freePort, need, portAnswers, processEnv, twistdCommand
 from systemd_harness import (
+    BUILDS,
+    INSTALLED,
+    SYSTEMD_254,
     UserManager,
     exec_line,
 )
@@ -213,7 +217,7 @@ def test_notify() -> None:
     """
     The default unit: Type=notify with everything docs/units.md asks for.
     """
-    text = service("--port", "8080", "--wsgi", "myapp.app")
+    text = service("--port", "8080", "--wsgi", "myapp.app", hardening=False)
     assert settings(text, "Unit") == [
         ("Description", "A Twisted web site (twistd sdweb)"),
         ("After", "network.target"),
@@ -239,6 +243,241 @@ def test_notify() -> None:
     lines = text.splitlines()
     assert lines[0].startswith("# sdweb.service: ")
     assert lines[lines.index("KillMode=mixed") - 2].startswith("# SIGTERM to twistd")
+
+
+HARDENED = [
+    ("ProtectSystem", "strict"),
+    ("ProtectHome", "yes"),
+    ("PrivateTmp", "yes"),
+    ("PrivateDevices", "yes"),
+    ("PrivateMounts", "yes"),
+    ("ProtectKernelTunables", "yes"),
+    ("ProtectKernelModules", "yes"),
+    ("ProtectKernelLogs", "yes"),
+    ("ProtectControlGroups", "yes"),
+    ("ProtectClock", "yes"),
+    ("ProtectHostname", "yes"),
+    ("ProtectProc", "invisible"),
+    ("ProcSubset", "pid"),
+    ("RestrictNamespaces", "yes"),
+    ("RestrictRealtime", "yes"),
+    ("RestrictSUIDSGID", "yes"),
+    ("LockPersonality", "yes"),
+    ("NoNewPrivileges", "yes"),
+    ("SystemCallArchitectures", "native"),
+    ("SystemCallFilter", "@system-service"),
+    ("SystemCallFilter", "~@privileged @resources"),
+    ("SystemCallErrorNumber", "EPERM"),
+    ("UMask", "0077"),
+]
+
+
+def test_hardenedByDefault() -> None:
+    """
+    By default the unit is sandboxed: the unhardened unit's lines, then the
+    sandbox, each line of it under a comment.
+    """
+    plain = settings(service("--port", "8080", hardening=False))
+    text = service("--port", "8080")
+    assert settings(text) == [
+        *plain,
+        *HARDENED,
+        ("CapabilityBoundingSet", ""),
+        ("PrivateUsers", "yes"),
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+        ("MemoryDenyWriteExecute", "yes"),
+    ]
+    lines = text.splitlines()
+    start = lines.index("ProtectSystem=strict")
+    for i, line in enumerate(lines[start:], start):
+        if line == "":
+            break
+        if not line.startswith("#"):
+            assert lines[i - 1].startswith("# "), (i, line)
+
+
+def test_hardeningTable() -> None:
+    """
+    docs/units.md's table has a row for every sandbox directive a unit may
+    get (the default one, with --user, with a port below 1024).
+    """
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "units.md").read_text()
+    rows = {m.group(1) for m in re.finditer(r"^\| `([A-Za-z]+)=", docs, re.M)}
+    sandbox = set()
+    for arguments, user in (([], None), ([], "site"), (["--port", "80"], None)):
+        hardened = settings(service(*arguments, user=user))
+        plain = settings(service(*arguments, user=user, hardening=False))
+        sandbox |= {k for k, _ in hardened} - {k for k, _ in plain}
+    assert "ProtectSystem" in sandbox and "RemoveIPC" in sandbox
+    assert sandbox - rows == set()
+
+
+def test_noHardening() -> None:
+    """
+    --no-hardening writes none of the sandbox.
+    """
+    text = service("--port", "8080", hardening=False)
+    keys = {k for k, _ in settings(text)}
+    assert not keys & {k for k, _ in HARDENED}
+    assert not keys & {
+        "PrivateUsers",
+        "RestrictAddressFamilies",
+        "CapabilityBoundingSet",
+    }
+
+
+def test_relaxing() -> None:
+    """
+    Each relaxing option maps to its directive.
+    """
+    text = service(
+        writable=["/srv/site/uploads", "/srv/100%"],
+        stateDirectories=["site"],
+        logsDirectories=["site", "site/audit"],
+        addressFamilies=["AF_NETLINK", "AF_INET"],
+        writeExecute=True,
+    )
+    assert setting(text, "ReadWritePaths") == ["/srv/site/uploads", "/srv/100%%"]
+    assert setting(text, "StateDirectory") == ["site"]
+    assert setting(text, "LogsDirectory") == ["site", "site/audit"]
+    assert setting(text, "RestrictAddressFamilies") == [
+        "AF_UNIX AF_INET AF_INET6 AF_NETLINK"
+    ]
+    assert setting(text, "MemoryDenyWriteExecute") == []
+    assert "ProtectSystem=strict" in text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "workingDirectory", "expected"),
+    [
+        (["--logfile", "/var/log/myapp/access.log"], None, ("LogsDirectory", "myapp")),
+        (["--logfile", "/var/lib/myapp/a/x.log"], None, ("StateDirectory", "myapp/a")),
+        (["--logfile", "/var/cache/myapp/x.log"], None, ("CacheDirectory", "myapp")),
+        (["--port", "unix:/run/myapp/web.sock"], None, ("RuntimeDirectory", "myapp")),
+        (
+            ["--port", "unix:address=/run/myapp/web.sock:mode=660"],
+            None,
+            ("RuntimeDirectory", "myapp"),
+        ),
+        (
+            ["--logfile", "/srv/site/logs/a.log"],
+            None,
+            ("ReadWritePaths", "/srv/site/logs"),
+        ),
+        (
+            ["--logfile", "logs/a.log"],
+            "/srv/site",
+            ("ReadWritePaths", "/srv/site/logs"),
+        ),
+        (["--logfile", "../../var/log/x/a.log"], "/srv/site", ("LogsDirectory", "x")),
+        (["--logfile", "logs/a.log"], None, None),
+        (["--logfile", "-"], None, None),
+    ],
+)
+def test_writtenDirectories(
+    arguments: list[str],
+    workingDirectory: str | None,
+    expected: tuple[str, str] | None,
+) -> None:
+    """
+    A --logfile or unix: socket under /var/log/NAME, /var/lib/NAME,
+    /var/cache/NAME or /run/NAME gets the directory made for the service's
+    user; elsewhere, ReadWritePaths=.  Without the sandbox, no
+    ReadWritePaths= (nothing is read-only), but the directories still.
+    """
+    keys = ["LogsDirectory", "StateDirectory", "CacheDirectory", "RuntimeDirectory"]
+    keys.append("ReadWritePaths")
+    for hardening in (True, False):
+        text = service(
+            *arguments, workingDirectory=workingDirectory, hardening=hardening
+        )
+        found = [(k, v) for k, v in settings(text) if k in keys]
+        wanted = [expected] if expected else []
+        if not hardening and expected and expected[0] == "ReadWritePaths":
+            wanted = []
+        assert found == wanted, text
+
+
+@pytest.mark.parametrize("path", ["/var/log/access.log", "/run/site.sock"])
+def test_writtenRightInSystemDirectory(path: str) -> None:
+    """
+    A file right in /var/log or /run cannot be written by the service's
+    user: refused, with where to put it.
+    """
+    option = "--logfile" if path.endswith(".log") else "--port"
+    value = path if option == "--logfile" else f"unix:{path}"
+    with pytest.raises(UnitError, match="put it in a directory of its own"):
+        service(option, value)
+
+
+def test_tlsCredentials() -> None:
+    """
+    --tls-key/--tls-cert: LoadCredential= lines and an ssl: port reading
+    them through %d (not escaped: systemd expands it); a port below 1024
+    gets its capability, and no PrivateUsers=.
+    """
+    text = service(
+        "--port",
+        "8080",
+        tlsKey="/etc/ssl/private/site.key",
+        tlsCert="/etc/ssl/site.crt",
+    )
+    assert setting(text, "LoadCredential") == [
+        "tls.key:/etc/ssl/private/site.key",
+        "tls.crt:/etc/ssl/site.crt",
+    ]
+    assert setting(text, "ExecStart") == [
+        f"{TWISTD} -n --pidfile= sdweb --port 8080"
+        " --port ssl:443:privateKey=%d/tls.key:certKey=%d/tls.crt"
+    ]
+    assert setting(text, "CapabilityBoundingSet") == ["CAP_NET_BIND_SERVICE"]
+    assert setting(text, "AmbientCapabilities") == ["CAP_NET_BIND_SERVICE"]
+    assert setting(text, "PrivateUsers") == []
+    text = service(tlsKey="/k", tlsCert="/c", tlsPort=8443)
+    assert "--port ssl:8443:privateKey=%d/tls.key:certKey=%d/tls.crt" in text
+    assert setting(text, "PrivateUsers") == ["yes"]
+    assert setting(text, "CapabilityBoundingSet") == [""]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--port", "ssl:8443:privateKey=/k:certKey=/c"],
+        ["--https", "8443", "-k", "/k", "-c", "/c"],
+    ],
+)
+def test_noMemoryDenyWriteExecuteWithTLS(arguments: list[str]) -> None:
+    """
+    A unit serving TLS gets no MemoryDenyWriteExecute=: pyOpenSSL's ALPN
+    callback is made by cffi, which needs memory both writable and
+    executable (tests/test_systemd_hardened.py shows it failing).
+    """
+    assert setting(service(*arguments), "MemoryDenyWriteExecute") == []
+    assert setting(service(tlsKey="/k", tlsCert="/c"), "MemoryDenyWriteExecute") == []
+    assert setting(service("--port", "8443"), "MemoryDenyWriteExecute") == ["yes"]
+
+
+def test_docsHardenedUnit() -> None:
+    """
+    docs/units/sdweb-hardened.service is what the generator writes for the
+    quick start's site (docs/quickstart.md, step 3).
+    """
+    path = Path(__file__).resolve().parent.parent / "docs/units/sdweb-hardened.service"
+    assert path.read_text() == serviceUnit(
+        UnitSpec(
+            name="myapp",
+            twistd="/opt/myapp/.venv/bin/twistd",
+            workingDirectory="/opt/myapp",
+            arguments=[
+                "--port",
+                "8080",
+                "--wsgi",
+                "myapp:app",
+                "--logfile",
+                "/var/log/myapp/access.log",
+            ],
+        )
+    )
 
 
 def test_notifyReload() -> None:
@@ -410,7 +649,7 @@ def test_fdStore() -> None:
         (["--port", "8080", "--port", "80"], "site", True),
         (["--port", "1024"], "site", False),
         (["--port", "8080"], "site", False),
-        (["--port", "unix:/run/site.sock"], "site", False),
+        (["--port", "unix:/run/site/web.sock"], "site", False),
         ([], "site", False),
         (["--port", "80"], None, True),
         (["--port", "80"], "root", False),
@@ -422,10 +661,19 @@ def test_capabilities(arguments: list[str], user: str | None, capability: bool) 
     1024 itself gets CAP_NET_BIND_SERVICE, and no other capability; root
     needs none.
     """
-    text = service(*arguments, user=user)
+    text = service(*arguments, user=user, hardening=False)
     expected = ["CAP_NET_BIND_SERVICE"] if capability else []
     assert setting(text, "AmbientCapabilities") == expected
     assert setting(text, "CapabilityBoundingSet") == expected
+    # Hardened: root keeps just that capability too, and every other unit
+    # none at all; PrivateUsers= only where no capability is needed.
+    text = service(*arguments, user=user)
+    privileged = capability or (user == "root" and "80" in arguments)
+    assert setting(text, "AmbientCapabilities") == expected
+    assert setting(text, "CapabilityBoundingSet") == (
+        ["CAP_NET_BIND_SERVICE"] if privileged else [""]
+    )
+    assert setting(text, "PrivateUsers") == ([] if privileged else ["yes"])
     assert setting(text, "User") == ([user] if user and user != "root" else [])
     assert setting(text, "DynamicUser") == ([] if user else ["yes"])
 
@@ -437,6 +685,7 @@ def test_userGroupDirectoryEnvironment() -> None:
     [Service]; C{%} doubled everywhere.
     """
     text = service(
+        hardening=False,
         description="Site at 100%",
         user="site",
         group="www-data",
@@ -622,6 +871,25 @@ def test_cliOutputDir(tmp_path: Path) -> None:
         (["unit", "--", "--port", "80808"], 1, "port 80808 is not in 0-65535"),
         (["unit", "--", "-n"], 1, "write 'twistd -n sdweb ...'"),
         (["unit", "--", "--wsgi", "json"], 1, "sdweb would refuse"),
+        (["unit", "--writable", "rel"], 1, "--writable wants an absolute path"),
+        (["unit", "--state-dir", "../x"], 1, "--state-dir wants a directory name"),
+        (["unit", "--logs-dir", "/var/log/x"], 1, "--logs-dir wants a directory"),
+        (["unit", "--allow-family", "NETLINK"], 1, "not an address family"),
+        (["unit", "--tls-key", "/k"], 1, "--tls-key and --tls-cert go together"),
+        (["unit", "--tls-key", "k", "--tls-cert", "/c"], 1, "wants an absolute"),
+        (
+            ["unit", "--tls-key", "/k", "--tls-cert", "/c", "--tls-port", "0"],
+            1,
+            "not in",
+        ),
+        (["unit", "--working-directory", "/root/site"], 1, "ProtectHome=yes hides"),
+        (
+            ["unit", "--tls-key", "/k", "--tls-cert", "/c", "--", "--workers", "2"],
+            1,
+            "does not work with --workers",
+        ),
+        (["unit", "--twistd", "/home/me/.venv/bin/twistd"], 1, "ProtectHome=yes"),
+        (["unit", "--", "--logfile", "/var/log/a.log"], 1, "a directory of its own"),
     ],
 )
 def test_cliErrors(args: list[str], status: int, message: str) -> None:
@@ -684,6 +952,15 @@ VERIFIED = {
         "serviceLines": ["StandardOutput=append:/var/log/%N.log", "Nice=5"],
     },
     "no watchdog": {"watchdogSec": 0},
+    "hardened, relaxed": {
+        "arguments": ["--logfile", "/var/log/site/access.log", "--port", "443"],
+        "writable": ["/srv/uploads"],
+        "stateDirectories": ["site"],
+        "addressFamilies": ["AF_NETLINK"],
+        "tlsKey": "/etc/ssl/private/site.key",
+        "tlsCert": "/etc/ssl/site.crt",
+        "tlsPort": 8443,
+    },
     "socket": {"listen": ["127.0.0.1:8080", "[::1]:8080", "/run/site.sock"]},
     "socket, selected": {
         "listen": ["80"],
@@ -713,6 +990,60 @@ def test_systemdAnalyzeVerify(case: str, tmp_path: Path) -> None:
         result,
         unitFiles(spec),
     )
+
+
+SCORED = {
+    "default": {},
+    "user": {"user": "site", "group": "site"},
+    "port 80": {"arguments": ["--port", "80"]},
+    "TLS credentials": {"tlsKey": "/etc/ssl/private/site.key", "tlsCert": "/etc/c"},
+    "workers, logs, state": {
+        "arguments": ["--workers", "2", "--logfile", "/var/log/site/access.log"],
+        "stateDirectories": ["site"],
+        "writable": ["/srv/uploads"],
+    },
+    "socket activation": {"listen": ["80"]},
+}
+
+
+def exposure(build: str, path: Path) -> tuple[float, str]:
+    """
+    C{systemd-analyze security --offline=true PATH} of the systemd
+    C{build} (L{BUILDS}): the overall exposure and its word (OK, EXPOSED).
+    """
+    systemd = BUILDS[build]()
+    if systemd.missing is not None or systemd.analyze is None:
+        message = f"systemd-analyze of systemd {build}: {systemd.missing}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    result = subprocess.run(
+        systemd.command(systemd.analyze, "security", "--offline=true", str(path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", result.stdout)
+    assert found, result
+    return float(found.group(1)), found.group(2)
+
+
+@pytest.mark.parametrize("build", [INSTALLED, SYSTEMD_254])
+@pytest.mark.parametrize("case", list(SCORED))
+def test_exposureScore(build: str, case: str, tmp_path: Path) -> None:
+    """
+    The generated units are rated "OK" (at most 2.0) by systemd-analyze
+    security on systemd 252 and 254; without the sandbox, "EXPOSED" (which
+    shows that the check has teeth).
+    """
+    spec = UnitSpec(name="site", twistd=twistdCommand()[0], **SCORED[case])  # type: ignore[arg-type]
+    path = tmp_path / "site.service"
+    path.write_text(serviceUnit(spec))
+    score, word = exposure(build, path)
+    assert score <= 2.0 and word == "OK", (score, word, path.read_text())
+    path.write_text(serviceUnit(attrs.evolve(spec, hardening=False)))
+    score, word = exposure(build, path)
+    assert score > 2.0 and word != "OK", (score, word)
 
 
 def test_systemdAnalyzeVerifyNotifyReload(tmp_path: Path) -> None:
@@ -758,7 +1089,9 @@ def forTests(directory: Path, log: Path, results: Path) -> list[str]:
         ]
     )
     # The private manager is a user manager: no DynamicUser= there.
+    # The sandbox is tested in tests/test_systemd_hardened.py.
     return [
+        "--no-hardening",
         "--user",
         "root",
         "--working-directory",
@@ -845,6 +1178,7 @@ def test_quotingUnderSystemd(
         'Quoting 100% "ok"',
         "--twistd",
         str(dumper),
+        "--no-hardening",
         "--user",
         "root",
         "--working-directory",

@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_appload -*-
 """
-Import the application C{--wsgi module.app} or C{--class module.Resource}
-names, and say in one line why not: no such module, no such attribute, not
-callable.  An error raised by the application's own code while it is
-imported shows the application's frames only, not twistd's or ours.
+Import the application C{--wsgi module.app} (or gunicorn's C{module:app})
+or C{--class module.Resource} names, and say in one line why not: no such
+module, no such attribute, not callable.  An error raised by the
+application's own code while it is imported shows the application's frames
+only, not twistd's or ours.
 """
 
 from __future__ import annotations
@@ -88,16 +89,24 @@ def _missing(error: ModuleNotFoundError, module: str) -> bool:
 def loadApplication(dotted: str, option: str = "--wsgi") -> Any:
     """
     The object C{dotted} (C{module.attribute}, the module possibly dotted
-    itself) names, which must be callable (a WSGI application, a class).
+    itself; or C{module:attribute}, which names the module exactly) names,
+    which must be callable (a WSGI application, a class).
 
     @raise LoadError: One line: no such module, no such attribute, not
         callable; or, when the module's own code raised while it was
         imported, that line and the application's frames.
     """
     checkDottedName(dotted, option)
-    parts = dotted.split(".")
+    if ":" in dotted:
+        # gunicorn's spelling: exactly this module, then the attribute.
+        moduleName, _, attributes = dotted.partition(":")
+        parts = [*moduleName.split("."), *attributes.split(".")]
+        cuts = [moduleName.count(".") + 1]
+    else:
+        parts = dotted.split(".")
+        cuts = list(range(len(parts) - 1, 0, -1))
     module = None
-    for cut in range(len(parts) - 1, 0, -1):
+    for cut in cuts:
         name = ".".join(parts[:cut])
         try:
             module = _importModule(name)
@@ -107,7 +116,8 @@ def loadApplication(dotted: str, option: str = "--wsgi") -> Any:
             raise _failed(f"{option} {dotted!r}: importing {name!r}", e) from None
         break
     if module is None:
-        raise LoadError(f"{option} {dotted!r}: no module named {parts[0]!r}")
+        missing = dotted.partition(":")[0] if ":" in dotted else parts[0]
+        raise LoadError(f"{option} {dotted!r}: no module named {missing!r}")
     found: Any = module
     path = ".".join(parts[:cut])
     for attribute in parts[cut:]:
@@ -124,14 +134,28 @@ def loadApplication(dotted: str, option: str = "--wsgi") -> Any:
 
 def checkDottedName(dotted: str, option: str = "--wsgi") -> None:
     """
-    C{dotted} has the shape of C{module.attribute}: Python names joined by
-    dots, at least two.
+    C{dotted} has the shape of C{module.attribute} (Python names joined by
+    dots, at least two) or, as gunicorn writes it, C{module:attribute}.
 
     @raise LoadError: If not.
     """
-    parts = dotted.split(".")
-    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
-        raise LoadError(f"{option} {dotted!r}: wants module.attribute")
+    wanted = f"{option} {dotted!r}: wants module.attribute or module:attribute"
+    if dotted.count(":") > 1:
+        raise LoadError(wanted)
+    module, colon, attribute = dotted.partition(":")
+    if colon:
+        if attribute.endswith(")") and "(" in attribute:
+            raise LoadError(
+                f"{wanted} (a call such as {attribute} is not supported: make"
+                f" the application at import time, app = {attribute})"
+            )
+        parts = [*module.split("."), *attribute.split(".")]
+    else:
+        parts = dotted.split(".")
+        if len(parts) < 2:
+            raise LoadError(wanted)
+    if not all(part.isidentifier() for part in parts):
+        raise LoadError(wanted)
 
 
 class _NoSuchModule(Exception):

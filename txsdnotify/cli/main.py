@@ -125,6 +125,62 @@ def _parsers() -> tuple[_Parser, _Parser]:
         metavar="KEY=VALUE",
         help="a raw line for [Service], e.g. StandardOutput=append:/x; repeatable",
     )
+    add(
+        "--no-hardening",
+        action="store_true",
+        help="write no sandbox (ProtectSystem=, SystemCallFilter=, ...), for"
+        " debugging; the unit is then rated EXPOSED",
+    )
+    add(
+        "--writable",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory the service may write (ReadWritePaths=); repeatable",
+    )
+    add(
+        "--state-dir",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="StateDirectory=NAME: /var/lib/NAME, owned by the service's user;"
+        " repeatable (made by itself for a --logfile or unix: socket there)",
+    )
+    add(
+        "--logs-dir",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="LogsDirectory=NAME: /var/log/NAME, owned by the service's user;"
+        " repeatable (made by itself for a --logfile there)",
+    )
+    add(
+        "--allow-family",
+        action="append",
+        default=[],
+        metavar="AF_NAME",
+        help="one more socket address family the application uses (e.g."
+        " AF_NETLINK), above AF_UNIX AF_INET AF_INET6; repeatable",
+    )
+    add(
+        "--allow-write-execute",
+        action="store_true",
+        help="no MemoryDenyWriteExecute= (for an application with a JIT)",
+    )
+    add(
+        "--tls-key",
+        metavar="PATH",
+        help="serve HTTPS with this key, handed over as a systemd credential"
+        " (LoadCredential=): it may stay readable by root only",
+    )
+    add("--tls-cert", metavar="PATH", help="the certificate (chain) for --tls-key")
+    add(
+        "--tls-port",
+        type=int,
+        default=443,
+        metavar="PORT",
+        help="the port of --tls-key's HTTPS listener (default 443)",
+    )
     add("--output-dir", metavar="DIR", help="write NAME.service (NAME.socket) here")
     add("--force", action="store_true", help="overwrite files in --output-dir")
     return top, unit
@@ -175,6 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         fdStore=args.fd_store,
         environment=args.env,
         serviceLines=args.service_line,
+        hardening=not args.no_hardening,
+        writable=args.writable,
+        stateDirectories=args.state_dir,
+        logsDirectories=args.logs_dir,
+        addressFamilies=args.allow_family,
+        writeExecute=args.allow_write_execute,
+        tlsKey=args.tls_key,
+        tlsCert=args.tls_cert,
+        tlsPort=args.tls_port,
     )
     try:
         files = unitFiles(spec)

@@ -44,7 +44,7 @@ from txsdnotify.systemd.activation import (
 from txsdnotify.systemd.journal import journalStream
 from txsdnotify.systemd.message import NotifyAddressError, parseAddress
 from txsdnotify.systemd.notify import Notifier
-from txsdnotify.web.tls import TLSSetupError, checkTLS
+from txsdnotify.web.tls import TLSSetupError, checkTLS, credentialPaths
 from txsdnotify.workers.options import checkWorkerOptions
 from txsdnotify.wsgi.container import WSGIApplication
 from txsdnotify.wsgi.threads import DEFAULT_THREADS
@@ -306,7 +306,8 @@ systemd passed (socket activation), or else tcp:8080."""
 
     def opt_wsgi(self, name: str) -> None:
         """
-        The dotted name of a WSGI application object to serve (module.app),
+        The dotted name of a WSGI application object to serve (module.app,
+        or module:app as gunicorn writes it),
         imported once every option is read (after --chdir, --pythonpath), and served
         with sdweb's WSGI container (see --threads).
         """
@@ -434,16 +435,18 @@ systemd passed (socket activation), or else tcp:8080."""
         if self["workers"] > 1:
             checkWorkerOptions(self)
 
-        for description in self["ports"]:
+        for i, description in enumerate(self["ports"]):
             # --https adds its ssl: description only now.
             self._check(checkPortDescription, description, always=True)
             if self.checkOnly and description.startswith(("systemd:", "ssl:")):
                 # The sockets, certificates and keys of the unit's machine.
                 continue
             try:
+                description = credentialPaths(description, self.environ)
                 checkTLS(description)
             except TLSSetupError as e:
                 raise SystemExit(f"twistd sdweb: {e}") from None
+            self["ports"][i] = description
             try:
                 serverFromString(reactor, description)
             except (IndexError, KeyError) as e:

@@ -29,6 +29,7 @@ __all__ = [
     "UnitError",
     "UnitSpec",
     "bindsPrivilegedPort",
+    "credentialPort",
     "defaultTwistd",
     "drainTimeout",
     "environmentLine",
@@ -61,6 +62,141 @@ FD_STORE_MAX = 4
 """
 C{FileDescriptorStoreMax=} for C{--fd-store} (more if there are more ports).
 """
+
+CREDENTIAL_KEY = "tls.key"
+"""
+The credential name (C{LoadCredential=}) of C{--tls-key}.
+"""
+
+CREDENTIAL_CERT = "tls.crt"
+"""
+The credential name (C{LoadCredential=}) of C{--tls-cert}.
+"""
+
+ADDRESS_FAMILIES = ("AF_UNIX", "AF_INET", "AF_INET6")
+"""
+The socket address families sdweb needs: the notify socket and C{unix:}
+ports, and TCP over IPv4 and IPv6.
+"""
+
+HARDENING: tuple[tuple[str, str], ...] = (
+    (
+        "ProtectSystem=strict",
+        "The whole file system read-only (/usr, /etc, ...): it writes only in\n"
+        "the directories below.  Relax: --writable DIR, --state-dir NAME,\n"
+        "--logs-dir NAME.",
+    ),
+    (
+        "ProtectHome=yes",
+        "/home, /root and /run/user out of sight.  Relax: keep the venv and\n"
+        "the site elsewhere (/opt, /srv); else ProtectHome=read-only.",
+    ),
+    (
+        "PrivateTmp=yes",
+        "A /tmp and /var/tmp of its own, emptied at each start.  Relax: never\n"
+        "needed; share files through a --writable directory.",
+    ),
+    (
+        "PrivateDevices=yes",
+        "No physical devices (/dev has null, zero, random, ...).  Relax: only\n"
+        "for an application using a device (then DeviceAllow= it).",
+    ),
+    (
+        "PrivateMounts=yes",
+        "Mount changes stay its own.  Relax: never needed.",
+    ),
+    (
+        "ProtectKernelTunables=yes",
+        "/proc/sys and /sys read-only: no kernel settings.  Relax: never\n"
+        "needed by a web site.",
+    ),
+    (
+        "ProtectKernelModules=yes",
+        "No loading of kernel modules.  Relax: never needed.",
+    ),
+    (
+        "ProtectKernelLogs=yes",
+        "No reading of the kernel log.  Relax: never needed.",
+    ),
+    (
+        "ProtectControlGroups=yes",
+        "The cgroup tree read-only.  Relax: never needed.",
+    ),
+    ("ProtectClock=yes", "No setting of the clock.  Relax: never needed."),
+    ("ProtectHostname=yes", "No changing of the host name.  Relax: never needed."),
+    (
+        "ProtectProc=invisible",
+        "Other users' processes invisible in /proc.  Relax: only for an\n"
+        "application that watches other processes.",
+    ),
+    (
+        "ProcSubset=pid",
+        "/proc shows processes only (no /proc/meminfo, /proc/stat).  Relax:\n"
+        "for monitoring code that reads those (psutil's machine figures).",
+    ),
+    (
+        "RestrictNamespaces=yes",
+        "No new namespaces (containers, unshare).  Relax: never needed.",
+    ),
+    (
+        "RestrictRealtime=yes",
+        "No real-time scheduling.  Relax: never needed.",
+    ),
+    (
+        "RestrictSUIDSGID=yes",
+        "No making of set-user/group-ID files.  Relax: never needed.",
+    ),
+    (
+        "LockPersonality=yes",
+        "No switching of the execution domain.  Relax: never needed.",
+    ),
+    (
+        "NoNewPrivileges=yes",
+        "No gaining privileges through set-user-ID programs, for anything it\n"
+        "runs.  Relax: for an application that runs one (Postfix's sendmail).",
+    ),
+    (
+        "SystemCallArchitectures=native",
+        "Native system calls only (no 32-bit ones).  Relax: never needed.",
+    ),
+    (
+        "SystemCallFilter=@system-service",
+        "Only the system calls of ordinary services; others fail with EPERM.\n"
+        "Relax: add the group an application needs (systemd-analyze\n"
+        "syscall-filter lists them).",
+    ),
+    (
+        "SystemCallFilter=~@privileged @resources",
+        "None of the privileged ones (mount, setuid, chown, ...) or those\n"
+        "changing limits and priorities.  Relax: drop this line for an\n"
+        "application that chowns files or renices itself.",
+    ),
+    (
+        "SystemCallErrorNumber=EPERM",
+        "A refused system call fails with EPERM instead of killing it.",
+    ),
+    (
+        "UMask=0077",
+        "Files it makes are its user's alone.  Relax: UMask=0027 and Group=\n"
+        "for files another service must read.",
+    ),
+)
+"""
+The hardening lines every hardened unit gets, with the comment written
+above each: what it forbids, and when to relax it.  L{serviceUnit} adds
+those that depend on the unit (the user, capabilities, address families,
+C{MemoryDenyWriteExecute=}, C{PrivateUsers=}).
+"""
+
+_SYSTEM_DIRECTORIES = (
+    ("/var/lib/", "StateDirectory"),
+    ("/var/log/", "LogsDirectory"),
+    ("/var/cache/", "CacheDirectory"),
+    ("/run/", "RuntimeDirectory"),
+)
+_HIDDEN_HOMES = ("/home", "/root", "/run/user")
+_FAMILY = re.compile(r"AF_[A-Z0-9]+")
+_DIRECTORY_NAME = re.compile(r"[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*")
 
 _PORT_OPTIONS = ("port", "listen", "https")
 _NOT_FOR_A_UNIT = ("help", "version", "personal")
@@ -139,6 +275,27 @@ class UnitSpec:
     @ivar environment: More C{Environment=} variables, as pairs or a
         mapping.
     @ivar serviceLines: Raw C{Key=value} lines appended to C{[Service]}.
+    @ivar hardening: Sandbox the service (L{HARDENING}: C{ProtectSystem=strict},
+        a system call filter, no capabilities, ...); C{False} writes none of
+        it, for debugging.
+    @ivar writable: More absolute paths the service may write
+        (C{ReadWritePaths=}).
+    @ivar stateDirectories: C{StateDirectory=} names (C{/var/lib/NAME},
+        owned by the service's user); more are added for what sdweb writes
+        there (L{writtenDirectories}).
+    @ivar logsDirectories: C{LogsDirectory=} names (C{/var/log/NAME}).
+    @ivar addressFamilies: More socket address families the application
+        may use (C{AF_NETLINK}), above C{AF_UNIX AF_INET AF_INET6}.
+    @ivar writeExecute: Allow memory both writable and executable (a JIT);
+        without it, C{MemoryDenyWriteExecute=yes}, unless the unit serves
+        TLS (pyOpenSSL's ALPN callback is made with cffi, which needs such
+        memory).
+    @ivar tlsKey: The absolute path of a TLS key handed to the service as
+        a systemd credential (C{LoadCredential=}), with L{tlsCert}: the
+        unit then serves HTTPS on L{tlsPort} from C{%d/tls.key}.
+    @ivar tlsCert: The absolute path of the certificate (chain) for
+        L{tlsKey}.
+    @ivar tlsPort: The TCP port of that HTTPS listener.
     """
 
     name: str = "sdweb"
@@ -157,6 +314,15 @@ class UnitSpec:
         default=(), converter=_environmentPairs
     )
     serviceLines: tuple[str, ...] = field(default=(), converter=_strings)
+    hardening: bool = True
+    writable: tuple[str, ...] = field(default=(), converter=_strings)
+    stateDirectories: tuple[str, ...] = field(default=(), converter=_strings)
+    logsDirectories: tuple[str, ...] = field(default=(), converter=_strings)
+    addressFamilies: tuple[str, ...] = field(default=(), converter=_strings)
+    writeExecute: bool = False
+    tlsKey: str | None = None
+    tlsCert: str | None = None
+    tlsPort: int = 443
 
 
 # -- systemd syntax ---------------------------------------------------------
@@ -219,11 +385,14 @@ class ParsedOption:
     @ivar value: Its argument, L{None} for a flag.
     @ivar words: The words it was written as (C{("-p", "80")}); empty for
         all but the last option of a cluster of short ones (C{-nl FILE}).
+    @ivar raw: Whether C{words} are written into the unit as they are
+        (they hold systemd specifiers, C{%d}), not quoted.
     """
 
     name: str
     value: str | None
     words: tuple[str, ...]
+    raw: bool = False
 
 
 @lru_cache(maxsize=1)
@@ -422,6 +591,10 @@ class _Plan:
     fdStore: bool
     storeMax: int
     capability: bool
+    bindsPrivileged: bool
+    tls: bool
+    directories: dict[str, list[str]]
+    writable: list[str]
 
 
 def _seconds(value: float) -> str:
@@ -461,7 +634,16 @@ def _plan(spec: UnitSpec) -> _Plan:
     for line in spec.serviceLines:
         if not _SETTING.fullmatch(line):
             raise UnitError(f"not a Key=value line: {line!r}")
-    options = parseArguments(spec.arguments)
+    _checkHardening(spec)
+    arguments = list(spec.arguments)
+    if spec.tlsKey is not None:
+        arguments += ["--port", credentialPort(spec.tlsPort)]
+    # sdweb's parser checks the credential port with the rest (--workers
+    # refuses TLS).
+    options = parseArguments(arguments)
+    if spec.tlsKey is not None:
+        last = options.pop()
+        options.append(ParsedOption(last.name, last.value, last.words, raw=True))
     ports = listeningPorts(options)
     activated = [p for p in ports if p.startswith("systemd:")]
     if spec.listen:
@@ -482,16 +664,155 @@ def _plan(spec: UnitSpec) -> _Plan:
             "the fd store and socket activation both given: with socket"
             " activation systemd keeps the sockets already"
         )
+    privileged = not spec.listen and bindsPrivilegedPort(listeningPorts(options))
+    directories: dict[str, list[str]] = {
+        "StateDirectory": list(spec.stateDirectories),
+        "LogsDirectory": list(spec.logsDirectories),
+        "CacheDirectory": [],
+        "RuntimeDirectory": [],
+    }
+    writable = list(spec.writable)
+    for path in writtenPaths(options, spec.workingDirectory):
+        setting, name = writtenDirectory(path)
+        if setting is None:
+            if spec.hardening and name not in writable:
+                writable.append(name)
+        elif name not in directories[setting]:
+            directories[setting].append(name)
     return _Plan(
         options=options,
         drain=drainTimeout(options),
         grace=healthGrace(options),
         fdStore=fdStore,
         storeMax=max(FD_STORE_MAX, len(ports)),
-        capability=spec.user != "root"
-        and not spec.listen
-        and bindsPrivilegedPort(ports),
+        capability=spec.user != "root" and privileged,
+        bindsPrivileged=privileged,
+        tls=any(p.lower().startswith("ssl") for p in listeningPorts(options)),
+        directories=directories,
+        writable=writable,
     )
+
+
+def _checkHardening(spec: UnitSpec) -> None:
+    """
+    Check the hardening and credential settings of C{spec}.
+
+    @raise UnitError: If one cannot make a working unit.
+    """
+    for path in spec.writable:
+        if not path.startswith("/"):
+            raise UnitError(f"--writable wants an absolute path, not {path!r}")
+        _plainValue("ReadWritePaths", path)
+    for option, names in (
+        ("--state-dir", spec.stateDirectories),
+        ("--logs-dir", spec.logsDirectories),
+    ):
+        for name in names:
+            if not _DIRECTORY_NAME.fullmatch(name) or ".." in name.split("/"):
+                raise UnitError(
+                    f"{option} wants a directory name such as myapp, not {name!r}"
+                )
+    for family in spec.addressFamilies:
+        if not _FAMILY.fullmatch(family):
+            raise UnitError(f"not an address family: {family!r} (e.g. AF_NETLINK)")
+    if (spec.tlsKey is None) != (spec.tlsCert is None):
+        raise UnitError("--tls-key and --tls-cert go together")
+    for option, credential in (
+        ("--tls-key", spec.tlsKey),
+        ("--tls-cert", spec.tlsCert),
+    ):
+        if credential is not None:
+            if not credential.startswith("/") or ":" in credential:
+                raise UnitError(
+                    f"{option} wants an absolute path without ':', not {credential!r}"
+                )
+            _plainValue("LoadCredential", credential)
+    if not 0 < spec.tlsPort < 65536:
+        raise UnitError(f"--tls-port {spec.tlsPort} is not in 1-65535")
+    if spec.hardening:
+        for what, place in (
+            ("twistd", spec.twistd),
+            ("the working directory", spec.workingDirectory),
+        ):
+            hidden = place is not None and any(
+                place == home or place.startswith(home + "/") for home in _HIDDEN_HOMES
+            )
+            if hidden:
+                raise UnitError(
+                    f"{what} {place} is under /home, /root or /run/user, which"
+                    " ProtectHome=yes hides from the service: put it elsewhere"
+                    " (/opt, /srv), or use --no-hardening"
+                )
+
+
+def credentialPort(port: int) -> str:
+    """
+    The C{--port} of C{--tls-key}: HTTPS on C{port} from the credentials,
+    C{%d} being systemd's credentials directory (written unquoted: systemd
+    expands it).
+    """
+    return f"ssl:{port}:privateKey=%d/{CREDENTIAL_KEY}:certKey=%d/{CREDENTIAL_CERT}"
+
+
+def writtenPaths(
+    options: Sequence[ParsedOption], workingDirectory: str | None
+) -> list[str]:
+    """
+    The absolute paths sdweb writes, from its options: the C{--logfile}
+    access log and the C{unix:} sockets it binds (relative ones are taken
+    from C{workingDirectory}, and left out without one).
+    """
+    paths = []
+    for option in options:
+        value = option.value or ""
+        if option.name == "logfile" and value not in ("", "-"):
+            paths.append(value)
+    for description in listeningPorts(options):
+        kind, positional, keywords = _splitPort(description)
+        if kind == "unix":
+            address = keywords.get("address", positional[0] if positional else "")
+            if address:
+                paths.append(address)
+    absolute = []
+    for path in paths:
+        if not path.startswith("/"):
+            if workingDirectory is None:
+                continue
+            path = os.path.join(workingDirectory, path)
+        absolute.append(os.path.normpath(path))
+    return absolute
+
+
+def writtenDirectory(path: str) -> tuple[str | None, str]:
+    """
+    Where the file C{path} that sdweb writes may be written: the setting
+    that makes its directory (C{("LogsDirectory", "myapp")} for
+    C{/var/log/myapp/access.log}), or C{(None, DIRECTORY)} for a directory
+    that is not systemd's to make (C{ReadWritePaths=}).
+
+    @raise UnitError: For a file right in C{/var/log}, C{/var/lib}, ...,
+        which a service not running as root cannot write.
+    """
+    directory = os.path.dirname(path)
+    for prefix, setting in _SYSTEM_DIRECTORIES:
+        if (directory + "/").startswith(prefix):
+            name = directory[len(prefix) :]
+            if not name:
+                raise UnitError(
+                    f"{path} is right in {prefix.rstrip('/')}: put it in a"
+                    f" directory of its own, {prefix}NAME/, which the unit makes"
+                    f" for the service's user ({setting}=NAME)"
+                )
+            return setting, name
+    return None, directory
+
+
+def _splitPort(description: str) -> tuple[str, list[str], dict[str, str]]:
+    parts = [re.sub(r"\\(.)", r"\1", p) for p in re.split(r"(?<!\\):", description)]
+    kind = parts[0].lower()
+    positional = [p for p in parts[1:] if "=" not in p]
+    keywords = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    return kind, positional, keywords
 
 
 def execStart(twistd: str, options: Sequence[ParsedOption]) -> str:
@@ -501,7 +822,7 @@ def execStart(twistd: str, options: Sequence[ParsedOption]) -> str:
     """
     lines = [" ".join(quoteWord(w) for w in [twistd, "-n", "--pidfile=", "sdweb"])]
     lines += [
-        " ".join(quoteWord(w) for w in option.words)
+        " ".join(w if option.raw else quoteWord(w) for w in option.words)
         for option in options
         if option.words
     ]
@@ -603,6 +924,45 @@ def serviceUnit(spec: UnitSpec) -> str:
             "# so no connection is refused meanwhile.",
             f"FileDescriptorStoreMax={plan.storeMax}",
         ]
+    out += _userLines(spec)
+    if spec.workingDirectory is not None:
+        out += [
+            "# Where relative paths and the application's modules are found.",
+            "WorkingDirectory="
+            + _plainValue("WorkingDirectory", spec.workingDirectory),
+        ]
+    out += _directoryLines(spec, plan)
+    if spec.tlsKey is not None and spec.tlsCert is not None:
+        out += [
+            "# The TLS key and certificate, handed over as credentials: systemd",
+            "# copies them (root-only files may stay root-only) into a directory",
+            "# only this service can read, %d in ExecStart=;",
+            f"# --port ssl:{spec.tlsPort} reads them there.",
+            f"LoadCredential={CREDENTIAL_KEY}:"
+            + _plainValue("LoadCredential", spec.tlsKey),
+            f"LoadCredential={CREDENTIAL_CERT}:"
+            + _plainValue("LoadCredential", spec.tlsCert),
+        ]
+    if spec.hardening:
+        out += _hardeningLines(spec, plan)
+    elif plan.capability:
+        out += [
+            "# A port below 1024 as that user: just that right, and no other.",
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        ]
+    if spec.serviceLines:
+        out += ["# Added as they were given."]
+        out += list(spec.serviceLines)
+    out += ["", "[Install]", "WantedBy=multi-user.target"]
+    return "\n".join(out) + "\n"
+
+
+def _userLines(spec: UnitSpec) -> list[str]:
+    """
+    C{DynamicUser=yes}, or C{User=}, and C{Group=}.
+    """
+    out = []
     if spec.user is None:
         out += [
             "# No user given: one systemd makes up at each start, never root;",
@@ -616,23 +976,100 @@ def serviceUnit(spec: UnitSpec) -> str:
         ]
     if spec.group is not None:
         out += [f"Group={_plainValue('Group', spec.group)}"]
-    if spec.workingDirectory is not None:
+    return out
+
+
+_DIRECTORY_COMMENTS = {
+    "StateDirectory": "/var/lib/{}",
+    "LogsDirectory": "/var/log/{}",
+    "CacheDirectory": "/var/cache/{}",
+    "RuntimeDirectory": "/run/{} (removed when it stops)",
+}
+
+
+def _directoryLines(spec: UnitSpec, plan: _Plan) -> list[str]:
+    """
+    The directories systemd makes for the service's user, and
+    C{ReadWritePaths=}.
+    """
+    out = []
+    for setting, names in plan.directories.items():
+        for name in names:
+            where = _DIRECTORY_COMMENTS[setting].format(name)
+            out += [
+                f"# {where}, made by systemd and owned by the service's user:",
+                "# the only place it writes, with ProtectSystem=strict.",
+                f"{setting}={_plainValue(setting, name)}",
+            ]
+    for path in plan.writable:
         out += [
-            "# Where relative paths and the application's modules are found.",
-            "WorkingDirectory="
-            + _plainValue("WorkingDirectory", spec.workingDirectory),
+            "# Writable despite ProtectSystem=strict (--writable); it must be",
+            "# writable by the service's user too.",
+            f"ReadWritePaths={_plainValue('ReadWritePaths', path)}",
         ]
-    if plan.capability:
+    return out
+
+
+def _hardeningLines(spec: UnitSpec, plan: _Plan) -> list[str]:
+    """
+    The sandbox: L{HARDENING}, and what depends on the unit.
+    """
+    out = [
+        "",
+        "# -- The sandbox ('systemd-analyze security' rates it OK).  Each line",
+        "# forbids one thing sdweb never does; relax one only if the",
+        "# application needs it (docs/units.md has the table).",
+    ]
+    for line, comment in HARDENING:
+        out += _comment(comment) + [line]
+    if plan.bindsPrivileged:
         out += [
-            "# A port below 1024 as that user: just that right, and no other.",
-            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "# A port below 1024: the right to bind it, and no other capability.",
             "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
         ]
-    if spec.serviceLines:
-        out += ["# Added as they were given."]
-        out += list(spec.serviceLines)
-    out += ["", "[Install]", "WantedBy=multi-user.target"]
-    return "\n".join(out) + "\n"
+        if plan.capability:
+            out += ["AmbientCapabilities=CAP_NET_BIND_SERVICE"]
+    else:
+        out += [
+            "# No capabilities at all, not even as root.  Relax: never needed (a",
+            "# port below 1024 gets the one it needs by itself).",
+            "CapabilityBoundingSet=",
+        ]
+    if spec.user is not None and spec.user != "root":
+        out += [
+            "# Its IPC objects (shared memory, semaphores) go when it stops.",
+            "# Relax: never needed.",
+            "RemoveIPC=yes",
+        ]
+    if not plan.bindsPrivileged:
+        out += [
+            "# A user namespace: it sees no other user than its own and root,",
+            "# and has no capability on the host.  Relax: left out by itself",
+            "# for a port below 1024 (that capability must count on the host).",
+            "PrivateUsers=yes",
+        ]
+    families = list(ADDRESS_FAMILIES)
+    families += [f for f in spec.addressFamilies if f not in families]
+    out += [
+        "# Sockets: AF_UNIX for the notify socket and unix: ports, AF_INET and",
+        "# AF_INET6 for TCP and UDP, outgoing connections included.  Relax:",
+        "# --allow-family AF_NETLINK (or another) for an application using it.",
+        f"RestrictAddressFamilies={' '.join(families)}",
+    ]
+    if plan.tls:
+        out += [
+            "# No MemoryDenyWriteExecute=: TLS with ALPN (pyOpenSSL's cffi",
+            "# callbacks) needs memory both writable and executable.",
+        ]
+    elif spec.writeExecute:
+        out += ["# No MemoryDenyWriteExecute= (--allow-write-execute): a JIT needs it."]
+    else:
+        out += [
+            "# No memory both writable and executable (no code injected at run",
+            "# time).  Relax: --allow-write-execute for a JIT or cffi callbacks.",
+            "MemoryDenyWriteExecute=yes",
+        ]
+    return out
 
 
 def socketUnit(spec: UnitSpec) -> str:

@@ -9,9 +9,13 @@ that does not go with the key, an unknown C{sslmethod}.
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
+
 from txsdnotify.web.descriptions import splitDescription
 
-__all__ = ["TLSSetupError", "checkTLS"]
+__all__ = ["TLSSetupError", "checkTLS", "credentialPaths"]
 
 INSTALL_HINT = "ssl: needs pyOpenSSL: pip install 'txsdnotify[tls]'"
 
@@ -25,6 +29,17 @@ _SSL_POSITIONAL = (
     "extraCertChain",
     "dhParameters",
 )
+
+
+# The options of an ssl: port naming files, and what they hold.
+_FILES = {
+    "privateKey": "key",
+    "certKey": "certificate",
+    "extraCertChain": "certificate chain",
+    "dhParameters": "DH parameters",
+}
+_SEPARATOR = re.compile(r"(?<!\\):")
+_UNESCAPE = re.compile(r"\\(.)")
 
 
 class TLSSetupError(Exception):
@@ -85,6 +100,59 @@ def checkTLS(description: str) -> None:
     method = options.get("sslmethod")
     if method is not None and not (method.endswith("_METHOD") and hasattr(SSL, method)):
         raise TLSSetupError(f"unknown sslmethod {method!r} (e.g. TLS_METHOD)")
+
+
+def credentialPaths(description: str, environ: Mapping[str, str]) -> str:
+    """
+    C{description} with each key or certificate file of an C{ssl:} port
+    that is given as a relative path taken from systemd's credentials
+    (C{$CREDENTIALS_DIRECTORY}, C{LoadCredential=NAME:PATH}): a file of
+    that name there, else in the working directory.
+
+    @raise TLSSetupError: If such a file is in neither place.
+    """
+    fields = _SEPARATOR.split(description)
+    if fields[0].lower() != "ssl":
+        return description
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    positional = 0
+    for i, field in enumerate(fields[1:], 1):
+        name, equals, value = field.partition("=")
+        if equals and not name.endswith("\\"):
+            option = _UNESCAPE.sub(r"\1", name)
+        else:
+            # The first positional field is the port.
+            option = _SSL_POSITIONAL[positional - 1] if positional else ""
+            value = field
+            positional += 1
+        if option not in _FILES:
+            continue
+        path = _UNESCAPE.sub(r"\1", value)
+        found = _credential(path, _FILES[option], directory)
+        if found != path:
+            escaped = re.sub(r"([\\:=])", r"\\\1", found)
+            fields[i] = f"{name}={escaped}" if equals else escaped
+    return ":".join(fields)
+
+
+def _credential(path: str, what: str, directory: str | None) -> str:
+    if os.path.isabs(path) or not path:
+        return path
+    if directory is not None and os.path.exists(os.path.join(directory, path)):
+        return os.path.join(directory, path)
+    if os.path.exists(path):
+        return path
+    needs = f"LoadCredential={path}:/path/of/the/file"
+    if directory is None:
+        raise TLSSetupError(
+            f"TLS {what} file {path}: no such file, and no credentials"
+            f" ($CREDENTIALS_DIRECTORY is not set; a unit hands one over with"
+            f" {needs})"
+        )
+    raise TLSSetupError(
+        f"TLS {what} credential {path!r} is missing from $CREDENTIALS_DIRECTORY"
+        f" ({directory}): the unit needs {needs}"
+    )
 
 
 def _read(path: str, what: str) -> bytes:
