@@ -33,7 +33,9 @@ def test_inFlightAndClientGone() -> None:
     assert tracker.stats.inFlight == 1
     connection.connectionLost(Failure(ConnectionError("gone")))
     stats = tracker.stats
-    assert (stats.started, stats.completed, stats.inFlight) == (1, 1, 0)
+    # Aborted, not served.
+    assert (stats.started, stats.completed, stats.aborted) == (1, 0, 1)
+    assert stats.inFlight == 0
     assert stats.openConnections == 0
     assert not tracker.connections
 

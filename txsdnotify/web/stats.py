@@ -19,8 +19,12 @@ class RequestStats:
     Counters of one server, updated as requests and connections come and go.
 
     @ivar started: Requests whose request line has arrived.
-    @ivar completed: Requests that finished or whose client went away.
-    @ivar bytesSent: Response body bytes of the completed requests.
+    @ivar completed: Requests answered in full (served).
+    @ivar aborted: Requests whose connection was lost (the client went away,
+        or the drain aborted it) before they were answered in full: not
+        served.
+    @ivar bytesSent: Response body bytes of the completed and aborted
+        requests.
     @ivar connectionsOpened: Connections accepted.
     @ivar connectionsClosed: Connections closed.
     """
@@ -28,6 +32,7 @@ class RequestStats:
     __slots__ = (
         "started",
         "completed",
+        "aborted",
         "bytesSent",
         "connectionsOpened",
         "connectionsClosed",
@@ -36,6 +41,7 @@ class RequestStats:
     def __init__(self) -> None:
         self.started = 0
         self.completed = 0
+        self.aborted = 0
         self.bytesSent = 0
         self.connectionsOpened = 0
         self.connectionsClosed = 0
@@ -43,9 +49,9 @@ class RequestStats:
     @property
     def inFlight(self) -> int:
         """
-        Requests begun and not yet completed.
+        Requests begun and not yet answered or aborted.
         """
-        return self.started - self.completed
+        return self.started - self.completed - self.aborted
 
     @property
     def openConnections(self) -> int:

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from txsdnotify.web.stats import RequestStats
 
-__all__ = ["TrackingFactory", "channelOf"]
+__all__ = ["ABORTED_STATUS", "TrackingFactory", "channelOf", "logAborted"]
 
 
 class DrainObserver(Protocol):
@@ -254,26 +254,46 @@ def _began(request: Any, tracker: TrackingFactory) -> Any:
     return channel
 
 
-def _ended(request: Any, stats: RequestStats) -> None:
+ABORTED_STATUS = 499
+"""
+The status the access log shows for a request whose connection was lost
+before its response was complete (the client went away, or the drain aborted
+it), as nginx logs a request its client closed: whatever status the
+application meant to send never arrived whole.
+"""
+
+
+def _ended(request: Any, stats: RequestStats, aborted: bool = False) -> None:
     """
-    C{request} was answered, or its client went away: count it once.
+    C{request} was answered (or its connection taken over), or its
+    connection was lost first (C{aborted}): count it once.
     """
     if getattr(request, PROCESSING, False):
         setattr(request, PROCESSING, False)
-        stats.completed += 1
+        if aborted:
+            stats.aborted += 1
+        else:
+            stats.completed += 1
         stats.bytesSent += getattr(request, "sentLength", 0)
 
 
-def _logUnfinished(request: Any) -> None:
+def logAborted(request: Any) -> None:
     """
     Write a request whose connection is gone before it finished to the
-    access log, as Twisted does only for finished ones: every request
-    processed appears there.
+    access log with the status L{ABORTED_STATUS}, as Twisted logs only
+    finished ones: every request processed (or cut by the drain) appears
+    there, and none as answered that was not.
     """
+    channel = getattr(request, "channel", None)
+    factory = getattr(channel, "factory", None)
+    if factory is not None:
+        request.code = ABORTED_STATUS
+        factory.log(request)
+
+
+def _logUnfinished(request: Any) -> None:
     if getattr(request, PROCESSING, False) and not request.finished:
-        factory = getattr(request.channel, "factory", None)
-        if factory is not None:
-            factory.log(request)
+        logAborted(request)
 
 
 def _trackedClass(cls: type, tracker: TrackingFactory) -> type:
@@ -346,7 +366,7 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
         def connectionLost(self, reason: Failure) -> None:
             if self._txsdnotifyProcessing:
                 _logUnfinished(self)
-                _ended(self, stats)
+                _ended(self, stats, aborted=True)
             baseConnectionLost(self, reason)
 
     TrackedRequest.__name__ = TrackedRequest.__qualname__ = "Tracked" + base.__name__
@@ -370,7 +390,10 @@ def _trackingRequestCallable(
                 tracker.switchedProtocols(request)
 
         def ended(result: object) -> None:
-            _ended(request, stats)
+            lost = isinstance(result, Failure)
+            if lost:
+                _logUnfinished(request)
+            _ended(request, stats, aborted=lost)
 
         request.process = tracked
         request.notifyFinish().addBoth(ended)

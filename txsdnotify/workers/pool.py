@@ -353,7 +353,8 @@ class WorkerPool:
         """
         past, mine = self._past, worker.stats
         past.completed += mine.completed
-        past.started += mine.completed
+        past.aborted += mine.aborted
+        past.started += mine.completed + mine.aborted
         past.bytesSent += mine.bytesSent
         past.connectionsOpened += mine.connectionsOpened
         past.connectionsClosed += mine.connectionsOpened
