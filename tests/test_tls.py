@@ -8,6 +8,7 @@ the one-line start-up errors of a bad C{ssl:} port.
 from __future__ import annotations
 
 import datetime
+import http.client
 import signal
 import socket
 import ssl
@@ -28,6 +29,7 @@ from hpack import Decoder
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
 
 from txsdnotify.testing import NotifyReceiver
+from txsdnotify.web.tls import endTLSWait, isTLS, waitsForTLSClose
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -83,7 +85,10 @@ def startTLS(
         ],
         processEnv(NOTIFY_SOCKET=receiver.path),
     )
-    receiver.expect("READY", timeout=30)
+    try:
+        receiver.expect("READY", timeout=60)
+    except AssertionError:
+        raise AssertionError(server.output()) from None
     return server, port
 
 
@@ -282,6 +287,53 @@ def test_h2GoAwayBeforeResponse(
     assert TRACEBACK not in server.output()
 
 
+def unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def test_silentTLSClientsDoNotHoldTheStop(
+    twistd: Any, receiver: NotifyReceiver, pem: tuple[Path, Path]
+) -> None:
+    """
+    TLS clients that never answer close_notify nor close: an idle
+    keep-alive C{http.client.HTTPSConnection}, a client idle after its
+    handshake, an idle HTTP/2 connection, a request in flight whose client
+    keeps its socket.  With --drain-timeout 30 the stop takes under 5 s
+    (the grace, 2 s, for their close_notify), not the 30 s.  (--workers
+    shares no ssl: port, so this is one process.)
+    """
+    server, port = startTLS(twistd, receiver, pem, "--drain-timeout", "30")
+    keepAlive = http.client.HTTPSConnection(
+        "127.0.0.1", port, timeout=60, context=unverified()
+    )
+    keepAlive.request("GET", "/")
+    assert keepAlive.getresponse().read() == b"fast\n"
+    handshaken = unverified().wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=60)
+    )
+    idleH2 = H2Client(port)
+    busy = unverified().wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=60)
+    )
+    busy.sendall(b"GET /slow?s=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    receiver.expect(
+        lambda m: "In flight: 1; Connections: 4;" in m.get("STATUS", ""), timeout=20
+    )
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == -signal.SIGTERM
+    assert time.monotonic() - signalled < 5
+    assert TRACEBACK not in server.output()
+    final = receiver.values("STATUS")[-1]
+    assert final.startswith("Stopped: 2 request(s) served"), final
+    assert "aborted" not in final
+    for sock in (keepAlive.sock, handshaken, idleH2.sock, busy):
+        sock.close()
+
+
 def encryptedKey(directory: Path) -> tuple[Path, Path]:
     key, cert = makeCertificate(directory, "locked")
     loaded = serialization.load_pem_private_key(key.read_bytes(), None)
@@ -352,3 +404,38 @@ def test_noPyOpenSSLOneLine(
     assert lines == [
         "twistd sdweb: ssl: needs pyOpenSSL: pip install 'txsdnotify[tls]'"
     ]
+
+
+def test_tlsLayerInternalsStillThere(pem: tuple[Path, Path]) -> None:
+    """
+    What txsdnotify.web.tls reads of Twisted's TLS layer (its producer and
+    its buffer of application data), so that a change in Twisted fails here
+    first; and what it does with them.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.ssl import DefaultOpenSSLContextFactory
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    key, cert = pem
+    factory = TLSMemoryBIOFactory(
+        DefaultOpenSSLContextFactory(str(key), str(cert)),
+        False,
+        Factory.forProtocol(Protocol),
+    )
+    tls: Any = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    under = StringTransport()
+    tls.makeConnection(under)
+    assert isTLS(tls) and not isTLS(under)
+    assert tls._producer is None and tls._appSendBuffer == []
+    assert tls.connected and not tls.disconnecting
+    assert not waitsForTLSClose(tls)
+    # What loseConnection sets once the handshake is done and all is sent.
+    tls.disconnecting = True
+    assert waitsForTLSClose(tls)
+    tls._appSendBuffer.append(b"pending")
+    assert not waitsForTLSClose(tls)
+    tls._appSendBuffer.clear()
+    endTLSWait(tls)
+    assert under.disconnecting
