@@ -25,8 +25,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
 from hpack import Decoder
-from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
+from hyperframe.frame import (
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    RstStreamFrame,
+)
 
 from txsdnotify.testing import NotifyReceiver
 from txsdnotify.web.tls import endTLSWait, isTLS, waitsForTLSClose
@@ -207,9 +214,9 @@ class H2Client:
         self.buffer = b""
         self.headers = Decoder()
 
-    def get(self, path: str) -> None:
+    def get(self, path: str, stream: int = 1) -> None:
         self.conn.send_headers(
-            1,
+            stream,
             [
                 (":method", "GET"),
                 (":path", path),
@@ -220,12 +227,13 @@ class H2Client:
         )
         self.sock.sendall(self.conn.data_to_send())
 
-    def frames(self) -> list[Any]:
+    def frames(self, until: type | None = None) -> list[Any]:
         """
         Every frame until the server closes the connection; then close our
-        end too, as a client does.
+        end too, as a client does.  With C{until}, only until a frame of
+        that type has come, and the connection stays open.
         """
-        frames = []
+        frames: list[Any] = []
         while True:
             while len(self.buffer) >= 9:
                 frame, length = Frame.parse_frame_header(memoryview(self.buffer[:9]))
@@ -239,6 +247,8 @@ class H2Client:
                         self.headers.decode(frame.data)
                     )
                 frames.append(frame)
+                if until is not None and isinstance(frame, until):
+                    return frames
             try:
                 data = self.sock.recv(65536)
             except (ssl.SSLEOFError, ConnectionResetError):
@@ -285,6 +295,35 @@ def test_h2GoAwayBeforeResponse(
     assert "END_STREAM" in response[-1].flags
     assert server.wait() == -signal.SIGTERM
     assert TRACEBACK not in server.output()
+
+
+def test_h2StreamAfterGoAwayRefused(
+    twistd: Any, receiver: NotifyReceiver, pem: tuple[Path, Path]
+) -> None:
+    """
+    A stream opened on a draining HTTP/2 connection after the server's
+    GOAWAY (above its last-stream-id) is reset with REFUSED_STREAM, not
+    served; the stream in flight gets its answer.
+    """
+    server, port = startTLS(twistd, receiver, pem)
+    client = H2Client(port)
+    client.get("/slow?s=2")
+    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    server.process.send_signal(signal.SIGTERM)
+    early = client.frames(until=GoAwayFrame)
+    client.get("/", stream=3)
+    late = client.frames()
+    resets = [
+        (f.stream_id, f.error_code) for f in late if isinstance(f, RstStreamFrame)
+    ]
+    assert resets == [(3, ErrorCodes.REFUSED_STREAM)]
+    answered = {f.stream_id for f in early + late if isinstance(f, HeadersFrame)}
+    assert answered == {1}
+    assert b"".join(f.data for f in late if isinstance(f, DataFrame)) == (
+        b"slow done\n"
+    )
+    assert server.wait() == -signal.SIGTERM
+    assert receiver.values("STATUS")[-1].startswith("Stopped: 1 request(s) served")
 
 
 def unverified() -> ssl.SSLContext:
