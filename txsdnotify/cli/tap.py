@@ -35,6 +35,7 @@ from txsdnotify.cli.startup_checks import (
 )
 from txsdnotify.service import WebService
 from txsdnotify.systemd.activation import (
+    LISTEN_VARIABLES,
     InheritedSocket,
     inheritedSockets,
     storeEnabled,
@@ -467,10 +468,10 @@ systemd passed (socket activation), or else tcp:8080."""
             parent["logger"] = "txsdnotify.systemd.journal.observerFactory"
 
 
-SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", *LISTEN_VARIABLES)
 """
 What the application and children (CGI scripts, subprocesses) must not see:
-they must not speak for this service.
+they must not speak for this service, nor take its sockets for theirs.
 """
 
 
