@@ -44,6 +44,7 @@ from txsdnotify.systemd.activation import (
 from txsdnotify.systemd.journal import journalStream
 from txsdnotify.systemd.message import NotifyAddressError, parseAddress
 from txsdnotify.systemd.notify import Notifier
+from txsdnotify.web.accesslog import AccessLogError, AccessLogSite, checkAccessLog
 from txsdnotify.web.tls import TLSSetupError, checkTLS
 from txsdnotify.workers.options import checkWorkerOptions
 from txsdnotify.wsgi.container import WSGIApplication
@@ -437,6 +438,11 @@ systemd passed (socket activation), or else tcp:8080."""
                     raise usage.UsageError(
                         f"bad --{option} {self[option]!r}: {e}"
                     ) from e
+        if self["logfile"] and not self.checkOnly:
+            try:
+                checkAccessLog(self["logfile"])
+            except AccessLogError as e:
+                raise SystemExit(f"twistd sdweb: {e}") from None
         value = self.environ.get("NOTIFY_SOCKET")
         if value is not None:
             try:
@@ -535,7 +541,11 @@ def makeSite(config: Options) -> Site:
         root.indexNames = config["indexes"]
     if config["extraHeaders"]:
         root = _AddHeaders(root, config["extraHeaders"])
-    site = Site(root, logPath=config["logfile"]) if config["logfile"] else Site(root)
+    site = (
+        AccessLogSite(root, logPath=config["logfile"])
+        if config["logfile"]
+        else Site(root)
+    )
     if config["display-tracebacks"]:
         site.displayTracebacks = True
     return site
