@@ -123,3 +123,15 @@ def test_accessLogNotRotatedBySize(tmp_path: Path) -> None:
     site.stopFactory()
     assert [p.name for p in tmp_path.iterdir()] == ["access.log"]
     assert path.stat().st_size == 3_000_000
+
+
+def test_logfileDashMeansTwistdsLog(tmp_path: Path) -> None:
+    """
+    --logfile - writes no file named "-": the access lines go to twistd's
+    log (the journal, under systemd), as without --logfile.
+    """
+    config = Options(environ={})
+    config.parseOptions(["--logfile", "-"])
+    site = makeSite(config)
+    assert site.logPath is None
+    assert type(site).__name__ == "Site"

@@ -438,6 +438,9 @@ systemd passed (socket activation), or else tcp:8080."""
                     raise usage.UsageError(
                         f"bad --{option} {self[option]!r}: {e}"
                     ) from e
+        if self["logfile"] == "-":
+            # The access lines go to twistd's log: the journal, under systemd.
+            self["logfile"] = None
         if self["logfile"] and not self.checkOnly:
             try:
                 checkAccessLog(self["logfile"])

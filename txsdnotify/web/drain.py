@@ -328,6 +328,11 @@ class Drain:
                 self._cut(connection, state, cut)
             elif state is Arrival.NOTHING:
                 _close(connection)
+                # It has had the grace already: no second one for its
+                # close_notify.
+                transport = self.tracker.transportOf(connection)
+                if waitsForTLSClose(transport):
+                    endTLSWait(transport)
         self._logCut(f"Grace ({self.grace:g}s) passed", cut)
         self._checkStalls()
 
