@@ -86,6 +86,9 @@ def test_secondSignalStopsNow(
     statuses = receiver.values("STATUS")
     assert any(s.startswith("Stopping now") for s in statuses)
     assert statuses[-1].startswith("Stopped:") and "stop forced" in statuses[-1]
+    # The request the forced stop aborted was not served.
+    assert statuses[-1].startswith("Stopped: 0 request(s) served;")
+    assert statuses[-1].endswith(", 1 aborted")
 
 
 def test_secondSignalDoesNotWaitForThreads(
