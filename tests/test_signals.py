@@ -144,8 +144,8 @@ def test_reloadSignalDuringDrainIgnored(twistd: Any, receiver: NotifyReceiver) -
 def test_reloadAndStopTogether(tmp_path: Path) -> None:
     """
     SIGHUP and SIGTERM sent together, 20 times over, to a service whose
-    reload has an asynchronous step (a reload hook taking 0.1 s) and whose
-    stop is held by a silent connection for the 0.5 s grace: the stop begins
+    reload has an asynchronous step (a reload hook taking 0.3 s) and whose
+    stop is held by a silent connection for the 1 s grace: the stop begins
     while the reload runs and the reload ends during the stop, every time,
     and yet no READY=1 (or RELOADING=1) follows STOPPING=1, and the exit is
     clean.

@@ -1,6 +1,6 @@
 """
 A WebService whose reload has an asynchronous step: its reload hook takes
-0.1 s; a connection that sends nothing holds a stop for the 0.5 s grace.
+0.3 s; a connection that sends nothing holds a stop for the 1 s grace.
 Run with PORT=N twistd -n --pidfile= -y slowreload.tac
 """
 
@@ -19,7 +19,7 @@ log = Logger(namespace="slowreload")
 
 
 def slowHook():
-    return task.deferLater(reactor, 0.1, log.info, "slow reload hook done")
+    return task.deferLater(reactor, 0.3, log.info, "slow reload hook done")
 
 
 root = Resource()
@@ -30,7 +30,7 @@ web = WebService(
     [f"tcp:{os.environ['PORT']}:interface=127.0.0.1"],
     statusInterval=0.05,
     drainTimeout=5,
-    drainGrace=0.5,
+    drainGrace=1.0,
 )
 web.addReloadHook(slowHook, "slow hook")
 web.setServiceParent(application)
