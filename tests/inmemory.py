@@ -16,12 +16,14 @@ from txsdnotify.web.tracking import TrackingFactory
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
+POST = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
 
 
 class Root(Resource):
     """
     /hold is answered only when a test finishes it (see C{held}); anything
-    else gets C{body} at once.
+    else gets C{body} at once.  A POST is answered with the length of its
+    body.
     """
 
     isLeaf = True
@@ -36,6 +38,10 @@ class Root(Resource):
             self.held.append(request)
             return NOT_DONE_YET
         return self.body
+
+    def render_POST(self, request: Request) -> bytes:
+        assert request.content is not None
+        return b"got %d" % len(request.content.read())
 
 
 def connect(tracker: TrackingFactory) -> tuple[Any, StringTransport]:

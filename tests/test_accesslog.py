@@ -1,6 +1,8 @@
 """
 The access log of a real C{twistd -n sdweb} under load from wrk, across a
-stop: every request served is in it by the time the process exits.
+stop: every request served is in it by the time the process exits.  A log
+file that cannot be opened ends start-up in one line naming it; the log is
+never rotated by size.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import need
+import pytest
+from conftest import freePort, need, portAnswers, processEnv
 from test_twistd import TRACEBACK, startServer
 
+from txsdnotify.cli.tap import Options, makeSite
 from txsdnotify.testing import NotifyReceiver
 
 
@@ -70,3 +74,64 @@ def test_everyRequestLoggedAcrossStop(
     assert len(lines) >= int(served.group(1))
     assert all('"GET /slow?s=0.05 HTTP/1.1" 200 ' in line for line in lines)
     assert TRACEBACK not in server.output()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_unopenableLogfileOneLine(
+    twistd: Any, receiver: NotifyReceiver, workers: int
+) -> None:
+    """
+    --logfile in a directory that does not exist: start-up ends with one
+    line naming the file, before any port is bound (nothing says a port
+    failed, no ERRNO= for one).
+    """
+    port = freePort()
+    server = twistd(
+        [
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--workers",
+            str(workers),
+            "--logfile",
+            "/nonexistent/x",
+        ],
+        processEnv(NOTIFY_SOCKET=receiver.path),
+    )
+    assert server.wait(timeout=30) == 1
+    lines = server.output().strip().splitlines()
+    assert lines == [
+        "twistd sdweb: cannot open the access log /nonexistent/x:"
+        " No such file or directory"
+    ]
+    assert receiver.receiveAvailable() == []
+    assert not portAnswers(port)
+
+
+def test_accessLogNotRotatedBySize(tmp_path: Path) -> None:
+    """
+    3 MB of access log stay in the one file (Twisted's Site would have
+    started access.log.1 at 1 MB): rotation is logrotate's, with a reload.
+    """
+    path = tmp_path / "access.log"
+    config = Options(environ={})
+    config.parseOptions(["--logfile", str(path)])
+    site = makeSite(config)
+    site.startFactory()
+    line = "x" * 999 + "\n"
+    for _ in range(3000):
+        site.logFile.write(line)
+    site.stopFactory()
+    assert [p.name for p in tmp_path.iterdir()] == ["access.log"]
+    assert path.stat().st_size == 3_000_000
+
+
+def test_logfileDashMeansTwistdsLog(tmp_path: Path) -> None:
+    """
+    --logfile - writes no file named "-": the access lines go to twistd's
+    log (the journal, under systemd), as without --logfile.
+    """
+    config = Options(environ={})
+    config.parseOptions(["--logfile", "-"])
+    site = makeSite(config)
+    assert site.logPath is None
+    assert type(site).__name__ == "Site"

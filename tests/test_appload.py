@@ -7,13 +7,16 @@ and an error in the application's own code shows its frames only.
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import APPS, freePort, processEnv
+from conftest import APPS, freePort, killTree, processEnv, twistdCommand
 
 from txsdnotify.cli.appload import LoadError, loadApplication, usePaths
 from txsdnotify.testing import NotifyReceiver
@@ -193,6 +196,57 @@ def test_applicationNeverSeesNotifyVariables(
     )
     assert body(port) == b"at import: ; child: \n"
     receiver.expect("WATCHDOG", "1", timeout=10)
+
+
+# Starts twistd as systemd does a socket-activated service: the socket at
+# descriptor 3, LISTEN_PID the pid of the process that runs.
+ACTIVATE = """
+import os, sys
+fd = int(os.environ.pop("TEST_LISTEN_FD"))
+os.dup2(fd, 3)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_applicationNeverSeesListenVariables(
+    receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    """
+    Socket activated (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES set): sdweb
+    serves the socket, and neither the application nor its children see any
+    of the three, as sd_listen_fds(3) removes them.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    env = processEnv(
+        NOTIFY_SOCKET=receiver.path,
+        LISTEN_FDS="1",
+        LISTEN_FDNAMES="web.socket",
+        TEST_LISTEN_FD=str(listener.fileno()),
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", ACTIVATE, *twistdCommand()]
+        + ["-n", "--pidfile=", "sdweb", "--wsgi", "envapp.app"],
+        env=env,
+        cwd=tmp_path,
+        pass_fds=[listener.fileno()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    listener.close()
+    try:
+        receiver.expect("READY", timeout=30)
+        assert body(port) == b"at import: ; child: \n"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        killTree(server.pid)
+        server.wait()
+        assert server.stdout is not None
+        server.stdout.close()
 
 
 def test_classConstructorErrorShowsItsFramesOnly(

@@ -5,11 +5,12 @@ fresh, busy and stuck connections, without sleeping.
 
 from __future__ import annotations
 
+import io
 from typing import Any, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection as H2Client
-from inmemory import GET, Root, connect
+from inmemory import GET, POST, Root, connect
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -19,8 +20,8 @@ from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from twisted.web.server import Site
 
-from txsdnotify.web.drain import Drain, DrainResult
-from txsdnotify.web.tracking import TrackingFactory
+from txsdnotify.web.drain import Arrival, Drain, DrainResult, arrival
+from txsdnotify.web.tracking import TrackingFactory, channelOf
 
 
 def setUp() -> tuple[Root, TrackingFactory, Clock]:
@@ -294,17 +295,25 @@ def test_graceLongerThanTheTimeout() -> None:
 
 
 def test_timeoutIsLogged() -> None:
+    """
+    What the timeout aborts is logged, one line per kind with its count.
+    """
     _, tracker, clock = setUp()
-    connection, _ = connect(tracker)
-    connection.dataReceived(GET % b"hold")
+    for _ in range(2):
+        connection, _ = connect(tracker)
+        connection.dataReceived(GET % b"hold")
+    upload, _ = connect(tracker)
+    upload.dataReceived(POST % 100 + b"x")
     logged: list[dict[str, Any]] = []
-    drain = Drain(tracker, clock=clock, timeout=5)
+    drain = Drain(tracker, clock=clock, timeout=5, grace=10)
     drain.log = Logger(observer=cast(ILogObserver, logged.append))
     drain.start()
     clock.advance(5)
-    [event] = logged
-    assert event["why"] == "Drain timeout (5s) passed"
-    assert event["count"] == 1
+    assert [(e["why"], e["count"], e["kind"]) for e in logged] == [
+        ("Drain timeout (5s) passed", 1, "with a request body still arriving"),
+        ("Drain timeout (5s) passed", 2, "with a request in flight"),
+    ]
+    assert drain.aborted == 3
 
 
 def test_defaults() -> None:
@@ -394,3 +403,167 @@ def test_http2ConnectionGetsNoGrace() -> None:
     assert transport.disconnecting
     # (HTTP/2's own calls are due now; the drain's: only the timeout.)
     assert [c.getTime() for c in clock.getDelayedCalls() if c.getTime() > 0] == [30]
+def loggingSite(tracker: TrackingFactory) -> io.StringIO:
+    """
+    Have the tracked site write its access log to memory.
+    """
+    log = io.StringIO()
+    tracker.site._logFile = log
+    return log
+
+
+def test_arrivalReadsTwistedParserState() -> None:
+    """
+    How far a request has arrived, read from Twisted's HTTP/1 parser (its
+    C{requests}, C{_handlingRequest} and C{line_mode}): this fails if
+    Twisted changes them.
+    """
+    root, tracker, clock = setUp()
+    connection, _ = connect(tracker)
+    channel = channelOf(connection)
+    assert arrival(channel) is Arrival.NOTHING
+    connection.dataReceived(b"GET / HT")
+    assert arrival(channel) is Arrival.NOTHING
+    connection.dataReceived(b"TP/1.1\r\nHost: x\r\n")
+    assert arrival(channel) is Arrival.HEAD
+    assert channel._command == b"GET" and channel._path == b"/"
+    assert channel._version == b"HTTP/1.1"
+    connection.dataReceived(b"\r\n")
+    assert arrival(channel) is Arrival.NOTHING  # answered at once
+    connection.dataReceived(POST % 10 + b"12345")
+    assert arrival(channel) is Arrival.BODY
+    connection.dataReceived(b"67890")
+    assert arrival(channel) is Arrival.NOTHING
+    connection.dataReceived(GET % b"hold")
+    assert arrival(channel) is Arrival.PROCESSING
+    root.held[0].finish()
+    assert arrival(channel) is Arrival.NOTHING
+
+
+def test_uploadKeepsTheWholeTimeout() -> None:
+    """
+    A request whose body is still arriving when the drain begins is in
+    flight: while its bytes keep coming it outlasts the grace many times
+    over, then gets its answer, with Connection: close.
+    """
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(POST % 20 + b"x")
+    done = Drain(tracker, clock=clock, grace=2, timeout=30).start()
+    for _ in range(19):
+        clock.advance(1.5)
+        assert not transport.disconnecting
+        connection.dataReceived(b"x")
+    response = transport.value()
+    assert response.startswith(b"HTTP/1.1 200 OK")
+    assert b"\r\nConnection: close\r\n" in response
+    assert response.endswith(b"got 20")
+    assert transport.disconnecting and not transport.disconnected
+    lose(connection)
+    assert done.result == DrainResult(seconds=28.5, aborted=0)
+    assert (tracker.stats.completed, tracker.stats.aborted) == (1, 0)
+
+
+def test_stalledUploadCut() -> None:
+    """
+    A request body that stops arriving is cut once no byte has come for the
+    grace: aborted, logged, counted and in the access log as 499.
+    """
+    _, tracker, clock = setUp()
+    access = loggingSite(tracker)
+    connection, transport = connect(tracker)
+    connection.dataReceived(POST % 100 + b"x")
+    logged: list[dict[str, Any]] = []
+    drain = Drain(tracker, clock=clock, grace=2, timeout=30)
+    drain.log = Logger(observer=cast(ILogObserver, logged.append))
+    done = drain.start()
+    clock.advance(1.5)
+    connection.dataReceived(b"x")  # still coming at the end of the grace
+    clock.advance(0.5)
+    assert not transport.disconnecting
+    clock.advance(1.4)
+    assert not transport.disconnecting
+    clock.advance(0.1)  # 2 s since its last byte
+    assert transport.disconnected  # aborted
+    [event] = logged
+    assert event["count"] == 1 and event["kind"] == "with a request body still arriving"
+    assert "No request bytes for the grace (2s)" == event["why"]
+    lose(connection)
+    assert done.result == DrainResult(seconds=3.5, aborted=1)
+    assert (tracker.stats.started, tracker.stats.aborted) == (1, 1)
+    assert tracker.stats.completed == 0 and tracker.stats.inFlight == 0
+    [line] = access.getvalue().splitlines()
+    assert '"POST /upload HTTP/1.1" 499 -' in line
+
+
+def test_uploadCutAtTheTimeout() -> None:
+    """
+    An upload still arriving at the timeout is aborted with the rest,
+    logged and counted.
+    """
+    _, tracker, clock = setUp()
+    access = loggingSite(tracker)
+    connection, transport = connect(tracker)
+    connection.dataReceived(POST % 1000 + b"x")
+    done = Drain(tracker, clock=clock, grace=2, timeout=5).start()
+    for _ in range(4):
+        clock.advance(1)
+        connection.dataReceived(b"x")
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnected
+    lose(connection)
+    assert done.result == DrainResult(seconds=5, aborted=1)
+    assert '"POST /upload HTTP/1.1" 499 -' in access.getvalue()
+    assert tracker.stats.aborted == 1
+
+
+def test_slowHeadersCutAtTheGrace() -> None:
+    """
+    Clients still sending their request head (slowloris) are cut at the
+    end of the grace however steadily they trickle, and counted as
+    aborted; one that sent nothing is closed, not counted.
+    """
+    _, tracker, clock = setUp()
+    slow = [connect(tracker) for _ in range(5)]
+    for connection, _ in slow:
+        connection.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    silent, silentTransport = connect(tracker)
+    logged: list[dict[str, Any]] = []
+    drain = Drain(tracker, clock=clock, grace=2, timeout=30)
+    drain.log = Logger(observer=cast(ILogObserver, logged.append))
+    done = drain.start()
+    for _ in range(3):
+        clock.advance(0.5)
+        for connection, _ in slow:
+            connection.dataReceived(b"X-a: b\r\n")
+    assert not any(t.disconnecting for _, t in slow)
+    clock.advance(0.5)
+    assert all(t.disconnected for _, t in slow)
+    assert silentTransport.disconnecting and not silentTransport.disconnected
+    assert [(e["count"], e["kind"]) for e in logged] == [
+        (5, "with a request head still arriving")
+    ]
+    for connection, _ in [*slow, (silent, silentTransport)]:
+        lose(connection)
+    assert done.result == DrainResult(seconds=2, aborted=5)
+
+
+def test_forcedStopAbortedRequestNotServed() -> None:
+    """
+    A request in flight aborted by a forced stop is counted as aborted, not
+    served, and is in the access log as 499 with the bytes it got.
+    """
+    root, tracker, clock = setUp()
+    access = loggingSite(tracker)
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"hold")
+    root.held[0].write(b"part")
+    drain = Drain(tracker, clock=clock, timeout=30)
+    done = drain.start()
+    drain.force()
+    lose(connection)
+    assert done.result == DrainResult(seconds=0, aborted=1, forced=True)
+    stats = tracker.stats
+    assert (stats.completed, stats.aborted, stats.inFlight) == (0, 1, 0)
+    assert '"GET /hold HTTP/1.1" 499 4' in access.getvalue()

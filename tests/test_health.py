@@ -67,6 +67,49 @@ def rawGet(client: socket.socket, path: str) -> None:
 
 
 @pytest_twisted.inlineCallbacks
+def listening(service: WebService, timeout: float = 10.0) -> Generator[Any, Any, None]:
+    """
+    Wait until every listener of C{service} is bound (which, with a
+    readiness condition held back, comes before READY=1).
+    """
+    deadline = reactor.seconds() + timeout
+    while len(service.ports) < len(service.listeners):
+        assert reactor.seconds() < deadline, "the ports were not bound"
+        yield sleep(0.01)
+
+
+@pytest_twisted.inlineCallbacks
+def readResponse(
+    client: socket.socket, timeout: float = 5.0
+) -> Generator[Any, Any, tuple[bytes, bytes]]:
+    """
+    One whole response (its head, and its body of Content-Length bytes) on
+    a connection that stays open, read without blocking the reactor.
+    """
+    client.setblocking(False)
+    data = b""
+    deadline = reactor.seconds() + timeout
+    while True:
+        head, found, body = data.partition(b"\r\n\r\n")
+        if found:
+            lengths = [
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ]
+            if lengths and len(body) >= lengths[0]:
+                return head, body
+        assert reactor.seconds() < deadline, f"no whole response: {data!r}"
+        try:
+            chunk = client.recv(65536)
+        except BlockingIOError:
+            yield sleep(0.01)
+            continue
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+
+
+@pytest_twisted.inlineCallbacks
 def test_healthOverTheLifecycle(live: NotifyReceiver) -> Generator[Any, Any, None]:
     """
     503 while starting, 200 with the figures once ready, 503 from the first
@@ -80,7 +123,7 @@ def test_healthOverTheLifecycle(live: NotifyReceiver) -> Generator[Any, Any, Non
     condition: Deferred[None] = Deferred()
     service.addReadinessCondition(condition)
     service.startService()
-    yield sleep(0.05)
+    yield listening(service)
     code, body = yield fetch(service)
     assert (code, body["state"]) == (503, "starting")
 
@@ -97,7 +140,8 @@ def test_healthOverTheLifecycle(live: NotifyReceiver) -> Generator[Any, Any, Non
 
     keptOpen = socket.create_connection(("127.0.0.1", portOf(service)))
     rawGet(keptOpen, "/")
-    yield sleep(0.1)
+    head, hello = yield readResponse(keptOpen)
+    assert head.startswith(b"HTTP/1.1 200 ") and hello == b"hello"
     stopped = service.stopService()
     started = reactor.seconds()
     stopping = yield live.waitFor("STOPPING")
@@ -107,6 +151,10 @@ def test_healthOverTheLifecycle(live: NotifyReceiver) -> Generator[Any, Any, Non
     assert (code, body["state"]) == (503, "draining")
     code, hello = yield fetch(service, "/")
     assert (code, hello) == (200, b"hello")
+    rawGet(keptOpen, "/healthz")
+    head, body = yield readResponse(keptOpen)
+    assert head.startswith(b"HTTP/1.1 503 ")
+    assert json.loads(body)["state"] == "draining"
     assert reactor.seconds() - started < 2, "the grace ended before the checks"
 
     port = portOf(service)
@@ -234,7 +282,7 @@ def test_healthPortAndAgentPort(live: NotifyReceiver) -> Generator[Any, Any, Non
     condition: Deferred[None] = Deferred()
     service.addReadinessCondition(condition)
     service.startService()
-    yield sleep(0.05)
+    yield listening(service)
     assert (yield agentSays(service, 2)) == b"drain\n"
     code, body = yield fetch(service, index=1)
     assert (code, body["state"]) == (503, "starting")

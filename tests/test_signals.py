@@ -6,17 +6,28 @@ signal, a reload during a stop, reload and stop at once.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need, waitUntil
+from conftest import (
+    APPS,
+    freePort,
+    killTree,
+    need,
+    processEnv,
+    twistdCommand,
+    waitUntil,
+)
 from test_twistd import TRACEBACK, startServer
 
 from txsdnotify.testing import NotifyReceiver
 
 CLEAN = (0, -signal.SIGTERM, -signal.SIGINT)
+SLOW_RELOAD = APPS / "slowreload.tac"
 
 
 def curlInFlight(
@@ -75,6 +86,9 @@ def test_secondSignalStopsNow(
     statuses = receiver.values("STATUS")
     assert any(s.startswith("Stopping now") for s in statuses)
     assert statuses[-1].startswith("Stopped:") and "stop forced" in statuses[-1]
+    # The request the forced stop aborted was not served.
+    assert statuses[-1].startswith("Stopped: 0 request(s) served;")
+    assert statuses[-1].endswith(", 1 aborted")
 
 
 def test_secondSignalDoesNotWaitForThreads(
@@ -127,19 +141,34 @@ def test_reloadSignalDuringDrainIgnored(twistd: Any, receiver: NotifyReceiver) -
     assert "RELOADING" not in [k for m in receiver.messages for k in m]
 
 
-def test_reloadAndStopTogether(twistd: Any, receiver: NotifyReceiver) -> None:
+def test_reloadAndStopTogether(tmp_path: Path) -> None:
     """
-    SIGHUP and SIGTERM sent together, 20 times over: never a READY=1 (or
-    RELOADING=1) after STOPPING=1, and always a clean exit.
+    SIGHUP and SIGTERM sent together, 20 times over, to a service whose
+    reload has an asynchronous step (a reload hook taking 0.3 s) and whose
+    stop is held by a silent connection for the 1 s grace: the stop begins
+    while the reload runs and the reload ends during the stop, every time,
+    and yet no READY=1 (or RELOADING=1) follows STOPPING=1, and the exit is
+    clean.
     """
     for _ in range(20):
         fresh = NotifyReceiver()
-        try:
-            server, port = startServer(
-                twistd, fresh, "--status-interval", "0.05", "--drain-timeout", "5"
+        output = tmp_path / "twistd.out"
+        port = freePort()
+        with open(output, "wb") as out:
+            server = subprocess.Popen(
+                [*twistdCommand(), "-n", "--pidfile=", "-y", str(SLOW_RELOAD)],
+                env=processEnv(NOTIFY_SOCKET=fresh.path, PORT=str(port)),
+                cwd=tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
-            server.process.send_signal(signal.SIGHUP)
-            server.process.send_signal(signal.SIGTERM)
+        silent = None
+        try:
+            fresh.expect("READY", timeout=30)
+            silent = socket.create_connection(("127.0.0.1", port), timeout=30)
+            fresh.expect(lambda m: "Connections: 1;" in m.get("STATUS", ""))
+            server.send_signal(signal.SIGHUP)
+            server.send_signal(signal.SIGTERM)
             assert server.wait(timeout=30) == -signal.SIGTERM
             fresh.receiveAvailable()
             order = [
@@ -148,11 +177,18 @@ def test_reloadAndStopTogether(twistd: Any, receiver: NotifyReceiver) -> None:
                 for k in m
                 if k in ("READY", "RELOADING", "STOPPING")
             ]
-            assert "STOPPING" in order
-            after = order[order.index("STOPPING") + 1 :]
-            assert after == [], order
-            assert TRACEBACK not in server.output()
+            log = output.read_text()
+            # The window: the reload began, and was still running when the
+            # stop began.
+            assert order[:3] == ["READY", "RELOADING", "STOPPING"], order
+            assert log.index("sdweb stopping") < log.index("slow reload hook done")
+            assert order[3:] == [], order
+            assert TRACEBACK not in log
         finally:
+            if silent is not None:
+                silent.close()
+            killTree(server.pid)
+            server.wait()
             fresh.close()
 
 

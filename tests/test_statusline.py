@@ -213,14 +213,13 @@ def test_drainingCountsDownWithExtensions() -> None:
 
 def test_drainingPastTheDeadline() -> None:
     """
-    Past the deadline (a forced stop still aborting), the line says 0s left
+    Past the deadline (the abort still under way), the line says 0s left
     and asks for the exit margin only.
     """
     line, lifecycle, notifier, _, clock = make()
     lifecycle.ready("up")
     drain = FakeDrain(remaining=1, deadline=2.0)
     lifecycle.draining("Stopping")
-    lifecycle.forced("Stop forced")
     line.draining(drain)
     clock.advance(5)
     assert notifier.sent[-1] == {
@@ -228,6 +227,26 @@ def test_drainingPastTheDeadline() -> None:
         " 0s left; Total requests: 0",
         "EXTEND_TIMEOUT_USEC": str(int(EXIT_MARGIN * 1_000_000)),
     }
+
+
+def test_noTickAfterTheForcedStop() -> None:
+    """
+    Once the stop is forced, its status ("Stopping now") is the last before
+    "Stopped": no countdown and no more time asked for, and the loop ends.
+    """
+    line, lifecycle, notifier, _, clock = make()
+    lifecycle.ready("up")
+    drain = FakeDrain(remaining=1, deadline=30.0)
+    lifecycle.draining("Stopping")
+    line.draining(drain)
+    clock.advance(1)
+    assert "EXTEND_TIMEOUT_USEC" in notifier.sent[-1]
+    lifecycle.forced("Stopping now")
+    count = len(notifier.sent)
+    clock.advance(5)
+    assert len(notifier.sent) == count
+    assert notifier.sent[-1] == {"STATUS": "Stopping now"}
+    assert clock.getDelayedCalls() == []
 
 
 def test_drainTickNeedsAStoppingState() -> None:

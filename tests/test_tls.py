@@ -8,6 +8,7 @@ the one-line start-up errors of a bad C{ssl:} port.
 from __future__ import annotations
 
 import datetime
+import http.client
 import signal
 import socket
 import ssl
@@ -24,12 +25,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
 from hpack import Decoder
-from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
+from hyperframe.frame import (
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    RstStreamFrame,
+)
 
 from txsdnotify.testing import NotifyReceiver
 from txsdnotify.web.descriptions import splitDescription
 from txsdnotify.web.tls import TLSSetupError, credentialPaths
+from txsdnotify.web.tls import endTLSWait, isTLS, waitsForTLSClose
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -85,7 +94,10 @@ def startTLS(
         ],
         processEnv(NOTIFY_SOCKET=receiver.path),
     )
-    receiver.expect("READY", timeout=30)
+    try:
+        receiver.expect("READY", timeout=60)
+    except AssertionError:
+        raise AssertionError(server.output()) from None
     return server, port
 
 
@@ -204,9 +216,9 @@ class H2Client:
         self.buffer = b""
         self.headers = Decoder()
 
-    def get(self, path: str) -> None:
+    def get(self, path: str, stream: int = 1) -> None:
         self.conn.send_headers(
-            1,
+            stream,
             [
                 (":method", "GET"),
                 (":path", path),
@@ -217,12 +229,13 @@ class H2Client:
         )
         self.sock.sendall(self.conn.data_to_send())
 
-    def frames(self) -> list[Any]:
+    def frames(self, until: type | None = None) -> list[Any]:
         """
         Every frame until the server closes the connection; then close our
-        end too, as a client does.
+        end too, as a client does.  With C{until}, only until a frame of
+        that type has come, and the connection stays open.
         """
-        frames = []
+        frames: list[Any] = []
         while True:
             while len(self.buffer) >= 9:
                 frame, length = Frame.parse_frame_header(memoryview(self.buffer[:9]))
@@ -236,6 +249,8 @@ class H2Client:
                         self.headers.decode(frame.data)
                     )
                 frames.append(frame)
+                if until is not None and isinstance(frame, until):
+                    return frames
             try:
                 data = self.sock.recv(65536)
             except (ssl.SSLEOFError, ConnectionResetError):
@@ -282,6 +297,82 @@ def test_h2GoAwayBeforeResponse(
     assert "END_STREAM" in response[-1].flags
     assert server.wait() == -signal.SIGTERM
     assert TRACEBACK not in server.output()
+
+
+def test_h2StreamAfterGoAwayRefused(
+    twistd: Any, receiver: NotifyReceiver, pem: tuple[Path, Path]
+) -> None:
+    """
+    A stream opened on a draining HTTP/2 connection after the server's
+    GOAWAY (above its last-stream-id) is reset with REFUSED_STREAM, not
+    served; the stream in flight gets its answer.
+    """
+    server, port = startTLS(twistd, receiver, pem)
+    client = H2Client(port)
+    client.get("/slow?s=2")
+    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    server.process.send_signal(signal.SIGTERM)
+    early = client.frames(until=GoAwayFrame)
+    client.get("/", stream=3)
+    late = client.frames()
+    resets = [
+        (f.stream_id, f.error_code) for f in late if isinstance(f, RstStreamFrame)
+    ]
+    assert resets == [(3, ErrorCodes.REFUSED_STREAM)]
+    answered = {f.stream_id for f in early + late if isinstance(f, HeadersFrame)}
+    assert answered == {1}
+    assert b"".join(f.data for f in late if isinstance(f, DataFrame)) == (
+        b"slow done\n"
+    )
+    assert server.wait() == -signal.SIGTERM
+    assert receiver.values("STATUS")[-1].startswith("Stopped: 1 request(s) served")
+
+
+def unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def test_silentTLSClientsDoNotHoldTheStop(
+    twistd: Any, receiver: NotifyReceiver, pem: tuple[Path, Path]
+) -> None:
+    """
+    TLS clients that never answer close_notify nor close: an idle
+    keep-alive C{http.client.HTTPSConnection}, a client idle after its
+    handshake, an idle HTTP/2 connection, a request in flight whose client
+    keeps its socket.  With --drain-timeout 30 the stop takes under 5 s
+    (the grace, 2 s, for their close_notify), not the 30 s.  (--workers
+    shares no ssl: port, so this is one process.)
+    """
+    server, port = startTLS(twistd, receiver, pem, "--drain-timeout", "30")
+    keepAlive = http.client.HTTPSConnection(
+        "127.0.0.1", port, timeout=60, context=unverified()
+    )
+    keepAlive.request("GET", "/")
+    assert keepAlive.getresponse().read() == b"fast\n"
+    handshaken = unverified().wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=60)
+    )
+    idleH2 = H2Client(port)
+    busy = unverified().wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=60)
+    )
+    busy.sendall(b"GET /slow?s=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    receiver.expect(
+        lambda m: "In flight: 1; Connections: 4;" in m.get("STATUS", ""), timeout=20
+    )
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == -signal.SIGTERM
+    assert time.monotonic() - signalled < 5
+    assert TRACEBACK not in server.output()
+    final = receiver.values("STATUS")[-1]
+    assert final.startswith("Stopped: 2 request(s) served"), final
+    assert "aborted" not in final
+    for sock in (keepAlive.sock, handshaken, idleH2.sock, busy):
+        sock.close()
 
 
 def encryptedKey(directory: Path) -> tuple[Path, Path]:
@@ -493,3 +584,36 @@ def test_twistdServesCredentials(
         f" $CREDENTIALS_DIRECTORY ({directory}): the unit needs"
         " LoadCredential=gone.key:/path/of/the/file"
     ]
+def test_tlsLayerInternalsStillThere(pem: tuple[Path, Path]) -> None:
+    """
+    What txsdnotify.web.tls reads of Twisted's TLS layer (its producer and
+    its buffer of application data), so that a change in Twisted fails here
+    first; and what it does with them.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.ssl import DefaultOpenSSLContextFactory
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    key, cert = pem
+    factory = TLSMemoryBIOFactory(
+        DefaultOpenSSLContextFactory(str(key), str(cert)),
+        False,
+        Factory.forProtocol(Protocol),
+    )
+    tls: Any = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    under = StringTransport()
+    tls.makeConnection(under)
+    assert isTLS(tls) and not isTLS(under)
+    assert tls._producer is None and tls._appSendBuffer == []
+    assert tls.connected and not tls.disconnecting
+    assert not waitsForTLSClose(tls)
+    # What loseConnection sets once the handshake is done and all is sent.
+    tls.disconnecting = True
+    assert waitsForTLSClose(tls)
+    tls._appSendBuffer.append(b"pending")
+    assert not waitsForTLSClose(tls)
+    tls._appSendBuffer.clear()
+    endTLSWait(tls)
+    assert under.disconnecting

@@ -383,6 +383,58 @@ def test_waitingCountsRequestsWithoutAThread(
     assert threads.threads == 1
 
 
+def pathsApp(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    names = ("SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "HTTP_HOST", "SERVER_NAME")
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({name: environ[name] for name in names}).encode()]
+
+
+def rawRequest(base: str, target: str) -> dict[str, str]:
+    """
+    Send C{GET target} as it is (proxies send absolute-form targets); the
+    JSON body of the answer.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: front:8000\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    result: dict[str, str] = json.loads(body)
+    return result
+
+
+@pytest_twisted.inlineCallbacks
+def test_absoluteFormTarget(serve: Any) -> Generator[Any, Any, None]:
+    """
+    An absolute-form target (RFC 9112 section 3.2.2) gives the application
+    the environ of its path part: the scheme and host are not in PATH_INFO,
+    and HTTP_HOST stays the Host header.
+    """
+    base = serve(pathsApp)
+    cases = {
+        "http://origin.example/x": ("/x", ""),
+        "http://origin.example/a/b%20c?q=1&r": ("/a/b c", "q=1&r"),
+        "https://origin.example:8443": ("/", ""),
+        "http://origin.example?q=2": ("/", "q=2"),
+        "/x": ("/x", ""),
+    }
+    for target, (path, query) in cases.items():
+        env = yield deferToThread(rawRequest, base, target)
+        assert env == {
+            "SCRIPT_NAME": "",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "HTTP_HOST": "front:8000",
+            "SERVER_NAME": "front",
+        }, target
+
+
 @pytest_twisted.inlineCallbacks
 def test_flask(serve: Any, pool: HTTPConnectionPool) -> Generator[Any, Any, None]:
     base = serve(flaskapp.app)

@@ -407,6 +407,7 @@ class WebService(MultiService):
         if not self.lifecycle.forced("Stopping now: aborting what is left"):
             return
         self.log.warn("sdweb: stop forced; aborting what is left")
+        self.statusLine.stop()
         if self.drain is not None:
             self.drain.force()
 

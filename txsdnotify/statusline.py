@@ -152,7 +152,12 @@ class StatusLine:
             return
         state = lifecycle.state
         drain = self._drain
-        if drain is not None and state in (State.DRAINING, State.FORCED):
+        if state is State.FORCED:
+            # "Stopping now" is the last word before "Stopped": no countdown,
+            # no more time asked for.
+            self._stopLoop()
+            return
+        if drain is not None and state is State.DRAINING:
             left = drain.deadline - self.clock.seconds()
             lifecycle.status(self.drainText(drain), self.extendUsec(left))
             return

@@ -1,13 +1,21 @@
 """
-A WSGI application that reports the notification variables it saw in
-os.environ when it was imported, and those a child process it starts sees.
+A WSGI application that reports the systemd variables (notification,
+watchdog, socket activation) it saw in os.environ when it was imported, and
+those a child process it starts sees.
 """
 
 import os
 import subprocess
 import sys
 
-NAMES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+NAMES = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+)
 SEEN = sorted(name for name in NAMES if name in os.environ)
 CHILD = f"import os; print(','.join(n for n in {NAMES!r} if n in os.environ))"
 

@@ -15,7 +15,8 @@ from twisted.web.server import NOT_DONE_YET
 class Slow(Resource):
     """
     /slow?s=SECONDS answers after that long (default 2); /stream?n=N&s=S
-    writes N chunks S seconds apart; anything else answers at once.
+    writes N chunks S seconds apart; anything else answers at once; a POST
+    is answered with the length of its body.
     """
 
     isLeaf = True
@@ -50,6 +51,12 @@ class Slow(Resource):
         if path == b"/block":
             time.sleep(float(request.args.get(b"s", [b"1000"])[0]))
         return b"fast\n"
+
+    def render_POST(self, request):  # type: ignore[no-untyped-def]
+        """
+        Any POST: how many body bytes arrived.
+        """
+        return b"got %d bytes\n" % len(request.content.read())
 
 
 def wsgi(environ, start_response):  # type: ignore[no-untyped-def]

@@ -36,6 +36,7 @@ from txsdnotify.cli.startup_checks import (
 from txsdnotify.metrics import MetricsUnavailable, checkAvailable, trackerGauges
 from txsdnotify.service import WebService
 from txsdnotify.systemd.activation import (
+    LISTEN_VARIABLES,
     InheritedSocket,
     inheritedSockets,
     storeEnabled,
@@ -44,6 +45,7 @@ from txsdnotify.systemd.activation import (
 from txsdnotify.systemd.journal import journalStream
 from txsdnotify.systemd.message import NotifyAddressError, parseAddress
 from txsdnotify.systemd.notify import Notifier
+from txsdnotify.web.accesslog import AccessLogError, AccessLogSite, checkAccessLog
 from txsdnotify.web.tls import TLSSetupError, checkTLS, credentialPaths
 from txsdnotify.workers.options import checkWorkerOptions
 from txsdnotify.wsgi.container import WSGIApplication
@@ -472,6 +474,14 @@ systemd passed (socket activation), or else tcp:8080."""
                     raise usage.UsageError(
                         f"bad --{option} {self[option]!r}: {e}"
                     ) from e
+        if self["logfile"] == "-":
+            # The access lines go to twistd's log: the journal, under systemd.
+            self["logfile"] = None
+        if self["logfile"] and not self.checkOnly:
+            try:
+                checkAccessLog(self["logfile"])
+            except AccessLogError as e:
+                raise SystemExit(f"twistd sdweb: {e}") from None
         value = self.environ.get("NOTIFY_SOCKET")
         if value is not None:
             try:
@@ -503,10 +513,10 @@ systemd passed (socket activation), or else tcp:8080."""
             parent["logger"] = "txsdnotify.systemd.journal.observerFactory"
 
 
-SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", *LISTEN_VARIABLES)
 """
 What the application and children (CGI scripts, subprocesses) must not see:
-they must not speak for this service.
+they must not speak for this service, nor take its sockets for theirs.
 """
 
 
@@ -579,7 +589,11 @@ def makeSite(config: Options) -> Site:
         root.indexNames = config["indexes"]
     if config["extraHeaders"]:
         root = _AddHeaders(root, config["extraHeaders"])
-    site = Site(root, logPath=config["logfile"]) if config["logfile"] else Site(root)
+    site = (
+        AccessLogSite(root, logPath=config["logfile"])
+        if config["logfile"]
+        else Site(root)
+    )
     if config["display-tracebacks"]:
         site.displayTracebacks = True
     return site

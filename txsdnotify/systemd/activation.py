@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python.systemd import ListenFDs
 
 __all__ = [
+    "LISTEN_VARIABLES",
     "InheritedSocket",
     "adoptedEndpoint",
     "STORE_PREFIX",
@@ -35,6 +36,14 @@ __all__ = [
     "storeName",
     "systemdDescriptions",
 ]
+
+LISTEN_VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+"""
+How systemd passes sockets; a service removes all three once it has read
+them (as C{sd_listen_fds(1)} does), so that its children do not take the
+sockets for theirs.  Twisted removes the first two when
+C{twisted.internet.endpoints} is imported, and leaves C{LISTEN_FDNAMES}.
+"""
 
 STORE_PREFIX = "sdweb-"
 """

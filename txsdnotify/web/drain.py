@@ -4,28 +4,54 @@ Ending an HTTP server's connections without losing a request.
 
 A L{Drain} starts once the server has stopped listening.  Requests in flight
 run to the end and their responses carry C{Connection: close}; idle
-keep-alive connections are closed at once; a connection that was accepted but
-has not sent a request yet gets a short grace to send one; whatever is left
-when the timeout passes is aborted.  Nothing here knows systemd: the service
-reads L{Drain.remaining} to tell the manager how far it has got.
+keep-alive connections are closed at once.  A request whose head (request
+line and headers) has arrived and whose body is still arriving is in flight
+too: it gets the whole timeout, as long as its body keeps coming (a byte at
+least every grace).  A connection that was accepted but has not sent a whole
+request head yet gets a short grace to send one.  Whatever is left when the
+timeout passes is aborted.
+
+What the drain cuts (a request head still arriving at the end of the grace,
+a body that stalled, anything left at the timeout) is logged, one line per
+kind with its count, written to the access log with the status
+L{ABORTED_STATUS}, and counted in L{DrainResult.aborted}.
+
+A TLS connection that is closed sends C{close_notify}, and Twisted then
+waits for the peer's; the drain gives the peer the grace to answer, then
+closes the TCP connection under it (L{txsdnotify.web.tls.endTLSWait}), so
+that a silent TLS client holds a stop no longer than a plain TCP one.
+
+Nothing here knows systemd: the service reads L{Drain.remaining} to tell the
+manager how far it has got.
 """
 
 from __future__ import annotations
 
+import enum
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 from txsdnotify.web.http2 import isH2, settleH2
-from txsdnotify.web.tracking import USED, TrackingFactory, channelOf, isProcessing
+from txsdnotify.web.tls import endTLSWait, isTLS, waitsForTLSClose
+from txsdnotify.web.tracking import (
+    ABORTED_STATUS,
+    USED,
+    TrackingFactory,
+    channelOf,
+    isProcessing,
+    logAborted,
+)
 
-__all__ = ["Drain", "DrainHook", "DrainResult"]
+__all__ = ["ABORTED_STATUS", "Arrival", "Drain", "DrainHook", "DrainResult", "arrival"]
 
 DrainHook = Callable[[float], object]
 """
@@ -40,14 +66,74 @@ class DrainResult:
     How a drain ended.
 
     @ivar seconds: How long it took.
-    @ivar aborted: Connections still open at the timeout (or when the stop
-        was forced), and aborted.
+    @ivar aborted: Connections the drain cut: still open at the timeout (or
+        when the stop was forced), a request head still arriving at the end
+        of the grace, a request body that stalled.
     @ivar forced: Whether the stop was forced before the timeout.
     """
 
     seconds: float
     aborted: int
     forced: bool = False
+
+
+class Arrival(enum.Enum):
+    """
+    How far the request on an HTTP/1 connection has arrived.
+    """
+
+    NOTHING = "nothing"
+    """
+    No request begun: a fresh or idle connection (perhaps with part of a
+    request line).
+    """
+
+    HEAD = "head"
+    """
+    The request line has arrived, the headers have not all.
+    """
+
+    BODY = "body"
+    """
+    The head has arrived, the body is arriving.
+    """
+
+    PROCESSING = "processing"
+    """
+    A request has arrived whole and is being answered.
+    """
+
+
+def arrival(channel: Any) -> Arrival:
+    """
+    How far the current request on the HTTP/1 connection C{channel} has
+    arrived.  The one place that reads Twisted's parser state
+    (C{HTTPChannel._handlingRequest} and C{line_mode}, which is 0 while a
+    body arrives); C{tests/test_drain.py} fails if Twisted changes them.
+    """
+    requests = getattr(channel, "requests", None) or ()
+    if not requests:
+        return Arrival.NOTHING
+    for request in requests:
+        if isProcessing(request):
+            return Arrival.PROCESSING
+    if getattr(channel, "_handlingRequest", False):
+        return Arrival.PROCESSING
+    if not getattr(channel, "line_mode", 1):
+        return Arrival.BODY
+    return Arrival.HEAD
+
+
+# What the drain says of the connections it cuts, by what they were doing.
+_KINDS = {
+    Arrival.NOTHING: "with no request",
+    Arrival.HEAD: "with a request head still arriving",
+    Arrival.BODY: "with a request body still arriving",
+    Arrival.PROCESSING: "with a request in flight",
+}
+_UPGRADED = "taken over by another protocol (WebSocket)"
+_HTTP2 = "over HTTP/2"
+_CLOSING = "closing (the peer did not take the last bytes or close)"
 
 
 class Drain:
@@ -76,7 +162,9 @@ class Drain:
         @param clock: Schedules the grace and the timeout.
         @param timeout: Seconds after which what is left is aborted.
         @param grace: Seconds a connection with no request yet (or one whose
-            request has not fully arrived) may take to send one.
+            request head has not fully arrived) may take to send one; the
+            longest a request body may pause; how long a TLS peer is given
+            to answer C{close_notify}.
         @param hooks: Told that the drain began, with the seconds left, so
             that the application can end what only it can end (WebSockets,
             event streams).
@@ -91,6 +179,10 @@ class Drain:
         self.forced = False
         self._done: Deferred[DrainResult] = Deferred()
         self._calls: list[IDelayedCall] = []
+        self._stallCheck: IDelayedCall | None = None
+        self._lastByte: dict[Any, float] = {}
+        self._tlsClosing: dict[IProtocol, float] = {}
+        self._tlsSweep: LoopingCall | None = None
 
     @property
     def remaining(self) -> int:
@@ -121,7 +213,9 @@ class Drain:
         self.started = self.clock.seconds()
         self.tracker.drain = self
         fresh = False
+        tls = False
         for connection in list(self.tracker.connections):
+            tls = tls or isTLS(self.tracker.transportOf(connection))
             fresh = self._settle(connection) or fresh
         self._runHooks()
         if not self.tracker.connections:
@@ -132,6 +226,10 @@ class Drain:
                 self.clock.callLater(min(self.grace, self.timeout), self._endGrace)
             )
         self._calls.append(self.clock.callLater(self.timeout, self._abortAll))
+        if tls:
+            self._tlsSweep = LoopingCall(self._sweepTLS)
+            self._tlsSweep.clock = self.clock
+            self._tlsSweep.start(max(0.05, min(self.grace / 4, 0.5)), now=False)
         return self._done
 
     def force(self) -> None:
@@ -141,10 +239,6 @@ class Drain:
         if self.started is None or self._done.called or self.forced:
             return
         self.forced = True
-        for call in self._calls:
-            if call.active():
-                call.cancel()
-        self._calls = []
         self._abort("Stop forced")
 
     # Told by the tracking.
@@ -163,6 +257,8 @@ class Drain:
         """
         A connection is gone; the drain ends with the last one.
         """
+        self._tlsClosing.pop(connection, None)
+        self._lastByte.pop(channelOf(connection), None)
         if not self.tracker.connections and not self._done.called:
             self._finish()
 
@@ -180,7 +276,7 @@ class Drain:
         Start ending one connection.
 
         @return: Whether it waits for the grace: accepted with no request
-            yet, or with one whose headers or body are still arriving.
+            yet, or with one whose head or body is still arriving.
         """
         if connection in self.tracker.upgraded:
             # Only the application can end these well: the drain hooks.
@@ -189,42 +285,149 @@ class Drain:
         if isH2(channel):
             settleH2(channel)
             return False
-        requests = getattr(channel, "requests", None) or ()
-        processing = [r for r in requests if isProcessing(r)]
-        if processing:
+        state = arrival(channel)
+        if state is Arrival.PROCESSING:
             if not _morePipelined(channel):
-                for request in processing:
+                for request in channel.requests:
                     _closeAfter(request)
             return False
-        if requests or not getattr(channel, USED, False):
-            return True
-        _close(connection)
-        return False
+        if state is Arrival.NOTHING and getattr(channel, USED, False):
+            _close(connection)
+            return False
+        self._watchBytes(channel)
+        return True
 
-    def _busy(self, connection: IProtocol) -> bool:
-        if connection in self.tracker.upgraded:
-            return True
-        requests = getattr(channelOf(connection), "requests", None) or ()
-        return any(isProcessing(r) for r in requests)
+    def _watchBytes(self, channel: Any) -> None:
+        """
+        Note when bytes arrive on C{channel}, to tell a request body that
+        keeps coming from one that stalled.  Only for the drain's few
+        connections still sending: nothing is added to the usual path.
+        """
+        received = getattr(channel, "dataReceived", None)
+        if received is None:
+            return
+        lastByte, clock = self._lastByte, self.clock
+
+        def dataReceived(data: bytes) -> None:
+            lastByte[channel] = clock.seconds()
+            received(data)
+
+        channel.dataReceived = dataReceived
 
     def _endGrace(self) -> None:
+        cut: Counter[str] = Counter()
         for connection in list(self.tracker.connections):
+            if connection in self.tracker.upgraded:
+                continue
             channel = channelOf(connection)
             if isH2(channel):  # became HTTP/2 during the grace
                 settleH2(channel)
-            elif not self._busy(connection):
+                continue
+            state = arrival(channel)
+            if state is Arrival.HEAD:
+                self._cut(connection, state, cut)
+            elif state is Arrival.NOTHING:
                 _close(connection)
+                # It has had the grace already: no second one for its
+                # close_notify.
+                transport = self.tracker.transportOf(connection)
+                if waitsForTLSClose(transport):
+                    endTLSWait(transport)
+        self._logCut(f"Grace ({self.grace:g}s) passed", cut)
+        self._checkStalls()
+
+    def _checkStalls(self) -> None:
+        """
+        Cut the connections whose request body has not moved for the grace;
+        look again when the next one could have stalled.
+        """
+        self._stallCheck = None
+        now = self.clock.seconds()
+        assert self.started is not None
+        cut: Counter[str] = Counter()
+        nextCheck: float | None = None
+        for connection in list(self.tracker.connections):
+            if connection in self.tracker.upgraded:
+                continue
+            channel = channelOf(connection)
+            state = arrival(channel)
+            if state not in (Arrival.HEAD, Arrival.BODY):
+                continue
+            due = self._lastByte.get(channel, self.started) + self.grace
+            if due <= now + 1e-9:
+                self._cut(connection, state, cut)
+            elif nextCheck is None or due < nextCheck:
+                nextCheck = due
+        self._logCut(f"No request bytes for the grace ({self.grace:g}s)", cut)
+        if nextCheck is not None and not self._done.called:
+            self._stallCheck = self.clock.callLater(nextCheck - now, self._checkStalls)
+
+    def _cut(self, connection: IProtocol, state: Arrival, cut: Counter[str]) -> None:
+        """
+        Abort a connection whose request has not arrived whole, and write
+        that request to the access log.
+        """
+        channel = channelOf(connection)
+        for request in getattr(channel, "requests", None) or ():
+            if not isProcessing(request):
+                _abortUnprocessed(self.tracker, channel, request)
+        cut[_KINDS[state]] += 1
+        self.aborted += 1
+        transport = self.tracker.transportOf(connection)
+        if transport is not None:
+            transport.abortConnection()
+
+    def _logCut(self, why: str, cut: Counter[str]) -> None:
+        for kind, count in sorted(cut.items()):
+            self.log.warn(
+                "{why}: aborting {count} connection(s) {kind}",
+                why=why,
+                count=count,
+                kind=kind,
+            )
+
+    def _sweepTLS(self) -> None:
+        """
+        Close, under the TLS layer, each connection that has waited for its
+        peer's C{close_notify} for the grace.
+        """
+        now = self.clock.seconds()
+        for connection in list(self.tracker.connections):
+            transport = self.tracker.transportOf(connection)
+            if not waitsForTLSClose(transport):
+                continue
+            since = self._tlsClosing.setdefault(connection, now)
+            if now - since >= self.grace:
+                endTLSWait(transport)
 
     def _abortAll(self) -> None:
         self._abort(f"Drain timeout ({self.timeout:g}s) passed")
 
+    def _kind(self, connection: IProtocol) -> str:
+        if connection in self.tracker.upgraded:
+            return _UPGRADED
+        channel = channelOf(connection)
+        if isH2(channel):
+            return _HTTP2
+        transport = self.tracker.transportOf(connection)
+        state = arrival(channel)
+        if state is Arrival.NOTHING and getattr(transport, "disconnecting", False):
+            return _CLOSING
+        return _KINDS[state]
+
     def _abort(self, why: str) -> None:
+        self._cancelCalls()
         left = list(self.tracker.connections)
-        self.aborted = len(left)
-        if left:
-            self.log.warn(
-                "{why}: aborting {count} connection(s)", why=why, count=len(left)
-            )
+        self.aborted += len(left)
+        kinds: Counter[str] = Counter()
+        for connection in left:
+            kinds[self._kind(connection)] += 1
+            channel = channelOf(connection)
+            if connection not in self.tracker.upgraded and not isH2(channel):
+                for request in getattr(channel, "requests", None) or ():
+                    if not isProcessing(request):
+                        _abortUnprocessed(self.tracker, channel, request)
+        self._logCut(why, kinds)
         for connection in left:
             transport = self.tracker.transportOf(connection)
             if transport is not None:
@@ -234,13 +437,24 @@ class Drain:
         else:
             self._calls.append(self.clock.callLater(self._abortWait, self._finish))
 
-    def _finish(self) -> None:
-        if self._done.called:
-            return
+    def _cancelCalls(self) -> None:
         for call in self._calls:
             if call.active():
                 call.cancel()
         self._calls = []
+        if self._stallCheck is not None and self._stallCheck.active():
+            self._stallCheck.cancel()
+        self._stallCheck = None
+        if self._tlsSweep is not None and self._tlsSweep.running:
+            self._tlsSweep.stop()
+        self._tlsSweep = None
+
+    def _finish(self) -> None:
+        if self._done.called:
+            return
+        self._cancelCalls()
+        self._lastByte.clear()
+        self._tlsClosing.clear()
         self.tracker.drain = None
         assert self.started is not None
         self._done.callback(
@@ -250,6 +464,25 @@ class Drain:
                 forced=self.forced,
             )
         )
+
+
+def _abortUnprocessed(tracker: TrackingFactory, channel: Any, request: Any) -> None:
+    """
+    Count a request cut before it had arrived whole as begun and aborted,
+    and write it to the access log, with the request line the channel has
+    read (C{HTTPChannel._command}, C{_path}, C{_version}: Twisted gives the
+    request its own only once the body has arrived).  A request with no
+    request line yet is neither.
+    """
+    command = getattr(channel, "_command", None)
+    if command is None or getattr(request, "finished", False):
+        return
+    tracker.stats.started += 1
+    tracker.stats.aborted += 1
+    request.method = command
+    request.uri = getattr(channel, "_path", b"")
+    request.clientproto = getattr(channel, "_version", b"")
+    logAborted(request)
 
 
 def _morePipelined(channel: object) -> bool:

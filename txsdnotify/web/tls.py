@@ -1,10 +1,21 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Checking an C{ssl:} port before start-up, so that what is wrong with it is
-said in one line rather than in a traceback from deep inside Twisted: no
-pyOpenSSL, a key or certificate file that cannot be read or is not PEM, an
-encrypted key (nobody can type its passphrase under systemd), a certificate
-that does not go with the key, an unknown C{sslmethod}.
+TLS ports: checking an C{ssl:} port before start-up, and ending a TLS
+connection whose peer does not answer C{close_notify}.
+
+L{checkTLS} says what is wrong with a port in one line rather than in a
+traceback from deep inside Twisted: no pyOpenSSL, a key or certificate file
+that cannot be read or is not PEM, an encrypted key (nobody can type its
+passphrase under systemd), a certificate that does not go with the key, an
+unknown C{sslmethod}.
+
+Closing a TLS connection sends C{close_notify}, and Twisted's TLS layer then
+waits for the peer's before it closes the TCP connection: a client that
+stays silent holds it open.  L{waitsForTLSClose} tells such a connection,
+and L{endTLSWait} closes the TCP connection under it (what was written still
+goes out first).  The Twisted internals this reads
+(C{TLSMemoryBIOProtocol._producer}, C{._appSendBuffer}) are read only here;
+C{tests/test_tls.py} fails if Twisted changes them.
 """
 
 from __future__ import annotations
@@ -12,10 +23,24 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from txsdnotify.web.descriptions import splitDescription
 
-__all__ = ["TLSSetupError", "checkTLS", "credentialPaths"]
+__all__ = [
+    "TLSSetupError",
+    "checkTLS",
+    "credentialPaths",
+    "endTLSWait",
+    "isTLS",
+    "waitsForTLSClose",
+]
+
+_TLSLayer: type | None
+try:
+    from twisted.protocols.tls import TLSMemoryBIOProtocol as _TLSLayer
+except ImportError:  # no pyOpenSSL: no TLS connections either
+    _TLSLayer = None
 
 INSTALL_HINT = "ssl: needs pyOpenSSL: pip install 'txsdnotify[tls]'"
 
@@ -173,3 +198,35 @@ def _reason(error: Exception) -> str:
     if isinstance(details, list) and details:
         return str(details[-1][-1])
     return str(error)
+
+
+def isTLS(transport: object) -> bool:
+    """
+    Whether C{transport} (a connection's transport) is Twisted's TLS layer.
+    """
+    return _TLSLayer is not None and isinstance(transport, _TLSLayer)
+
+
+def waitsForTLSClose(transport: Any) -> bool:
+    """
+    Whether C{transport} is a TLS layer that is closing, has sent (or is
+    sending) its C{close_notify} with nothing of the application's left to
+    send, and still waits for the peer's answer.
+    """
+    return (
+        isTLS(transport)
+        and transport.disconnecting
+        and transport.connected
+        and transport._producer is None
+        and not transport._appSendBuffer
+    )
+
+
+def endTLSWait(transport: Any) -> None:
+    """
+    Stop waiting for the peer's C{close_notify}: close the TCP connection
+    under the TLS layer C{transport}, once what is buffered has gone out.
+    """
+    under = getattr(transport, "transport", None)
+    if under is not None:
+        under.loseConnection()

@@ -28,7 +28,13 @@ from zope.interface import implementer
 from txsdnotify.web.http2 import isH2
 from txsdnotify.web.stats import RequestStats
 
-__all__ = ["TrackingFactory", "channelOf", "connectionKinds"]
+__all__ = [
+    "ABORTED_STATUS",
+    "TrackingFactory",
+    "channelOf",
+    "connectionKinds",
+    "logAborted",
+]
 
 
 class DrainObserver(Protocol):
@@ -261,6 +267,15 @@ def _began(request: Any, tracker: TrackingFactory) -> Any:
     return channel
 
 
+ABORTED_STATUS = 499
+"""
+The status the access log shows for a request whose connection was lost
+before its response was complete (the client went away, or the drain aborted
+it), as nginx logs a request its client closed: whatever status the
+application meant to send never arrived whole.
+"""
+
+
 def _ended(request: Any, stats: RequestStats, sent: bool) -> None:
     """
     C{request} was answered (C{sent}), or its connection closed before:
@@ -276,16 +291,23 @@ def _ended(request: Any, stats: RequestStats, sent: bool) -> None:
             stats.responseAborted(length)
 
 
-def _logUnfinished(request: Any) -> None:
+def logAborted(request: Any) -> None:
     """
     Write a request whose connection is gone before it finished to the
-    access log, as Twisted does only for finished ones: every request
-    processed appears there.
+    access log with the status L{ABORTED_STATUS}, as Twisted logs only
+    finished ones: every request processed (or cut by the drain) appears
+    there, and none as answered that was not.
     """
+    channel = getattr(request, "channel", None)
+    factory = getattr(channel, "factory", None)
+    if factory is not None:
+        request.code = ABORTED_STATUS
+        factory.log(request)
+
+
+def _logUnfinished(request: Any) -> None:
     if getattr(request, PROCESSING, False) and not request.finished:
-        factory = getattr(request.channel, "factory", None)
-        if factory is not None:
-            factory.log(request)
+        logAborted(request)
 
 
 def _trackedClass(cls: type, tracker: TrackingFactory) -> type:
@@ -387,7 +409,10 @@ def _trackingRequestCallable(
                 tracker.switchedProtocols(request)
 
         def ended(result: object) -> None:
-            _ended(request, stats, not isinstance(result, Failure))
+            lost = isinstance(result, Failure)
+            if lost:
+                _logUnfinished(request)
+            _ended(request, stats, not lost)
 
         request.process = tracked
         request.notifyFinish().addBoth(ended)

@@ -313,6 +313,8 @@ class WorkerMaster(MultiService):
         if self.lifecycle.state is not State.FAILED:
             note = f"{self.statusLine.note}; " if self.statusLine.note else ""
             text = f"{note}Stopped: {pool.stats.completed} request(s) served"
+            if pool.stats.aborted:
+                text += f", {pool.stats.aborted} aborted"
             self.log.info("sdweb {text}", text=text)
             self.lifecycle.stopped(text)
         else:

@@ -45,6 +45,7 @@ The longest line a master accepts; a longer one is dropped.
 _COUNTERS = (
     "started",
     "completed",
+    "aborted",
     "bytesSent",
     "connectionsOpened",
     "connectionsClosed",

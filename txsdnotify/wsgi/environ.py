@@ -12,10 +12,12 @@ from typing import IO, Any
 
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
+from twisted.web.http import unquote
 from twisted.web.server import Request
 
 __all__ = [
     "FILE_BLOCK",
+    "absoluteFormSegments",
     "ErrorStream",
     "FileWrapper",
     "baseEnviron",
@@ -149,6 +151,24 @@ class EmptyInput:
         return iter(())
 
 
+def absoluteFormSegments(uri: bytes) -> list[bytes] | None:
+    """
+    The path segments (unquoted, as Twisted splits an origin-form target) of
+    an absolute-form request target, C{http://host/a/b?q} (what proxies send,
+    RFC 9112 section 3.2.2): C{[b"a", b"b"]}; the host part is no part of the
+    path.  L{None} for a target in another form.
+    """
+    schemeEnd = uri.find(b"://")
+    if schemeEnd <= 0 or b"/" in uri[:schemeEnd]:
+        return None
+    authorityStart = schemeEnd + 3
+    query = uri.find(b"?", authorityStart)
+    end = len(uri) if query < 0 else query
+    start = uri.find(b"/", authorityStart, end)
+    path = b"/" if start < 0 else uri[start:end]
+    return [unquote(segment) for segment in path[1:].split(b"/")]
+
+
 def baseEnviron(reactor: IReactorFromThreads) -> dict[str, Any]:
     """
     The keys every request of one container shares.
@@ -171,14 +191,21 @@ def requestEnviron(base: dict[str, Any], request: Request) -> dict[str, Any]:
     with the request's own keys.
     """
     env = base.copy()
+    uri = request.uri
     prepath = request.prepath
+    postpath = request.postpath
+    if uri[:1] != b"/":
+        segments = absoluteFormSegments(uri)
+        if segments is not None:
+            # Twisted made the segments from the whole target, scheme and
+            # host included; keep only how many of them the site consumed.
+            consumed = len(prepath) if prepath else 0
+            prepath, postpath = segments[:consumed], segments[consumed:]
     if prepath:
         env["SCRIPT_NAME"] = "/" + "/".join(p.decode("latin-1") for p in prepath)
-    postpath = request.postpath
     env["PATH_INFO"] = (
         "/" + "/".join(p.decode("latin-1") for p in postpath) if postpath else ""
     )
-    uri = request.uri
     mark = uri.find(b"?")
     env["QUERY_STRING"] = "" if mark < 0 else uri[mark + 1 :].decode("latin-1")
     env["REQUEST_METHOD"] = request.method.decode("latin-1")
