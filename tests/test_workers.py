@@ -267,8 +267,7 @@ def test_workersDyingAtStartFailTheService(
     [
         (["--workers", "0"], "--workers wants a whole number >= 1"),
         (["--workers", "two"], "--workers wants a whole number >= 1"),
-        (["--workers", "2", "--health-port", "tcp:0"], "--health-port does not"),
-        (["--workers", "2", "--port", "ssl:0"], "only tcp:, tcp6:, unix:"),
+        (["--workers", "2", "--port", "ssl:0"], "cannot read TLS key file"),
     ],
 )
 def test_badWorkerOptions(twistd: Any, args: list[str], words: str) -> None:
@@ -365,9 +364,16 @@ def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver) -> None:
     receiver.expect("STOPPING", "1", timeout=10)
     server.process.send_signal(signal.SIGTERM)
     receiver.expect("STATUS", "Stopping now: aborting what is left", timeout=10)
-    assert server.wait(30) == -signal.SIGTERM
+    # The exit status and the last status line say what happened; the
+    # aborted request is not counted as served.
+    assert server.wait(30) == 1
     client.join(30)
     assert len(answers) == 1 and isinstance(answers[0], Exception)
+    served = len([a for a in answers if isinstance(a, bytes)])
+    assert served == 0
+    assert receiver.values("STATUS")[-1] == (
+        "Stopped: 0 request(s) served; stop forced, 1 aborted"
+    )
 
 
 def test_workersLeaveWithTheirMaster(twistd: Any, receiver: NotifyReceiver) -> None:
@@ -456,3 +462,129 @@ def test_healthWithWorkers(twistd: Any, receiver: NotifyReceiver) -> None:
     server.process.send_signal(signal.SIGTERM)  # skip the grace
     assert server.wait(timeout=60) in (0, -signal.SIGTERM)
     assert TRACEBACK not in server.output()
+
+
+def curlPid(port: int, *options: str, path: str = "/") -> tuple[int, str]:
+    """
+    GET C{path} over TLS with curl: the pid that answered, and the HTTP
+    version curl spoke.
+    """
+    from test_tls import curl
+
+    out, err = curl(port, path, *options).communicate(timeout=60)
+    body, _, last = out.rpartition(b"\n")
+    code, version = last.decode().split()
+    assert code == "200", (out, err)
+    return pidOf(body.strip()), version
+
+
+def startTLSWorkers(
+    twistd: Any, receiver: NotifyReceiver, ports: list[str], *args: str
+) -> Any:
+    server = twistd(
+        [*ports, "--workers", "2", "--class", "pidapp.Pid", *args],
+        processEnv(NOTIFY_SOCKET=receiver.path),
+    )
+    receiver.expect("READY", timeout=60)
+    return server
+
+
+@pytest.mark.parametrize("how", ["ssl", "https"])
+def test_tlsAndHTTP2ThroughWorkers(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path, how: str
+) -> None:
+    """
+    An C{ssl:} port (or C{--https}) with two workers: curl with its default
+    ALPN (which picks HTTP/2), with C{--http2} and with C{--http1.1} reaches
+    both workers; the master never serves.
+    """
+    from test_tls import makeCertificate
+
+    key, cert = makeCertificate(tmp_path)
+    port = freePort()
+    if how == "ssl":
+        ports = ["--port", f"ssl:{port}:privateKey={key}:certKey={cert}"]
+    else:
+        ports = [
+            "--https",
+            str(port),
+            "--privkey",
+            str(key),
+            "--certificate",
+            str(cert),
+        ]
+    server = startTLSWorkers(twistd, receiver, ports)
+    workers = childPids(server.process.pid)
+    assert len(workers) == 2
+    for options, version in [((), "2"), (("--http2",), "2"), (("--http1.1",), "1.1")]:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 30
+        while seen != workers and time.monotonic() < deadline:
+            pid, spoken = curlPid(port, *options)
+            assert spoken == version
+            seen.add(pid)
+        assert seen == workers, (options, seen, workers)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait(60) == -signal.SIGTERM
+    assert TRACEBACK not in server.output()
+
+
+def test_http2DrainsWithGoAwayInWorkers(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    """
+    SIGTERM to the master while curl waits on an HTTP/2 stream served by a
+    worker: curl hears GOAWAY, the response arrives whole.
+    """
+    from test_tls import curl, makeCertificate
+
+    key, cert = makeCertificate(tmp_path)
+    port = freePort()
+    server = startTLSWorkers(
+        twistd,
+        receiver,
+        ["--port", f"ssl:{port}:privateKey={key}:certKey={cert}"],
+        "--status-interval",
+        "0.1",
+    )
+    client = curl(port, "/slow?s=2", "--http2", "-v")
+    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    server.process.send_signal(signal.SIGTERM)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    body, _, last = out.rpartition(b"\n")
+    assert body.startswith(b"pid ") and last == b"200 2", out
+    assert b"GOAWAY" in err
+    assert server.wait(60) == -signal.SIGTERM
+    assert receiver.values("STATUS")[-1] == "Stopped: 1 request(s) served"
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("missing-key", "cannot read TLS key file {dir}/nokey.pem: No such file"),
+        ("mismatch", "TLS certificate {dir}/other.crt does not go with the key"),
+    ],
+)
+def test_badTLSPortWithWorkersOneLine(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path, case: str, words: str
+) -> None:
+    """
+    The master checks the key and certificate before any worker starts,
+    with the one-line errors of one process.
+    """
+    from test_tls import makeCertificate
+
+    key, cert = makeCertificate(tmp_path)
+    options = {
+        "missing-key": f"privateKey={tmp_path}/nokey.pem:certKey={cert}",
+        "mismatch": f"privateKey={key}:certKey={makeCertificate(tmp_path, 'other')[1]}",
+    }[case]
+    server = twistd(
+        ["--workers", "2", "--port", f"ssl:{freePort()}:{options}"],
+        processEnv(NOTIFY_SOCKET=receiver.path),
+    )
+    assert server.wait(timeout=30) == 1
+    lines = server.output().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("twistd sdweb: " + words.format(dir=tmp_path)), lines

@@ -221,6 +221,8 @@ class Drain:
     def _abort(self, why: str) -> None:
         left = list(self.tracker.connections)
         self.aborted = len(left)
+        # Every request still in flight is on one of them.
+        self.tracker.stats.aborted += self.tracker.stats.inFlight
         if left:
             self.log.warn(
                 "{why}: aborting {count} connection(s)", why=why, count=len(left)

@@ -23,6 +23,9 @@ class RequestStats:
     @ivar bytesSent: Response body bytes of the completed requests.
     @ivar connectionsOpened: Connections accepted.
     @ivar connectionsClosed: Connections closed.
+    @ivar aborted: Requests among the completed ones that were in flight
+        when a drain aborted their connections (at its timeout, or a forced
+        stop): not served.
     """
 
     __slots__ = (
@@ -31,6 +34,7 @@ class RequestStats:
         "bytesSent",
         "connectionsOpened",
         "connectionsClosed",
+        "aborted",
     )
 
     def __init__(self) -> None:
@@ -39,6 +43,7 @@ class RequestStats:
         self.bytesSent = 0
         self.connectionsOpened = 0
         self.connectionsClosed = 0
+        self.aborted = 0
 
     @property
     def inFlight(self) -> int:
@@ -46,6 +51,13 @@ class RequestStats:
         Requests begun and not yet completed.
         """
         return self.started - self.completed
+
+    @property
+    def served(self) -> int:
+        """
+        Requests answered (or whose client went away), without the aborted.
+        """
+        return self.completed - self.aborted
 
     @property
     def openConnections(self) -> int:

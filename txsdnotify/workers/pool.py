@@ -83,6 +83,8 @@ class WorkerProcess(ProcessProtocol):
     @ivar slot: Which of the pool's places it fills (which sockets it
         serves, when each place has its own).
     @ivar ready: Fires when it is ready; fails if it exits first.
+    @ivar listening: Whether its standard input is open (it hears what
+        L{send} writes).
     """
 
     log = Logger()
@@ -97,6 +99,7 @@ class WorkerProcess(ProcessProtocol):
         self.pid: int | None = None
         self.ready: Deferred[None] = Deferred()
         self._decoder = LineDecoder()
+        self.listening = True
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """
@@ -116,6 +119,13 @@ class WorkerProcess(ProcessProtocol):
                 self.reason = str(message.get("reason", ""))[:200] or None
         self.pool.changed()
 
+    def send(self, message: bytes) -> None:
+        """
+        Write C{message} to its standard input, while that is open.
+        """
+        if self.transport is not None and self.listening:
+            self.transport.write(message)
+
     def stop(self) -> None:
         """
         Have it drain and exit: close its standard input.
@@ -124,6 +134,7 @@ class WorkerProcess(ProcessProtocol):
             return
         if self.state is not WorkerState.STARTING:
             self.state = WorkerState.STOPPING
+        self.listening = False
         if self.transport is not None:
             self.transport.closeStdin()
 
@@ -144,6 +155,7 @@ class WorkerProcess(ProcessProtocol):
         """
         wasReady = self.state is not WorkerState.STARTING
         self.state = WorkerState.EXITED
+        self.listening = False
         how = describeExit(reason)
         if not self.ready.called:
             self.ready.errback(WorkersFailed(self.reason or f"a worker {how}"))
@@ -200,6 +212,7 @@ class WorkerPool:
         self.startTimeout = startTimeout
         self.maxStartFailures = maxStartFailures
         self.onGiveUp = onGiveUp
+        self.workerArguments: list[str] = []
         self.workers: list[WorkerProcess] = []
         self.leaving: list[WorkerProcess] = []
         self.candidates: list[WorkerProcess] = []
@@ -240,7 +253,7 @@ class WorkerPool:
         command += ["--report-interval", repr(self.reportInterval)]
         for i, (_, family) in enumerate(self._sockets[slot]):
             command += ["--listen", f"{FIRST_SOCKET_FD + i}:{family}"]
-        return [*command, "--", *self.sdwebArguments]
+        return [*command, *self.workerArguments, "--", *self.sdwebArguments]
 
     def _spawn(self, slot: int) -> WorkerProcess:
         worker = WorkerProcess(self, slot)
@@ -349,11 +362,14 @@ class WorkerPool:
 
     def _retire(self, worker: WorkerProcess) -> None:
         """
-        Keep what a worker that exited did; what was in flight on it is lost.
+        Keep what a worker that exited did; what was in flight on it is
+        lost: counted as aborted.
         """
         past, mine = self._past, worker.stats
-        past.completed += mine.completed
-        past.started += mine.completed
+        lost = mine.inFlight
+        past.completed += mine.completed + lost
+        past.started += mine.completed + lost
+        past.aborted += mine.aborted + lost
         past.bytesSent += mine.bytesSent
         past.connectionsOpened += mine.connectionsOpened
         past.connectionsClosed += mine.connectionsOpened
@@ -472,6 +488,13 @@ class WorkerPool:
         else:
             self._exited.append(d)
         return d
+
+    def tellAll(self, message: bytes) -> None:
+        """
+        Write C{message} to every worker that still listens.
+        """
+        for worker in self.live():
+            worker.send(message)
 
     def signalAll(self, signum: int) -> None:
         """

@@ -41,6 +41,7 @@ _COUNTERS = (
     "bytesSent",
     "connectionsOpened",
     "connectionsClosed",
+    "aborted",
 )
 
 
