@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import APPS, freePort, processEnv, waitUntil
+from conftest import APPS, freePort, portAnswers, processEnv, waitUntil
 from loadgen import steadyLoad
 
 from txsdnotify.testing import NotifyReceiver
@@ -439,28 +439,135 @@ def status(port: int, path: str) -> int:
     return 200
 
 
+def healthOfEachWorker(
+    port: int, workers: set[int], seconds: float = 30
+) -> dict[int, int]:
+    """
+    Each worker's answer to C{/healthz}: on one keep-alive connection (one
+    worker), C{/} says which worker it is, then C{/healthz} is asked; new
+    connections until every worker in C{workers} has answered.
+    """
+    found: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+    while set(found) != workers and time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request("GET", "/")
+            pid = pidOf(connection.getresponse().read())
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            found.setdefault(pid, response.status)
+        finally:
+            connection.close()
+    assert set(found) == workers, (found, workers)
+    return found
+
+
 def test_healthWithWorkers(twistd: Any, receiver: NotifyReceiver) -> None:
     """
-    --health with workers: every worker answers with its own state, which
-    follows the master's: 200 while serving; on SIGTERM, 503 for the health
-    check at once while the site still serves for the grace.
+    --health with workers: every worker answers with the service's state:
+    200 from each while serving; on SIGTERM, 503 from each at once while the
+    site still serves for the grace.
     """
     import json
 
     server, port = startWorkers(
         twistd, receiver, "--health", "/healthz", "--health-grace", "30"
     )
+    workers = childPids(server.process.pid)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as r:
         assert r.status == 200
         assert json.loads(r.read())["state"] == "ready"
+    assert healthOfEachWorker(port, workers) == dict.fromkeys(workers, 200)
     server.process.send_signal(signal.SIGTERM)
     stopping = receiver.expect("STOPPING", timeout=30)
     # systemd waits for the grace and the drain.
     assert int(stopping["EXTEND_TIMEOUT_USEC"]) >= (30 + 30) * 1_000_000
-    waitUntil(lambda: status(port, "/healthz") == 503, timeout=30)
-    assert pidOf(get(port, "/")) in childPids(server.process.pid)
+    # The master tells the workers over their pipes: a moment.
+    waitUntil(
+        lambda: set(healthOfEachWorker(port, workers).values()) == {503}, timeout=10
+    )
+    assert pidOf(get(port, "/")) in workers
     server.process.send_signal(signal.SIGTERM)  # skip the grace
     assert server.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert TRACEBACK not in server.output()
+
+
+def healthPortStatus(port: int) -> tuple[int, dict[str, Any]]:
+    """
+    The status and JSON body of GET /healthz on a health port.
+    """
+    import json
+
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/healthz", timeout=30
+        ) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def agentLine(port: int) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        data = b""
+        while chunk := s.recv(100):
+            data += chunk
+    return data
+
+
+def test_healthAndAgentPortsWithWorkers(twistd: Any, receiver: NotifyReceiver) -> None:
+    """
+    --health-port and --agent-port with two workers, answered by the master
+    for the whole service: 200 / "up ready" while serving and through a
+    reload; on SIGTERM, 503 / "drain" at once while the workers serve on
+    through the grace; the ports close when the drain starts.
+    """
+    healthPort, agentPort = freePort(), freePort()
+    server, port = startWorkers(
+        twistd,
+        receiver,
+        "--health-port",
+        f"tcp:{healthPort}:interface=127.0.0.1",
+        "--agent-port",
+        f"tcp:{agentPort}:interface=127.0.0.1",
+        "--health-grace",
+        "3",
+        "--status-interval",
+        "0.2",
+    )
+    status, body = healthPortStatus(healthPort)
+    assert (status, body["state"], body["workers"]) == (200, "ready", 2)
+    assert agentLine(agentPort) == b"up ready\n"
+    seen = len(receiver.receiveAvailable())
+    server.process.send_signal(signal.SIGHUP)
+    receiver.expect("RELOADING", "1", timeout=10, after=seen)
+    during: set[int] = set()
+    while not any(m.get("READY") == "1" for m in receiver.messages[seen:]):
+        during.add(healthPortStatus(healthPort)[0])
+        assert agentLine(agentPort) == b"up ready\n"
+        receiver.receiveAvailable()
+    assert during == {200}, during
+    slow = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    slow.request("GET", "/slow?s=8")
+    waitUntil(lambda: healthPortStatus(healthPort)[1]["inFlight"] == 1, timeout=20)
+    server.process.send_signal(signal.SIGTERM)
+    receiver.expect("STOPPING", timeout=30)
+    status, body = healthPortStatus(healthPort)
+    assert (status, body["state"]) == (503, "draining")
+    assert agentLine(agentPort) == b"drain\n"
+    assert pidOf(get(port, "/")) in childPids(server.process.pid)
+    # After the grace, the drain: every port closes, the slow request
+    # finishes.
+    waitUntil(lambda: not portAnswers(healthPort), timeout=20)
+    assert not portAnswers(agentPort) and not portAnswers(port)
+    assert server.process.poll() is None
+    response = slow.getresponse()
+    assert response.status == 200 and response.read().startswith(b"pid ")
+    assert server.wait(timeout=60) == -signal.SIGTERM
     assert TRACEBACK not in server.output()
 
 
@@ -588,3 +695,47 @@ def test_badTLSPortWithWorkersOneLine(
     lines = server.output().strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("twistd sdweb: " + words.format(dir=tmp_path)), lines
+
+
+def refusedWithin(port: int, seconds: float) -> float:
+    """
+    How long until a new connection to C{port} is refused (at most
+    C{seconds}, else the test fails).
+    """
+    import socket
+
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            try:
+                s.connect(("127.0.0.1", port))
+            except ConnectionRefusedError:
+                return time.monotonic() - started
+            except OSError:
+                pass
+        time.sleep(0.02)
+    raise AssertionError(f"port {port} still accepted after {seconds}s")
+
+
+def test_stopRefusesNewConnectionsAtOnce(twistd: Any, receiver: NotifyReceiver) -> None:
+    """
+    SIGTERM with a slow request in flight: the master closes its socket
+    when the drain starts and the workers theirs, so a new connection is
+    refused within a second, as with one process, while the slow request
+    still completes.
+    """
+    server, port = startWorkers(
+        twistd, receiver, "--status-interval", "0.2", "--drain-timeout", "30"
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", "/slow?s=4")
+    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    seen = len(receiver.receiveAvailable())
+    server.process.send_signal(signal.SIGTERM)
+    receiver.expect("STOPPING", "1", timeout=10, after=seen)
+    assert refusedWithin(port, 1.0) < 1.0
+    response = connection.getresponse()
+    assert response.status == 200 and response.read().startswith(b"pid ")
+    assert server.wait(60) == -signal.SIGTERM
+    assert receiver.values("STATUS")[-1] == "Stopped: 1 request(s) served"
