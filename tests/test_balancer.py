@@ -250,3 +250,101 @@ def test_agentCheckDrainsAtOnce(
     twistd(args, processEnv(NOTIFY_SOCKET=receiver.path))
     receiver.expect("READY", timeout=30)
     haproxy.waitUp("web0")
+
+
+class StateWatch:
+    """
+    Reads HAProxy's state of one server every 50 ms in a thread, and keeps
+    every state seen.
+    """
+
+    def __init__(self, haproxy: HAProxy, server: str) -> None:
+        import threading
+
+        self.seen: list[str] = []
+        self.why: list[str] = []
+        self._stop = threading.Event()
+
+        def watch() -> None:
+            while not self._stop.is_set():
+                state = haproxy.states().get(server)
+                if state is not None and (not self.seen or self.seen[-1] != state):
+                    self.seen.append(state)
+                    if state != "UP":
+                        self.why.append(
+                            f"{haproxy.states('check_status').get(server)}"
+                            f" {haproxy.states('last_chk').get(server)}"
+                        )
+                self._stop.wait(0.05)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.seen
+
+
+def test_workersReloadUnderLoadStaysUp(
+    twistd: Any,
+    receiver: NotifyReceiver,
+    tmp_path: Path,
+    haproxyFactory: Callable[..., HAProxy],
+) -> None:
+    """
+    One --workers 2 backend with --health /healthz and a health grace,
+    behind HAProxy checking every 200 ms (DOWN after 2 failed checks): 3
+    reloads under a steady load through HAProxy.  A reload replaces the
+    workers, it does not stop the service: the backend is never DOWN (not
+    in HAProxy's state, read every 50 ms, nor in its count of UP to DOWN
+    transitions), no health check fails (one may time out on a loaded
+    machine), and no request fails.
+    """
+    need("haproxy")
+    port = freePort()
+    server = twistd(
+        [
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--workers",
+            "2",
+            "--class",
+            "pidapp.Pid",
+            "--health",
+            "/healthz",
+            "--health-grace",
+            GRACE,
+        ],
+        processEnv(NOTIFY_SOCKET=receiver.path),
+    )
+    receiver.expect("READY", timeout=60)
+    haproxy = haproxyFactory([port])
+    haproxy.waitUp("web0")
+    watch = StateWatch(haproxy, "web0")
+    url = f"http://127.0.0.1:{haproxy.port}/"
+    try:
+        with steadyLoad(url, tmp_path / "stop-load", maxSeconds=120) as counts:
+            time.sleep(0.5)  # the load under way before the first reload
+            for _ in range(3):
+                seen = len(receiver.receiveAvailable())
+                server.process.send_signal(signal.SIGHUP)
+                receiver.expect("RELOADING", "1", timeout=10, after=seen)
+                ready = receiver.expect("READY", "1", timeout=60, after=seen)
+                assert "Reload failed" not in ready["STATUS"]
+            # Checks of the last drain are seen too.
+            time.sleep(1.0)
+    finally:
+        states = watch.stop()
+    print("reloads behind HAProxy:", counts, states, watch.why)
+    # Never DOWN; "UP 1/2" (one failed check) only from a check that timed
+    # out on this loaded machine (L7TOUT), never from a failing answer
+    # (L7STS: a 503).
+    assert all(state.startswith("UP") for state in states), (states, watch.why)
+    assert not [why for why in watch.why if not why.startswith("L7TOUT")], watch.why
+    # A replaced worker drains at once: the grace is for a stop of the
+    # service.
+    assert "failing health checks" not in server.output()
+    assert haproxy.states("chkdown") == {"web0": "0"}
+    assert counts["failed"] == 0, counts
+    assert int(counts["ok"]) > 100, counts  # type: ignore[call-overload]
