@@ -43,7 +43,7 @@ def test_workers_unit(sdweb: SdwebFactory) -> None:  # noqa: F811
     unit.start()
     master = unit.main_pid()
     status = unit.prop("StatusText")
-    assert "Workers: 2 ready" in status
+    assert "2/2 workers;" in status
     workers = childPids(master)
     assert len(workers) == 2
     assert pidOf(get(unit.url())[1]) in workers
@@ -61,7 +61,7 @@ def test_workers_unit(sdweb: SdwebFactory) -> None:  # noqa: F811
 
     unit.systemctl("reload")
     unit.wait_for_output("sdweb reloaded", timeout=60)
-    unit.wait_for("StatusText", lambda v: "Workers: 2 ready" in v)
+    unit.wait_for("StatusText", lambda v: "2/2 workers;" in v)
     assert unit.show("ActiveState", "MainPID") == {
         "ActiveState": "active",
         "MainPID": str(master),
@@ -113,7 +113,7 @@ def test_workers_notify_reload(sdweb: SdwebFactory) -> None:  # noqa: F811
     }
     # Both new workers were ready before the READY=1 that ended the reload.
     assert len(childPids(master) - workers) == 2
-    assert "Workers: 2 ready" in unit.prop("StatusText")
+    assert "2/2 workers;" in unit.prop("StatusText")
 
 
 def test_workers_socket_activation(

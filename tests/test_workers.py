@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import threading
 import time
@@ -31,6 +32,13 @@ from txsdnotify.workers.protocol import (
 )
 
 TRACEBACK = "Traceback (most recent call last)"
+
+# The master's status line while serving: the workers first, then the
+# request figures.
+STATUS = (
+    r"2/2 workers; [\d,]+ req; [\d.]+ req/s; \d+ in flight; \d+ conn;"
+    r" [\d.]+ (B|kB|MB|GB)/s"
+)
 
 
 def get(port: int, path: str = "/", timeout: float = 30) -> bytes:
@@ -118,7 +126,8 @@ def test_twoWorkersOneFace(twistd: Any, receiver: NotifyReceiver) -> None:
     first = receiver.expect("READY")
     master = server.process.pid
     assert first["MAINPID"] == str(master)
-    assert "Workers: 2 ready" in first["STATUS"]
+    # Most important first, and short.
+    assert re.fullmatch(STATUS, first["STATUS"]), first["STATUS"]
     workers = childPids(master)
     assert len(workers) == 2
     client = Client(port)
@@ -128,10 +137,11 @@ def test_twoWorkersOneFace(twistd: Any, receiver: NotifyReceiver) -> None:
         client.pid()
     # Every request, from both workers, in one line.
     message = receiver.expect(
-        lambda m: m.get("STATUS", "").startswith(f"Total requests: {client.made};"),
+        lambda m: m.get("STATUS", "").startswith(f"2/2 workers; {client.made} req;"),
         timeout=15,
     )
-    assert "Workers: 2 ready" in message["STATUS"]
+    assert re.fullmatch(STATUS, message["STATUS"]), message["STATUS"]
+    assert len(message["STATUS"]) < 100
     server.process.send_signal(signal.SIGTERM)
     assert server.wait(60) == -signal.SIGTERM
     assert receiver.values("READY") == ["1"]
@@ -165,7 +175,7 @@ def test_killedWorkerReplaced(
         message = receiver.expect(
             lambda m: (
                 "1 replaced (last: worker " in m.get("STATUS", "")
-                and "Workers: 2 ready" in m.get("STATUS", "")
+                and "2/2 workers;" in m.get("STATUS", "")
             ),
             timeout=30,
             after=seen,
@@ -232,7 +242,9 @@ def test_stopDrainsEveryWorker(
         serving.add(pidOf(response.readline()))
         streams.append((connection, response))
     count = len(streams)
-    receiver.expect(lambda m: f"In flight: {count};" in m.get("STATUS", ""), timeout=20)
+    receiver.expect(
+        lambda m: f"; {count} in flight;" in m.get("STATUS", ""), timeout=20
+    )
     seen = len(receiver.receiveAvailable())
     server.process.send_signal(signal.SIGTERM)
     stopping = receiver.expect("STOPPING", "1", timeout=10, after=seen)
@@ -362,7 +374,7 @@ def test_hungWorkerReplaced(twistd: Any, receiver: NotifyReceiver) -> None:
         lambda m: (
             f"1 replaced (last: worker {hung} was killed by signal 9"
             in m.get("STATUS", "")
-            and "Workers: 2 ready" in m.get("STATUS", "")
+            and "2/2 workers;" in m.get("STATUS", "")
         ),
         timeout=30,
     )
@@ -412,7 +424,7 @@ def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver) -> None:
 
     client = threading.Thread(target=slow)
     client.start()
-    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    receiver.expect(lambda m: "; 1 in flight;" in m.get("STATUS", ""), timeout=20)
     server.process.send_signal(signal.SIGTERM)
     receiver.expect("STOPPING", "1", timeout=10)
     server.process.send_signal(signal.SIGTERM)
@@ -708,7 +720,7 @@ def test_http2DrainsWithGoAwayInWorkers(
         "0.1",
     )
     client = curl(port, "/slow?s=2", "--http2", "-v")
-    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    receiver.expect(lambda m: "; 1 in flight;" in m.get("STATUS", ""), timeout=20)
     server.process.send_signal(signal.SIGTERM)
     out, err = client.communicate(timeout=60)
     assert client.returncode == 0, err
@@ -783,7 +795,7 @@ def test_stopRefusesNewConnectionsAtOnce(twistd: Any, receiver: NotifyReceiver) 
     )
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     connection.request("GET", "/slow?s=4")
-    receiver.expect(lambda m: "In flight: 1;" in m.get("STATUS", ""), timeout=20)
+    receiver.expect(lambda m: "; 1 in flight;" in m.get("STATUS", ""), timeout=20)
     seen = len(receiver.receiveAvailable())
     server.process.send_signal(signal.SIGTERM)
     receiver.expect("STOPPING", "1", timeout=10, after=seen)

@@ -92,6 +92,17 @@ class StatusFigures:
             f" Bytes served/sec: {formatBytes(self.bytesPerSecond)}"
         )
 
+    def short(self) -> str:
+        """
+        The same figures, shorter (for a line that leads with something
+        else): C{1,234 req; 52.3 req/s; 3 in flight; 17 conn; 1.2 MB/s}.
+        """
+        return (
+            f"{self.total:,} req; {_rate(self.requestsPerSecond)} req/s;"
+            f" {self.inFlight} in flight; {self.connections} conn;"
+            f" {formatBytes(self.bytesPerSecond)}/s"
+        )
+
 
 def _rate(value: float) -> str:
     if value >= 100:

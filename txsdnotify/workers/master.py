@@ -37,12 +37,13 @@ from txsdnotify.listeners import (
 from txsdnotify.reload import Reloader, ReloadHooks
 from txsdnotify.service import _exit, _whenRunning
 from txsdnotify.signals import SignalRouter
-from txsdnotify.statusline import EXIT_MARGIN, StatusLine
+from txsdnotify.statusline import EXIT_MARGIN, StatusLine, shortNote
 from txsdnotify.systemd.activation import InheritedSocket, storeEnabled
 from txsdnotify.systemd.failures import ListenError, ListenFailed
 from txsdnotify.systemd.lifecycle import Lifecycle, State
 from txsdnotify.systemd.notify import Notifier
 from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
+from txsdnotify.web.stats import StatusFigures
 from txsdnotify.web.tls import isTLS, plainDescription
 from txsdnotify.workers.pool import WorkerPool, currentEnvironment
 from txsdnotify.workers.protocol import encode
@@ -171,9 +172,12 @@ class WorkerMaster(MultiService):
         )
         self._staleStored = stale if fdStore else []
         self.statusLine = StatusLine(
-            self.lifecycle, pool.stats, clock=reactor, interval=statusInterval
+            self.lifecycle,
+            pool.stats,
+            clock=reactor,
+            interval=statusInterval,
+            layout=self._layout,
         )
-        self.statusLine.addFigure(pool.figure)
         self.reloadHooks = ReloadHooks(clock=reactor, timeout=reloadTimeout)
         self.reloadHooks.add(pool.replaceAll, "replacing the workers")
         self.reloader = Reloader(
@@ -274,6 +278,25 @@ class WorkerMaster(MultiService):
     def _setNote(self, note: str | None) -> None:
         self.statusLine.note = note
 
+    def _layout(
+        self, figures: StatusFigures, extras: list[str], note: str | None
+    ) -> str:
+        """
+        The status line, most important first and short, so that
+        C{systemctl status} cuts off the least: C{2/2 workers; 1,234 req;
+        52.3 req/s; 3 in flight; 8 conn; 21.7 kB/s}, a short form of a note
+        (a failed reload: the whole of it is in the log) after the workers,
+        and the replacements last.
+        """
+        parts = [self.pool.figure()]
+        if note:
+            parts.append(shortNote(note))
+        parts += [figures.short(), *extras]
+        history = self.pool.history()
+        if history:
+            parts.append(history)
+        return "; ".join(parts)
+
     # Reload.
 
     def reload(self) -> Deferred[None]:
@@ -372,7 +395,8 @@ class WorkerMaster(MultiService):
         the exit status 1.
         """
         stats = self.pool.stats
-        note = f"{self.statusLine.note}; " if self.statusLine.note else ""
+        note = self.statusLine.note
+        note = f"{shortNote(note)}; " if note else ""
         text = f"{note}Stopped: {stats.served} request(s) served"
         forced = self.lifecycle.state is State.FORCED
         if forced:

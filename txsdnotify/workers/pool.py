@@ -402,10 +402,10 @@ class WorkerPool:
 
     def figure(self) -> str:
         """
-        The workers' part of the status line: C{Workers: 2 ready}, with
-        those starting and stopping and the replacements.
+        The workers' state, first on the status line: C{2/2 workers}, with
+        those starting and stopping.
         """
-        text = f"Workers: {self.readyCount()} ready"
+        text = f"{self.readyCount()}/{self.count} workers"
         starting = sum(
             w.state is WorkerState.STARTING for w in self.workers + self.candidates
         )
@@ -413,9 +413,16 @@ class WorkerPool:
             text += f", {starting} starting"
         if self.leaving:
             text += f", {len(self.leaving)} stopping"
-        if self.replaced:
-            text += f"; {self.replaced} replaced (last: {self.lastExit})"
         return text
+
+    def history(self) -> str | None:
+        """
+        The replacements, last on the status line: C{1 replaced (last:
+        worker 4242 was killed by signal 9 (SIGKILL))}; L{None} if none.
+        """
+        if not self.replaced:
+            return None
+        return f"{self.replaced} replaced (last: {self.lastExit})"
 
     def _killHung(self) -> None:
         now = self.clock.seconds()
