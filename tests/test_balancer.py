@@ -42,7 +42,12 @@ class HAProxy:
     """
 
     def __init__(
-        self, tmp_path: Path, backends: list[int], checks: str = CHECKS, extra: str = ""
+        self,
+        tmp_path: Path,
+        backends: list[int],
+        checks: str = CHECKS,
+        extra: str = "",
+        defaults: str = "",
     ) -> None:
         self.port = freePort()
         self.socket = tmp_path / "haproxy.sock"
@@ -64,6 +69,7 @@ defaults
     timeout client 30s
     timeout server 30s
     retries 0
+{defaults}
 
 frontend web
     bind 127.0.0.1:{self.port}
@@ -298,8 +304,7 @@ def test_workersReloadUnderLoadStaysUp(
     reloads under a steady load through HAProxy.  A reload replaces the
     workers, it does not stop the service: the backend is never DOWN (not
     in HAProxy's state, read every 50 ms, nor in its count of UP to DOWN
-    transitions), no health check fails (one may time out on a loaded
-    machine), and no request fails.
+    transitions), no health check fails, and no request fails.
     """
     need("haproxy")
     port = freePort()
@@ -319,7 +324,9 @@ def test_workersReloadUnderLoadStaysUp(
         processEnv(NOTIFY_SOCKET=receiver.path),
     )
     receiver.expect("READY", timeout=60)
-    haproxy = haproxyFactory([port])
+    # A check may take up to 2 s (by default, up to "inter"): what is
+    # tested is what the checks answer, not how fast a loaded machine is.
+    haproxy = haproxyFactory([port], defaults="    timeout check 2s")
     haproxy.waitUp("web0")
     watch = StateWatch(haproxy, "web0")
     url = f"http://127.0.0.1:{haproxy.port}/"
@@ -337,11 +344,8 @@ def test_workersReloadUnderLoadStaysUp(
     finally:
         states = watch.stop()
     print("reloads behind HAProxy:", counts, states, watch.why)
-    # Never DOWN; "UP 1/2" (one failed check) only from a check that timed
-    # out on this loaded machine (L7TOUT), never from a failing answer
-    # (L7STS: a 503).
-    assert all(state.startswith("UP") for state in states), (states, watch.why)
-    assert not [why for why in watch.why if not why.startswith("L7TOUT")], watch.why
+    # Never DOWN, no check failed.
+    assert states == ["UP"], (states, watch.why)
     # A replaced worker drains at once: the grace is for a stop of the
     # service.
     assert "failing health checks" not in server.output()
