@@ -175,7 +175,7 @@ def test_killedWorkerReplaced(
         message = receiver.expect(
             lambda m: (
                 "1 replaced (last: worker " in m.get("STATUS", "")
-                and "2/2 workers;" in m.get("STATUS", "")
+                and m.get("STATUS", "").startswith("2/2 workers")
             ),
             timeout=30,
             after=seen,
@@ -374,7 +374,7 @@ def test_hungWorkerReplaced(twistd: Any, receiver: NotifyReceiver) -> None:
         lambda m: (
             f"1 replaced (last: worker {hung} was killed by signal 9"
             in m.get("STATUS", "")
-            and "2/2 workers;" in m.get("STATUS", "")
+            and m.get("STATUS", "").startswith("2/2 workers")
         ),
         timeout=30,
     )
