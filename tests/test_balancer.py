@@ -42,7 +42,12 @@ class HAProxy:
     """
 
     def __init__(
-        self, tmp_path: Path, backends: list[int], checks: str = CHECKS, extra: str = ""
+        self,
+        tmp_path: Path,
+        backends: list[int],
+        checks: str = CHECKS,
+        extra: str = "",
+        defaults: str = "",
     ) -> None:
         self.port = freePort()
         self.socket = tmp_path / "haproxy.sock"
@@ -64,6 +69,7 @@ defaults
     timeout client 30s
     timeout server 30s
     retries 0
+{defaults}
 
 frontend web
     bind 127.0.0.1:{self.port}
@@ -250,3 +256,99 @@ def test_agentCheckDrainsAtOnce(
     twistd(args, processEnv(NOTIFY_SOCKET=receiver.path))
     receiver.expect("READY", timeout=30)
     haproxy.waitUp("web0")
+
+
+class StateWatch:
+    """
+    Reads HAProxy's state of one server every 50 ms in a thread, and keeps
+    every state seen.
+    """
+
+    def __init__(self, haproxy: HAProxy, server: str) -> None:
+        import threading
+
+        self.seen: list[str] = []
+        self.why: list[str] = []
+        self._stop = threading.Event()
+
+        def watch() -> None:
+            while not self._stop.is_set():
+                state = haproxy.states().get(server)
+                if state is not None and (not self.seen or self.seen[-1] != state):
+                    self.seen.append(state)
+                    if state != "UP":
+                        self.why.append(
+                            f"{haproxy.states('check_status').get(server)}"
+                            f" {haproxy.states('last_chk').get(server)}"
+                        )
+                self._stop.wait(0.05)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.seen
+
+
+def test_workersReloadUnderLoadStaysUp(
+    twistd: Any,
+    receiver: NotifyReceiver,
+    tmp_path: Path,
+    haproxyFactory: Callable[..., HAProxy],
+) -> None:
+    """
+    One --workers 2 backend with --health /healthz and a health grace,
+    behind HAProxy checking every 200 ms (DOWN after 2 failed checks): 3
+    reloads under a steady load through HAProxy.  A reload replaces the
+    workers, it does not stop the service: the backend is never DOWN (not
+    in HAProxy's state, read every 50 ms, nor in its count of UP to DOWN
+    transitions), no health check fails, and no request fails.
+    """
+    need("haproxy")
+    port = freePort()
+    server = twistd(
+        [
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--workers",
+            "2",
+            "--class",
+            "pidapp.Pid",
+            "--health",
+            "/healthz",
+            "--health-grace",
+            GRACE,
+        ],
+        processEnv(NOTIFY_SOCKET=receiver.path),
+    )
+    receiver.expect("READY", timeout=60)
+    # A check may take up to 2 s (by default, up to "inter"): what is
+    # tested is what the checks answer, not how fast a loaded machine is.
+    haproxy = haproxyFactory([port], defaults="    timeout check 2s")
+    haproxy.waitUp("web0")
+    watch = StateWatch(haproxy, "web0")
+    url = f"http://127.0.0.1:{haproxy.port}/"
+    try:
+        with steadyLoad(url, tmp_path / "stop-load", maxSeconds=120) as counts:
+            time.sleep(0.5)  # the load under way before the first reload
+            for _ in range(3):
+                seen = len(receiver.receiveAvailable())
+                server.process.send_signal(signal.SIGHUP)
+                receiver.expect("RELOADING", "1", timeout=10, after=seen)
+                ready = receiver.expect("READY", "1", timeout=60, after=seen)
+                assert "Reload failed" not in ready["STATUS"]
+            # Checks of the last drain are seen too.
+            time.sleep(1.0)
+    finally:
+        states = watch.stop()
+    print("reloads behind HAProxy:", counts, states, watch.why)
+    # Never DOWN, no check failed.
+    assert states == ["UP"], (states, watch.why)
+    # A replaced worker drains at once: the grace is for a stop of the
+    # service.
+    assert "failing health checks" not in server.output()
+    assert haproxy.states("chkdown") == {"web0": "0"}
+    assert counts["failed"] == 0, counts
+    assert int(counts["ok"]) > 100, counts  # type: ignore[call-overload]

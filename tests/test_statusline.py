@@ -302,3 +302,46 @@ def test_negativeIntervalSendsNothing() -> None:
     stats.completed = 3
     clock.advance(100)
     assert len(notifier.sent) == 1
+
+
+def test_shortNote() -> None:
+    """
+    A long note (a failed reload with its reason) is cut at a ": " within
+    60 characters and points at the log; a short one stays whole.
+    """
+    from txsdnotify.statusline import shortNote
+
+    long = (
+        "Reload failed at 12:00:01: replacing the workers: twistd sdweb:"
+        " --wsgi 'app.wsgi': importing 'app' failed: ZeroDivisionError"
+    )
+    assert shortNote(long) == (
+        "Reload failed at 12:00:01: replacing the workers (see the log)"
+    )
+    assert shortNote("Reload failed at 12:00:01: boom") == (
+        "Reload failed at 12:00:01: boom"
+    )
+    assert shortNote("x" * 70) == "x" * 60 + " (see the log)"
+
+
+def test_layout() -> None:
+    """
+    A layout puts the line together: the default one as one process has
+    it, another (the master of --workers) its own way.
+    """
+    from txsdnotify.web.stats import StatusFigures
+
+    line, lifecycle, notifier, stats, clock = make()
+    line.addFigure(lambda: "Waiting for a thread: 4")
+    line.note = "Reload failed"
+    assert line.current() == f"Reload failed; {IDLE}; Waiting for a thread: 4"
+
+    def layout(figures: StatusFigures, extras: list[str], note: str | None) -> str:
+        return "; ".join(["2/2 workers", figures.short(), *extras, note or ""])
+
+    line.layout = layout
+    stats.started = stats.completed = 1234
+    assert line.current() == (
+        "2/2 workers; 1,234 req; 0.0 req/s; 0 in flight; 0 conn; 0 B/s;"
+        " Waiting for a thread: 4; Reload failed"
+    )

@@ -304,7 +304,11 @@ class Sdweb:
         """
         Wait until the status line says C{count} requests are in flight.
         """
-        return self.wait_for("StatusText", lambda v: f"In flight: {count};" in v)
+        # One process's line, or that of --workers.
+        return self.wait_for(
+            "StatusText",
+            lambda v: f"In flight: {count};" in v or f"; {count} in flight;" in v,
+        )
 
 
 SdwebFactory = Callable[..., Sdweb]

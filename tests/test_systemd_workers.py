@@ -27,7 +27,7 @@ from test_systemd_units import (  # noqa: F401 - the fixture
     get,
     sdweb,
 )
-from test_workers import childPids, pidOf
+from test_workers import childPids, pidOf, refusedWithin
 
 
 def test_workers_unit(sdweb: SdwebFactory) -> None:  # noqa: F811
@@ -38,19 +38,30 @@ def test_workers_unit(sdweb: SdwebFactory) -> None:  # noqa: F811
         "pidapp.Pid",
         "--status-interval",
         "0.2",
-        WatchdogSec="10",
+        WatchdogSec="2",
     )
     unit.start()
     master = unit.main_pid()
     status = unit.prop("StatusText")
-    assert "Workers: 2 ready" in status
+    assert status.startswith("2/2 workers")
     workers = childPids(master)
     assert len(workers) == 2
     assert pidOf(get(unit.url())[1]) in workers
+    # The master pings the watchdog (every second for WatchdogSec=2) while
+    # both workers report: the manager saw the pings, and did not kill it.
+    assert unit.prop("WatchdogUSec") == "2s"
+    pings = set()
+    until = time.monotonic() + 3 * 2 + 0.5
+    while time.monotonic() < until:
+        props = unit.show("ActiveState", "MainPID", "WatchdogTimestampMonotonic")
+        assert (props["ActiveState"], props["MainPID"]) == ("active", str(master))
+        pings.add(props["WatchdogTimestampMonotonic"])
+        time.sleep(0.2)
+    assert len(pings) >= 3, pings
 
     unit.systemctl("reload")
     unit.wait_for_output("sdweb reloaded", timeout=60)
-    unit.wait_for("StatusText", lambda v: "Workers: 2 ready" in v)
+    unit.wait_for("StatusText", lambda v: v.startswith("2/2 workers"))
     assert unit.show("ActiveState", "MainPID") == {
         "ActiveState": "active",
         "MainPID": str(master),
@@ -62,13 +73,19 @@ def test_workers_unit(sdweb: SdwebFactory) -> None:  # noqa: F811
     assert len(renewed) == 2 and not renewed & workers
     assert pidOf(get(unit.url())[1]) in renewed
 
-    client = Curl(unit.url("/slow?s=2"))
+    client = Curl(unit.url("/slow?s=3"))
     try:
         unit.in_flight(1)
-        unit.systemctl("stop")
+        unit.manager.systemctl("stop", "--no-block", unit.name)
+        unit.wait_for("ActiveState", "deactivating", timeout=10)
+        # The ports close when the drain starts: a new connection is
+        # refused at once, as with one process, while the slow request
+        # finishes.
+        assert refusedWithin(unit.port, 1.0) < 1.0
         client.finish()
     finally:
         client.kill()
+    unit.wait_for("ActiveState", "inactive", timeout=30)
     assert (client.returncode, client.status) == (0, 200), client
     assert pidOf(client.body) in renewed
     assert unit.prop("ActiveState") == "inactive"
@@ -96,7 +113,7 @@ def test_workers_notify_reload(sdweb: SdwebFactory) -> None:  # noqa: F811
     }
     # Both new workers were ready before the READY=1 that ended the reload.
     assert len(childPids(master) - workers) == 2
-    assert "Workers: 2 ready" in unit.prop("StatusText")
+    assert unit.prop("StatusText").startswith("2/2 workers")
 
 
 def test_workers_socket_activation(

@@ -81,22 +81,49 @@ class Health:
     @ivar stats: The request figures shown.
     @ivar clock: For the uptime.
     @ivar since: When (on C{clock}) the service was set up.
+    @ivar stateOf: The state a balancer is told: the lifecycle's, unless
+        something else decides (a worker of C{--workers} tells its
+        service's state, not its own).
+    @ivar canServe: Whether, in a serving state, something can serve (the
+        master of C{--workers}: a worker is ready); L{None} for always.
+    @ivar details: More fields for the body (the workers), or L{None}.
     """
 
     def __init__(
-        self, lifecycle: Lifecycle, stats: RequestStats, clock: IReactorTime
+        self,
+        lifecycle: Lifecycle,
+        stats: RequestStats,
+        clock: IReactorTime,
+        *,
+        canServe: Callable[[], bool] | None = None,
+        details: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self.lifecycle = lifecycle
         self.stats = stats
         self.clock = clock
         self.since = clock.seconds()
+        self.stateOf: Callable[[], State] = lambda: lifecycle.state
+        self.canServe = canServe
+        self.details = details
 
     @property
     def serving(self) -> bool:
         """
         Whether a balancer may send requests now.
         """
-        return self.lifecycle.state in SERVING
+        if self.stateOf() not in SERVING:
+            return False
+        return self.canServe is None or self.canServe()
+
+    def agentLine(self) -> bytes:
+        """
+        The line HAProxy's C{agent-check} reads now: that of the state, or
+        C{drain} while in a serving state nothing can serve.
+        """
+        state = self.stateOf()
+        if state in SERVING and not self.serving:
+            return b"drain\n"
+        return agentAnswer(state)
 
     def report(self) -> dict[str, object]:
         """
@@ -104,12 +131,14 @@ class Health:
         of the application's requests (health checks not included).
         """
         stats = self.stats
+        extra = self.details() if self.details is not None else {}
         return {
-            "state": self.lifecycle.state.value,
+            "state": self.stateOf().value,
             "uptime": round(self.clock.seconds() - self.since, 3),
             "requests": stats.completed,
             "inFlight": stats.inFlight,
             "connections": stats.openConnections,
+            **extra,
         }
 
     def render(self, request: Any) -> bytes:
@@ -246,7 +275,7 @@ class _AgentAnswer(Protocol):
     def connectionMade(self) -> None:
         factory = self.factory
         assert isinstance(factory, AgentFactory) and self.transport is not None
-        self.transport.write(agentAnswer(factory.lifecycle.state))
+        self.transport.write(factory.health.agentLine())
         self.transport.loseConnection()
 
 
@@ -259,8 +288,8 @@ class AgentFactory(Factory):
     protocol = _AgentAnswer
     noisy = False
 
-    def __init__(self, lifecycle: Lifecycle) -> None:
-        self.lifecycle = lifecycle
+    def __init__(self, health: Health) -> None:
+        self.health = health
 
 
 def graceWait(
@@ -276,12 +305,24 @@ def graceWait(
     if lifecycle.state is State.FORCED or seconds <= 0:
         d.callback(seconds <= 0 and lifecycle.state is not State.FORCED)
         return d
-    call = clock.callLater(seconds, d.callback, True)
+
+    def end(passed: bool) -> None:
+        if not d.called:
+            d.callback(passed)
+
+    call = clock.callLater(seconds, end, True)
+
+    def ended(result: bool) -> bool:
+        # Fired early (forced, or by whoever holds it): the timer goes.
+        if call.active():
+            call.cancel()
+        return result
+
+    d.addCallback(ended)
 
     def observe(old: State, new: State) -> None:
-        if new is State.FORCED and not d.called:
-            call.cancel()
-            d.callback(False)
+        if new is State.FORCED:
+            end(False)
 
     lifecycle.observe(observe)
     return d
@@ -304,7 +345,7 @@ def healthListeners(
     planned = []
     for descriptions, factory in (
         (healthPorts, healthSite(health, path)),
-        (agentPorts, AgentFactory(health.lifecycle)),
+        (agentPorts, AgentFactory(health)),
     ):
         if not descriptions:
             continue

@@ -200,6 +200,7 @@ class WebService(MultiService):
                 metricsPath, metricsPorts, metricsRegistry, reactor, inherited
             )
         self.drain: Drain | None = None
+        self._graceWait: Deferred[bool] | None = None
         self._drainHooks: list[DrainHook] = []
         self._listening: Deferred[None] | None = None
         self.statusLine = StatusLine(
@@ -448,7 +449,20 @@ class WebService(MultiService):
             "sdweb stopping: failing health checks, serving {grace}s more",
             grace=grace,
         )
-        await graceWait(self.lifecycle, self.reactor, grace)
+        self._graceWait = graceWait(self.lifecycle, self.reactor, grace)
+        await self._graceWait
+        self._graceWait = None
+
+    def skipHealthGrace(self) -> None:
+        """
+        Serve no more of the health grace: a stop, begun or to come, closes
+        the ports and drains at once (what a worker of C{--workers} does
+        when its master says the drain begins).
+        """
+        self.healthGrace = 0.0
+        waiting, self._graceWait = self._graceWait, None
+        if waiting is not None and not waiting.called:
+            waiting.callback(True)
 
     async def _stop(self) -> None:
         stats = self.tracker.stats
@@ -490,7 +504,7 @@ class WebService(MultiService):
         await super().stopService()
         if result.aborted or result.forced:
             abandonBusyThreads(self.reactor)
-        text = _stoppedText(stats.completed, result)
+        text = _stoppedText(stats.served, result)
         self.log.info("sdweb {text}", text=text)
         self.lifecycle.stopped(text)
         self.signals.restore()

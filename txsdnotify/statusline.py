@@ -18,9 +18,16 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from txsdnotify.systemd.lifecycle import Lifecycle, State
-from txsdnotify.web.stats import RequestStats, StatusSampler
+from txsdnotify.web.stats import RequestStats, StatusFigures, StatusSampler
 
-__all__ = ["DrainProgress", "StatusLine", "EXIT_MARGIN"]
+__all__ = [
+    "DrainProgress",
+    "EXIT_MARGIN",
+    "Layout",
+    "StatusLine",
+    "defaultLayout",
+    "shortNote",
+]
 
 # Seconds beyond the drain's deadline that a stop may take: aborting what is
 # left and the process's own shutdown.
@@ -47,6 +54,36 @@ class DrainProgress(Protocol):
 
 Figure = Callable[[], "str | None"]
 
+Layout = Callable[[StatusFigures, "list[str]", "str | None"], str]
+"""
+Puts a status line together from the request figures, the extra figures'
+texts and the note.
+"""
+
+
+def defaultLayout(figures: StatusFigures, extras: list[str], note: str | None) -> str:
+    """
+    The line of one process, in the manner of mod_systemd: the note, the
+    request figures, then the extra figures.
+    """
+    text = "; ".join([figures.format(), *extras])
+    return f"{note}; {text}" if note else text
+
+
+def shortNote(note: str, limit: int = 60) -> str:
+    """
+    C{note} if it is short; else its head, cut at a C{": "} within C{limit}
+    characters (C{Reload failed at 12:00:01: replacing the workers: twistd
+    sdweb: ...} becomes C{Reload failed at 12:00:01: replacing the workers
+    (see the log)}): the whole of it is in the log.
+    """
+    if len(note) <= limit:
+        return note
+    head = note[:limit]
+    cut = head.rfind(": ")
+    head = head[:cut] if cut > 0 else head
+    return f"{head} (see the log)"
+
 
 class StatusLine:
     """
@@ -63,16 +100,19 @@ class StatusLine:
         *,
         clock: IReactorTime,
         interval: float,
+        layout: Layout = defaultLayout,
     ) -> None:
         """
         @param interval: Seconds between updates while serving; 0 sends
             none but those at the transitions.
+        @param layout: How the parts make the line.
         """
         self.lifecycle = lifecycle
         self.stats = stats
         self.clock = clock
         self.interval = interval
         self.note: str | None = None
+        self.layout = layout
         self._sampler = StatusSampler(stats, clock)
         self._last: str | None = None
         self._figures: list[Figure] = []
@@ -92,13 +132,8 @@ class StatusLine:
         The line now: the note, the request figures and the extra ones.
         Resets the rates' interval.
         """
-        text = self._sampler.sample().format()
-        for figure in self._figures:
-            extra = figure()
-            if extra:
-                text = f"{text}; {extra}"
-        if self.note:
-            text = f"{self.note}; {text}"
+        extras = [text for text in (figure() for figure in self._figures) if text]
+        text = self.layout(self._sampler.sample(), extras, self.note)
         self._last = text
         return text
 

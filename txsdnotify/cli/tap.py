@@ -229,7 +229,8 @@ systemd passed (socket activation), or else tcp:8080."""
     inWorker = False
     """
     Whether these are the options of a worker process of C{--workers}, which
-    loads the application (the master does not).
+    loads the application and builds the site (the master only imports it,
+    to fail start-up at once when it cannot be).
     """
 
     arguments: list[str] = []
@@ -421,6 +422,24 @@ systemd passed (socket activation), or else tcp:8080."""
         except LoadError as e:
             raise SystemExit(f"twistd sdweb: {e}") from None
 
+    def _checkApplication(self) -> None:
+        """
+        The master of C{--workers}: import the application of --wsgi or
+        --class once, as one process would, so that one that cannot be
+        imported ends start-up at once with the same line; the workers
+        import it again (and build the root) themselves.
+        """
+        if self.checkOnly:
+            return
+        usePaths([*self["pythonpath"], os.getcwd()])
+        if self._application is None:
+            return
+        option, name = self._application
+        try:
+            loadApplication(name, option)
+        except LoadError as e:
+            raise SystemExit(f"twistd sdweb: {e}") from None
+
     def postOptions(self) -> None:
         """
         Check what can be checked before start-up: the ports, C{NOTIFY_SOCKET}
@@ -496,6 +515,8 @@ systemd passed (socket activation), or else tcp:8080."""
                 )
         if self["workers"] == 1 or self.inWorker:
             self._loadApplication()
+        else:
+            self._checkApplication()
 
     def _useJournalLogging(self) -> None:
         """

@@ -5,7 +5,9 @@ C{python -m txsdnotify.cli.worker --listen FD:FAMILY ... -- SDWEB-ARGUMENTS}.
 
 It reads the sdweb options as C{twistd sdweb} would (ignoring the ports: it
 serves the sockets the master passed), loads the application, and hands the
-service to L{txsdnotify.workers.worker.runWorker}, which runs it.
+service to L{txsdnotify.workers.worker.runWorker}, which runs it.  A socket
+named by C{--tls INDEX=DESCRIPTION} (the master's C{ssl:} port) is served
+in TLS with that port's key and certificate.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from txsdnotify.cli.tap import Options, countThreads, makeSite
 from txsdnotify.metrics import newRegistry
 from txsdnotify.service import WebService
 from txsdnotify.systemd.notify import Notifier
+from txsdnotify.web.tls import TLSServerEndpoint, TLSSetupError, checkTLS, serverContext
 from txsdnotify.workers.worker import WorkerStartError, runWorker
 
 __all__ = ["WorkerOptions", "main"]
@@ -51,12 +54,43 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--listen", action="append", default=[], help="FD:FAMILY (repeatable)"
     )
+    parser.add_argument(
+        "--tls",
+        action="append",
+        default=[],
+        help="INDEX=DESCRIPTION: serve the INDEX-th --listen socket in TLS,"
+        " as the ssl: port DESCRIPTION (repeatable)",
+    )
     parser.add_argument("--report-interval", type=float, default=1.0)
     parser.add_argument("sdweb", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.sdweb[:1] == ["--"]:
         args.sdweb = args.sdweb[1:]
     return args
+
+
+def withTLS(
+    endpoints: list[IStreamServerEndpoint | str], specs: Sequence[str]
+) -> list[IStreamServerEndpoint | str]:
+    """
+    C{endpoints}, those named in C{specs} (C{INDEX=DESCRIPTION}) served in
+    TLS as the C{ssl:} port C{DESCRIPTION}.
+
+    @raise WorkerStartError: The key or certificate cannot serve (say, they
+        changed since the master checked them).
+    """
+    wrapped = list(endpoints)
+    for spec in specs:
+        index, description = spec.split("=", 1)
+        endpoint = wrapped[int(index)]
+        assert not isinstance(endpoint, str)
+        try:
+            checkTLS(description)
+            context = serverContext(description)
+        except TLSSetupError as e:
+            raise WorkerStartError(f"twistd sdweb: {e}") from None
+        wrapped[int(index)] = TLSServerEndpoint(endpoint, context)
+    return wrapped
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -75,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise WorkerStartError(
                 str(e.code) if e.code is not None else "exited"
             ) from None
+        endpoints = withTLS(endpoints, args.tls)
         # The master serves --metrics-port; a worker needs its figures (the
         # gauges it reports) whenever the master serves metrics.
         wantMetrics = config["metrics"] is not None or config["metrics-port"]

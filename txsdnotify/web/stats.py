@@ -154,6 +154,14 @@ class RequestStats:
         return self.started - self.completed - self.aborted
 
     @property
+    def served(self) -> int:
+        """
+        Requests served: the completed ones (the aborted are counted apart,
+        in L{aborted}).
+        """
+        return self.completed
+
+    @property
     def openConnections(self) -> int:
         """
         Connections open now.
@@ -184,6 +192,17 @@ class StatusFigures:
             f" Connections: {self.connections};"
             f" Requests/sec: {_rate(self.requestsPerSecond)};"
             f" Bytes served/sec: {formatBytes(self.bytesPerSecond)}"
+        )
+
+    def short(self) -> str:
+        """
+        The same figures, shorter (for a line that leads with something
+        else): C{1,234 req; 52.3 req/s; 3 in flight; 17 conn; 1.2 MB/s}.
+        """
+        return (
+            f"{self.total:,} req; {_rate(self.requestsPerSecond)} req/s;"
+            f" {self.inFlight} in flight; {self.connections} conn;"
+            f" {formatBytes(self.bytesPerSecond)}/s"
         )
 
 

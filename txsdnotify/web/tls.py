@@ -16,6 +16,11 @@ and L{endTLSWait} closes the TCP connection under it (what was written still
 goes out first).  The Twisted internals this reads
 (C{TLSMemoryBIOProtocol._producer}, C{._appSendBuffer}) are read only here;
 C{tests/test_tls.py} fails if Twisted changes them.
+
+With C{--workers}, the master binds an C{ssl:} port as the plain TCP socket
+of L{plainDescription} and each worker serves what it accepts there in TLS:
+L{TLSServerEndpoint} around the inherited socket, with the key and
+certificate of L{serverContext}, as Twisted's own C{listenSSL} does.
 """
 
 from __future__ import annotations
@@ -25,14 +30,21 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from zope.interface import implementer
+
 from txsdnotify.web.descriptions import splitDescription
 
 __all__ = [
+    "TLSServerEndpoint",
     "TLSSetupError",
     "checkTLS",
     "credentialPaths",
     "endTLSWait",
+    "isSSLPort",
     "isTLS",
+    "plainDescription",
+    "serverContext",
     "waitsForTLSClose",
 ]
 
@@ -178,6 +190,114 @@ def _credential(path: str, what: str, directory: str | None) -> str:
         f"TLS {what} credential {path!r} is missing from $CREDENTIALS_DIRECTORY"
         f" ({directory}): the unit needs {needs}"
     )
+
+
+def isSSLPort(description: str) -> bool:
+    """
+    Whether C{description} is an C{ssl:} port.
+    """
+    return splitDescription(description)[0] == "ssl"
+
+
+def _sslOptions(description: str) -> dict[str, str]:
+    _, positional, options = splitDescription(description)
+    for name, value in zip(("port", *_SSL_POSITIONAL), positional):
+        options.setdefault(name, value)
+    return options
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def plainDescription(description: str) -> str:
+    """
+    The TCP port under the C{ssl:} port C{description}: the same port,
+    interface and backlog, no TLS (C{ssl:443:privateKey=k.pem} is
+    C{tcp:443}).  Any other description is returned as it is.
+    """
+    if not isSSLPort(description):
+        return description
+    options = _sslOptions(description)
+    plain = f"tcp:{_escape(options.get('port', ''))}"
+    for name in ("interface", "backlog"):
+        if name in options:
+            plain += f":{name}={_escape(options[name])}"
+    return plain
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"(-----BEGIN CERTIFICATE-----\n.+?\n-----END CERTIFICATE-----)", re.DOTALL
+)
+
+
+def serverContext(description: str) -> Any:
+    """
+    The TLS context of the C{ssl:} port C{description}, built as Twisted
+    builds it for C{listenSSL} (key, certificate, C{sslmethod},
+    C{extraCertChain}, C{dhParameters}).  Check the description with
+    L{checkTLS} first: this raises whatever OpenSSL raises.
+
+    @return: A L{twisted.internet.ssl.CertificateOptions}.
+    """
+    from OpenSSL import SSL
+    from twisted.internet import ssl
+
+    options = _sslOptions(description)
+    keyFile = options.get("privateKey", "server.pem")
+    certFile = options.get("certKey", keyFile)
+    certificate = ssl.PrivateCertificate.loadPEM(
+        _read(certFile, "certificate") + b"\n" + _read(keyFile, "key")
+    )
+    extra: dict[str, Any] = {}
+    if "sslmethod" in options:
+        extra["method"] = getattr(SSL, options["sslmethod"])
+    if "extraCertChain" in options:
+        chain = _read(options["extraCertChain"], "certificate chain")
+        extra["extraCertChain"] = [
+            ssl.Certificate.loadPEM(pem).original
+            for pem in _PEM_CERTIFICATE.findall(chain)
+        ]
+    if "dhParameters" in options:
+        from twisted.python.filepath import FilePath
+
+        extra["dhParameters"] = ssl.DiffieHellmanParameters.fromFile(
+            FilePath(options["dhParameters"])
+        )
+    return ssl.CertificateOptions(
+        privateKey=certificate.privateKey.original,
+        certificate=certificate.original,
+        **extra,
+    )
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """
+    Listens on another endpoint (a socket a worker inherited) and serves
+    every connection it accepts in TLS, as C{listenSSL} does: ALPN offers
+    what the factory's C{acceptableProtocols()} names.
+    """
+
+    def __init__(self, wrapped: IStreamServerEndpoint, contextFactory: Any) -> None:
+        self.wrapped = wrapped
+        self.contextFactory = contextFactory
+
+    def listen(self, factory: IProtocolFactory) -> Any:
+        """
+        Listen on the wrapped endpoint with C{factory} behind TLS.
+
+        @return: A L{Deferred} firing with the L{IListeningPort}.
+        """
+        # Imported here: without pyOpenSSL, importing it fails.
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return self.wrapped.listen(
+            TLSMemoryBIOFactory(self.contextFactory, False, factory)
+        )
+
+    def __repr__(self) -> str:
+        return f"{self.wrapped!r} in TLS"
 
 
 def _read(path: str, what: str) -> bytes:

@@ -27,6 +27,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from txsdnotify.health import Health, graceWait, healthListeners
 from txsdnotify.listeners import (
     Listener,
     addresses,
@@ -39,12 +40,14 @@ from txsdnotify.metrics import Metrics, MetricsPage, metricsListeners
 from txsdnotify.reload import Reloader, ReloadHooks
 from txsdnotify.service import _exit, _whenRunning
 from txsdnotify.signals import SignalRouter
-from txsdnotify.statusline import EXIT_MARGIN, StatusLine
+from txsdnotify.statusline import EXIT_MARGIN, StatusLine, shortNote
 from txsdnotify.systemd.activation import InheritedSocket, storeEnabled
 from txsdnotify.systemd.failures import ListenError, ListenFailed
 from txsdnotify.systemd.lifecycle import Lifecycle, State
 from txsdnotify.systemd.notify import Notifier
 from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
+from txsdnotify.web.stats import StatusFigures
+from txsdnotify.web.tls import isSSLPort, plainDescription
 from txsdnotify.workers.pool import WorkerPool, WorkerProcess, currentEnvironment
 from txsdnotify.workers.protocol import encode
 
@@ -117,9 +120,22 @@ class WorkerMaster(MultiService):
         reloadTimeout: float = 120.0,
         fdStore: bool = False,
         inherited: Sequence[InheritedSocket] = (),
+        healthPath: bytes | None = None,
+        healthPorts: Sequence[str] = (),
+        agentPorts: Sequence[str] = (),
         metricsPath: bytes | None = None,
         metricsPorts: Sequence[str] = (),
     ) -> None:
+        """
+        @param endpoints: Where the workers serve: strports descriptions or
+            endpoints; an C{ssl:} port is bound here as plain TCP and each
+            worker serves it in TLS.
+        @param healthPath: The path the C{--health-port} ports answer.
+        @param healthPorts: Ports (strports) that this process answers the
+            health checks on, for the whole service.
+        @param agentPorts: Ports (strports) that this process answers
+            HAProxy's C{agent-check} on.
+        """
         super().__init__()
         self.reactor = reactor
         self.pool = pool
@@ -130,14 +146,43 @@ class WorkerMaster(MultiService):
         # The workers serve on for --health-grace before they drain: the
         # stop may take both.
         self.stopTimeout = healthGrace + drainTimeout
+        self.healthGrace = healthGrace
+        plain: list[str | IStreamServerEndpoint] = []
+        for index, endpoint in enumerate(endpoints):
+            if isinstance(endpoint, str) and isSSLPort(endpoint):
+                # Bound here as TCP; each worker adds the TLS.
+                pool.workerArguments += ["--tls", f"{index}={endpoint}"]
+                endpoint = plainDescription(endpoint)
+            plain.append(endpoint)
         self.listeners, stale = planListeners(
-            endpoints, reactor=reactor, inherited=inherited, fdStore=fdStore
+            plain, reactor=reactor, inherited=inherited, fdStore=fdStore
+        )
+        for listener, endpoint in zip(self.listeners, endpoints):
+            if isinstance(endpoint, str) and isSSLPort(endpoint):
+                listener.label = f"{endpoint} (TLS in the workers)"
+        self.health = Health(
+            self.lifecycle,
+            pool.stats,
+            reactor,
+            canServe=lambda: pool.readyCount() > 0,
+            details=lambda: {"workers": pool.readyCount()},
+        )
+        self.healthListeners: list[Listener] = healthListeners(
+            self.health,
+            healthPath or b"/healthz",
+            healthPorts=healthPorts,
+            agentPorts=agentPorts,
+            reactor=reactor,
+            inherited=inherited,
         )
         self._staleStored = stale if fdStore else []
         self.statusLine = StatusLine(
-            self.lifecycle, pool.stats, clock=reactor, interval=statusInterval
+            self.lifecycle,
+            pool.stats,
+            clock=reactor,
+            interval=statusInterval,
+            layout=self._layout,
         )
-        self.statusLine.addFigure(pool.figure)
         self.reloadHooks = ReloadHooks(clock=reactor, timeout=reloadTimeout)
         self.reloadHooks.add(pool.replaceAll, "replacing the workers")
         self.reloader = Reloader(
@@ -202,12 +247,17 @@ class WorkerMaster(MultiService):
         Bind every socket now, and fail with one line if one cannot be.
         """
         super().privilegedStartService()
-        _listenNow(self.lifecycle, self.listeners, Factory.forProtocol(_Refuse))
+        _listenNow(
+            self.lifecycle,
+            [*self.listeners, *self.healthListeners],
+            Factory.forProtocol(_Refuse),
+        )
         self._holdSockets()
         _listenNow(self.lifecycle, self.metricsListeners, Factory.forProtocol(_Refuse))
 
     def _holdSockets(self) -> None:
-        # The workers accept; this process only keeps the sockets open.
+        # The workers accept; this process only keeps the sockets open (and
+        # answers the health and agent ports itself).
         for listener in self.listeners:
             if listener.port is not None:
                 listener.port.stopReading()  # type: ignore[attr-defined]
@@ -265,6 +315,25 @@ class WorkerMaster(MultiService):
     def _setNote(self, note: str | None) -> None:
         self.statusLine.note = note
 
+    def _layout(
+        self, figures: StatusFigures, extras: list[str], note: str | None
+    ) -> str:
+        """
+        The status line, most important first and short, so that
+        C{systemctl status} cuts off the least: C{2/2 workers; 1,234 req;
+        52.3 req/s; 3 in flight; 8 conn; 21.7 kB/s}, a short form of a note
+        (a failed reload: the whole of it is in the log) after the workers,
+        and the replacements last.
+        """
+        parts = [self.pool.figure()]
+        if note:
+            parts.append(shortNote(note))
+        parts += [figures.short(), *extras]
+        history = self.pool.history()
+        if history:
+            parts.append(history)
+        return "; ".join(parts)
+
     # Reload.
 
     def reload(self) -> Deferred[None]:
@@ -279,7 +348,14 @@ class WorkerMaster(MultiService):
         if not self.lifecycle.forced("Stopping now: aborting what is left"):
             return
         self.log.warn("sdweb: stop forced; the workers abort what is left")
-        self.pool.signalAll(signal.SIGTERM)
+        # Those still in the health grace hear it before they are told to
+        # drain; those draining already are sent SIGTERM, as one process.
+        force = encode("force")
+        for worker in self.pool.live():
+            if worker.listening:
+                worker.send(force)
+            else:
+                worker.signal(signal.SIGTERM)
         self.reactor.callLater(FORCE_WAIT, self.pool.signalAll, signal.SIGKILL)
 
     def stopService(self) -> Deferred[None]:
@@ -292,29 +368,45 @@ class WorkerMaster(MultiService):
     async def _stop(self) -> None:
         self.signals.stopping()
         pool = self.pool
-        draining = self.lifecycle.draining(
-            f"Stopping: {len(pool.live())} worker(s) draining,"
-            f" {pool.stats.inFlight} request(s) in flight",
-            self.statusLine.extendUsec(self.stopTimeout),
-        )
+        # Every worker fails its health checks from now on, and serves on.
+        pool.tellAll(encode("stopping"))
+        grace = self.healthGrace
+        if grace > 0:
+            draining = self.lifecycle.draining(
+                f"Stopping: failing health checks, serving {grace:g}s more"
+                " before the ports close",
+                self.statusLine.extendUsec(self.stopTimeout),
+            )
+            self.log.info(
+                "sdweb stopping: failing health checks, serving {grace}s more",
+                grace=grace,
+            )
+            await graceWait(self.lifecycle, self.reactor, grace)
+            self.lifecycle.status(
+                self._stoppingText(), self.statusLine.extendUsec(self.drainTimeout)
+            )
+        else:
+            draining = self.lifecycle.draining(
+                self._stoppingText(), self.statusLine.extendUsec(self.stopTimeout)
+            )
         self.statusLine.stop()
+        # New connections are refused from now on, as by one process: the
+        # workers close theirs as soon as they are told to drain.
+        await self._closeSockets(retained=False)
         if draining:
-            deadline = self.reactor.seconds() + self.stopTimeout
+            deadline = self.reactor.seconds() + self.drainTimeout
             self.statusLine.draining(_DrainProgress(pool, deadline))
         late = self.reactor.callLater(
-            self.stopTimeout + EXIT_MARGIN / 2, pool.signalAll, signal.SIGKILL
+            self.drainTimeout + EXIT_MARGIN / 2, pool.signalAll, signal.SIGKILL
         )
         await pool.stop()
         if late.active():
             late.cancel()
         self.statusLine.stop()
-        await self._closeSockets()
+        await self._closeSockets(retained=True)
         await super().stopService()
         if self.lifecycle.state is not State.FAILED:
-            note = f"{self.statusLine.note}; " if self.statusLine.note else ""
-            text = f"{note}Stopped: {pool.stats.completed} request(s) served"
-            if pool.stats.aborted:
-                text += f", {pool.stats.aborted} aborted"
+            text = self._stoppedText()
             self.log.info("sdweb {text}", text=text)
             self.lifecycle.stopped(text)
         else:
@@ -327,12 +419,48 @@ class WorkerMaster(MultiService):
         except Exception:
             self.log.warn("Some notifications could not be delivered before exit")
 
-    def _closeSockets(self) -> Deferred[Any]:
+    def _stoppingText(self) -> str:
+        pool = self.pool
+        return (
+            f"Stopping: {len(pool.live())} worker(s) draining,"
+            f" {pool.stats.inFlight} request(s) in flight"
+        )
+
+    def _stoppedText(self) -> str:
+        """
+        The last status line; a forced stop that aborted requests also makes
+        the exit status 1.
+        """
+        stats = self.pool.stats
+        note = self.statusLine.note
+        note = f"{shortNote(note)}; " if note else ""
+        text = f"{note}Stopped: {stats.served} request(s) served"
+        forced = self.lifecycle.state is State.FORCED
+        if forced:
+            text += "; stop forced"
+        if stats.aborted:
+            text += f"{',' if forced else ';'} {stats.aborted} aborted"
+            if forced:
+                self._exitAfterShutdown(1)
+        return text
+
+    def _exitAfterShutdown(self, status: int) -> None:
+        if self._exitStatus is None:
+            self._exitStatus = status
+            self.reactor.addSystemEventTrigger("after", "shutdown", _exit, status)
+
+    def _closeSockets(self, *, retained: bool) -> Deferred[Any]:
+        """
+        Close our sockets: those that only we hold (and the health and agent
+        ports), or those that systemd holds a copy of (the fd store, socket
+        activation), which stay open until the workers are gone.
+        """
         closing = []
-        for listener in [*self.listeners, *self.metricsListeners]:
-            port, listener.port = listener.port, None
-            if port is None:
+        for listener in [*self.listeners, *self.healthListeners, *self.metricsListeners]:
+            port = listener.port
+            if port is None or listener.retained is not retained:
                 continue
+            listener.port = None
             if listener.retained:
                 keepOpenForSystemd(port)
             closing.append(maybeDeferred(port.stopListening))
@@ -385,6 +513,9 @@ def makeMaster(config: Any) -> WorkerMaster:
         healthGrace=config["health-grace"],
         fdStore=bool(config["fd-store"]) or storeEnabled(config.environ),
         inherited=config.inherited,
+        healthPath=config["health"],
+        healthPorts=[config["health-port"]] if config["health-port"] else [],
+        agentPorts=[config["agent-port"]] if config["agent-port"] else [],
         metricsPath=config["metrics"],
         metricsPorts=[config["metrics-port"]] if config["metrics-port"] else [],
     )

@@ -91,6 +91,8 @@ class WorkerProcess(ProcessProtocol):
     @ivar slot: Which of the pool's places it fills (which sockets it
         serves, when each place has its own).
     @ivar ready: Fires when it is ready; fails if it exits first.
+    @ivar listening: Whether its standard input is open (it hears what
+        L{send} writes).
     """
 
     log = Logger()
@@ -107,6 +109,7 @@ class WorkerProcess(ProcessProtocol):
         self.ready: Deferred[None] = Deferred()
         self._decoder = LineDecoder()
         self._reported: list[Deferred[None]] = []
+        self.listening = True
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """
@@ -137,9 +140,9 @@ class WorkerProcess(ProcessProtocol):
 
     def send(self, message: bytes) -> None:
         """
-        Write C{message} to its standard input, if it still runs.
+        Write C{message} to its standard input, while that is open.
         """
-        if self.transport is not None and self.state is not WorkerState.EXITED:
+        if self.transport is not None and self.listening:
             try:
                 self.transport.writeToChild(0, message)
             except (KeyError, OSError):
@@ -165,6 +168,7 @@ class WorkerProcess(ProcessProtocol):
             return
         if self.state is not WorkerState.STARTING:
             self.state = WorkerState.STOPPING
+        self.listening = False
         if self.transport is not None:
             self.transport.closeStdin()
 
@@ -189,6 +193,7 @@ class WorkerProcess(ProcessProtocol):
         for d in reported:
             if not d.called:
                 d.callback(None)
+        self.listening = False
         how = describeExit(reason)
         if not self.ready.called:
             self.ready.errback(WorkersFailed(self.reason or f"a worker {how}"))
@@ -249,6 +254,7 @@ class WorkerPool:
         self.startTimeout = startTimeout
         self.maxStartFailures = maxStartFailures
         self.onGiveUp = onGiveUp
+        self.workerArguments: list[str] = []
         self.workers: list[WorkerProcess] = []
         self.leaving: list[WorkerProcess] = []
         self.candidates: list[WorkerProcess] = []
@@ -291,7 +297,7 @@ class WorkerPool:
         command += ["--report-interval", repr(self.reportInterval)]
         for i, (_, family) in enumerate(self._sockets[slot]):
             command += ["--listen", f"{FIRST_SOCKET_FD + i}:{family}"]
-        return [*command, "--", *self.sdwebArguments]
+        return [*command, *self.workerArguments, "--", *self.sdwebArguments]
 
     def _spawn(self, slot: int) -> WorkerProcess:
         worker = WorkerProcess(self, slot)
@@ -471,10 +477,10 @@ class WorkerPool:
 
     def figure(self) -> str:
         """
-        The workers' part of the status line: C{Workers: 2 ready}, with
-        those starting and stopping and the replacements.
+        The workers' state, first on the status line: C{2/2 workers}, with
+        those starting and stopping.
         """
-        text = f"Workers: {self.readyCount()} ready"
+        text = f"{self.readyCount()}/{self.count} workers"
         starting = sum(
             w.state is WorkerState.STARTING for w in self.workers + self.candidates
         )
@@ -482,9 +488,16 @@ class WorkerPool:
             text += f", {starting} starting"
         if self.leaving:
             text += f", {len(self.leaving)} stopping"
-        if self.replaced:
-            text += f"; {self.replaced} replaced (last: {self.lastExit})"
         return text
+
+    def history(self) -> str | None:
+        """
+        The replacements, last on the status line: C{1 replaced (last:
+        worker 4242 was killed by signal 9 (SIGKILL))}; L{None} if none.
+        """
+        if not self.replaced:
+            return None
+        return f"{self.replaced} replaced (last: {self.lastExit})"
 
     def _killHung(self) -> None:
         now = self.clock.seconds()
@@ -558,6 +571,13 @@ class WorkerPool:
         else:
             self._exited.append(d)
         return d
+
+    def tellAll(self, message: bytes) -> None:
+        """
+        Write C{message} to every worker that still listens.
+        """
+        for worker in self.live():
+            worker.send(message)
 
     def signalAll(self, signum: int) -> None:
         """

@@ -12,6 +12,13 @@ the master asks, before a scrape); on C{SIGTERM} it drains as C{twistd
 sdweb} does.  When its standard input closes (the master is gone) it stops.
 A scrape of C{--metrics} on its ports is answered with the text the master
 makes from every worker's figures.
+
+The master writes to its standard input: C{stopping} when the whole
+service begins to stop (the health checks fail from then on, while it
+serves on through the master's health grace).  When its standard input
+closes, it drains at once: the master has closed its sockets (the service
+stops), is replacing it (the service serves on, so its health checks still
+pass), or is gone.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from twisted.python.failure import Failure
 
 from txsdnotify.service import WebService
 from txsdnotify.systemd.journal import journalObserver, journalStream
+from txsdnotify.systemd.lifecycle import State
 from txsdnotify.workers.protocol import (
     CONTROL_FD,
     LineDecoder,
@@ -77,8 +85,13 @@ class MasterLink(Protocol):
     (draining), and it closes too when the master is gone.
     """
 
-    def __init__(self, onClosed: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        onClosed: Callable[[], object],
+        onMessage: Callable[[str], object] = lambda kind: None,
+    ) -> None:
         self._onClosed = onClosed
+        self._onMessage = onMessage
         self._decoder = LineDecoder(maxLine=MAX_METRICS)
         self._asked: dict[int, Deferred[bytes]] = {}
         self._nextId = 0
@@ -86,8 +99,9 @@ class MasterLink(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        The master's messages: C{report} (send the counters now) and
-        C{metrics} (the answer to L{askMetrics}).
+        The master's messages, one per line: C{report} (send the counters
+        now), C{metrics} (the answer to L{askMetrics}); any other kind goes
+        to C{onMessage}.
         """
         for message in self._decoder.feed(data):
             kind = message["kind"]
@@ -98,6 +112,8 @@ class MasterLink(Protocol):
                 text = message.get("text")
                 if d is not None and isinstance(text, str):
                     d.callback(text.encode("utf-8"))
+            else:
+                self._onMessage(kind)
 
     def askMetrics(
         self, clock: Any, timeout: float = METRICS_TIMEOUT
@@ -142,14 +158,49 @@ class _StopOnce:
     Stops the reactor (which drains the service) unless the service is
     stopping already: a C{SIGTERM} from systemd and the master's word may
     both arrive, and only a second C{SIGTERM} means "force".
+
+    @ivar serviceStopping: Whether the whole service is stopping (the
+        master said so, or this worker was sent C{SIGTERM}): then its health
+        checks fail.
     """
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self.service: WebService | None = None
+        self.serviceStopping = False
         self._done = False
+        self._forcePending = False
 
     def __call__(self) -> None:
+        """
+        The master closed our standard input: drain now, without a grace.
+        """
+        if self.service is not None:
+            self.service.skipHealthGrace()
+        self._stop()
+
+    def message(self, kind: str) -> None:
+        """
+        A message from the master.
+        """
+        if kind == "stopping":
+            self.serviceStopping = True
+        elif kind == "force":
+            self._force()
+
+    def healthState(self) -> State:
+        """
+        The state this worker's health checks tell: the service's.  A worker
+        draining because it is replaced says C{ready}, since the service
+        serves on; once the service stops, C{draining}.
+        """
+        assert self.service is not None
+        state = self.service.lifecycle.state
+        if state in (State.READY, State.RELOADING, State.DRAINING):
+            return State.DRAINING if self.serviceStopping else State.READY
+        return state
+
+    def _stop(self) -> None:
         service = self.service
         if self._done or (service is not None and service.lifecycle.state.stopping):
             return
@@ -158,6 +209,32 @@ class _StopOnce:
             self.reactor.stop()
         else:
             self.reactor.callWhenRunning(self.reactor.stop)
+
+    def _signalledStop(self) -> None:
+        self.serviceStopping = True
+        if not self._done:
+            self._stop()
+        else:
+            self._force()
+
+    def _force(self) -> None:
+        """
+        Abort what is left: now if the drain has begun, else once it has.
+        """
+        self.serviceStopping = True
+        service = self.service
+        if service is None or self._forcePending:
+            return
+        self._forcePending = True
+        if service.lifecycle.state.stopping:
+            service.force()
+            return
+
+        def draining(old: State, new: State) -> None:
+            if new is State.DRAINING:
+                service.force()
+
+        service.lifecycle.observe(draining)
 
     def handleSignals(self) -> None:
         """
@@ -170,7 +247,7 @@ class _StopOnce:
             signal.signal(signum, self._signalled)
 
     def _signalled(self, signum: int, frame: object) -> None:
-        self.reactor.callFromThread(self)
+        self.reactor.callFromThread(self._signalledStop)
 
 
 class InheritedEndpoint(AdoptedStreamServerEndpoint):
@@ -246,7 +323,7 @@ def runWorker(
 
     _beginLogging()
     stop = _StopOnce(reactor)
-    link = MasterLink(stop)
+    link = MasterLink(stop, stop.message)
     StandardIO(link, stdin=0, stdout=CONTROL_FD, reactor=reactor)  # type: ignore[call-arg]
     try:
         service = makeService(adoptedEndpoints(reactor, listen))
@@ -257,6 +334,7 @@ def runWorker(
         os._exit(1)
     service.exitOnListenFailure = True
     stop.service = service
+    service.health.stateOf = stop.healthState
     stats = service.tracker.stats
     metrics = service.metrics
 
