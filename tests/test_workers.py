@@ -301,11 +301,23 @@ def test_workerEnvironmentScrubbed() -> None:
 
 
 def test_hungWorkerReplaced(twistd: Any, receiver: NotifyReceiver) -> None:
-    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    """
+    A worker that stops (SIGSTOP: nothing runs in it) is killed once it has
+    been silent for --worker-timeout, not before and not much later.
+    """
+    server, port = startWorkers(
+        twistd, receiver, "--status-interval", "0.2", "--worker-timeout", "2"
+    )
     master = server.process.pid
     workers = childPids(master)
     hung = min(workers)
     os.kill(hung, signal.SIGSTOP)
+    stopped = time.monotonic()
+    waitUntil(lambda: hung not in childPids(master), timeout=30, interval=0.02)
+    took = time.monotonic() - stopped
+    # Its last report may have come up to one report interval (0.1 s)
+    # before the SIGSTOP; the master looks every interval.
+    assert 1.8 <= took <= 4.5, took
     message = receiver.expect(
         lambda m: (
             f"1 replaced (last: worker {hung} was killed by signal 9"
@@ -456,3 +468,125 @@ def test_healthWithWorkers(twistd: Any, receiver: NotifyReceiver) -> None:
     server.process.send_signal(signal.SIGTERM)  # skip the grace
     assert server.wait(timeout=60) in (0, -signal.SIGTERM)
     assert TRACEBACK not in server.output()
+
+
+def flipApp(tmp_path: Path) -> tuple[Path, Path]:
+    """
+    A copy of pidapp, as C{flipapp}, in a folder of its own (to be put on
+    --pythonpath), that a test can break before a reload.
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    app = site / "flipapp.py"
+    app.write_text((APPS / "pidapp.py").read_text())
+    return site, app
+
+
+def test_brokenReloadKeepsOldWorkersAndBacksOff(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    """
+    A reload into code that no longer imports keeps the old workers; a
+    worker that dies afterwards is restarted with a growing back-off while
+    the other serves (degraded, not failed); once no worker can serve, the
+    service gives up.
+    """
+    site, app = flipApp(tmp_path)
+    server, port = startWorkers(
+        twistd,
+        receiver,
+        "--status-interval",
+        "0.2",
+        "--pythonpath",
+        str(site),
+        "--class",
+        "flipapp.Pid",
+    )
+    master = server.process.pid
+    before = childPids(master)
+    assert len(before) == 2
+    app.write_text("raise RuntimeError('flipapp is broken now')\n")
+    seen = len(receiver.receiveAvailable())
+    server.process.send_signal(signal.SIGHUP)
+    ready = receiver.expect("READY", "1", timeout=60, after=seen)
+    assert "Reload failed" in ready["STATUS"]
+    # The old workers, and only they, serve on.
+    assert childPids(master) == before
+    assert Client(port).servingPids(before) == before
+
+    victim, survivor = sorted(before)
+    started = server.output().count("sdweb: started worker")
+    seen = len(receiver.receiveAvailable())
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    degraded = receiver.expect(
+        lambda m: (
+            "degraded: 1 of 2 workers; replacement failing: " in m.get("STATUS", "")
+        ),
+        timeout=30,
+        after=seen,
+    )
+    assert "flipapp" in degraded["STATUS"]
+    # The survivor answers every request meanwhile.
+    while time.monotonic() < killed + 20:
+        assert pidOf(get(port)) == survivor
+        time.sleep(0.1)
+    attempts = server.output().count("sdweb: started worker") - started
+    # 0.5, 1, 2, 4, 8 s apart (plus each import): not once a second.
+    assert 2 <= attempts <= 6, attempts
+    assert receiver.values("STOPPING") == []
+    assert server.process.poll() is None
+
+    os.kill(survivor, signal.SIGKILL)
+    failing = receiver.expect(
+        lambda m: m.get("STATUS", "").startswith("Failing: "), timeout=60
+    )
+    assert "workers keep exiting at start" in failing["STATUS"]
+    receiver.expect("STOPPING", "1", timeout=30)
+    assert server.wait(60) == 1
+
+
+def test_slowRenderOutlivesTheDefaultTimeout(
+    twistd: Any, receiver: NotifyReceiver
+) -> None:
+    """
+    A worker blocked for 6 s in a synchronous render is not taken for hung
+    (the default --worker-timeout is 30 s): the request is answered.
+    """
+    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    workers = childPids(server.process.pid)
+    began = time.monotonic()
+    assert pidOf(get(port, "/block?s=6", timeout=60)) in workers
+    assert time.monotonic() - began >= 6
+    assert childPids(server.process.pid) == workers
+    assert "silent for" not in server.output()
+
+
+def test_workerTimeoutKillsABlockedWorker(
+    twistd: Any, receiver: NotifyReceiver
+) -> None:
+    """
+    With --worker-timeout 2, the same render is cut short: the worker is
+    killed and replaced.
+    """
+    server, port = startWorkers(
+        twistd, receiver, "--status-interval", "0.2", "--worker-timeout", "2"
+    )
+    master = server.process.pid
+    workers = childPids(master)
+    began = time.monotonic()
+    with pytest.raises((OSError, http.client.HTTPException)):
+        get(port, "/block?s=6", timeout=60)
+    assert time.monotonic() - began < 6
+    message = receiver.expect(
+        lambda m: (
+            "1 replaced (last: worker " in m.get("STATUS", "")
+            and "killed by signal 9" in m.get("STATUS", "")
+            and "Workers: 2 ready" in m.get("STATUS", "")
+        ),
+        timeout=30,
+    )
+    assert message
+    now = childPids(master)
+    assert len(now) == 2 and len(now & workers) == 1
+    assert "silent for" in server.output()

@@ -317,6 +317,10 @@ def makeMaster(config: Any) -> WorkerMaster:
         environ=currentEnvironment(),
         path=config.startDirectory or None,
         reportInterval=report,
+        workerTimeout=config["worker-timeout"],
+        maxRequests=config["max-requests"],
+        maxRequestsJitter=config["max-requests-jitter"],
+        maxMemory=config["max-worker-memory"],
     )
     return WorkerMaster(
         config["ports"],

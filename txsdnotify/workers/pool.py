@@ -5,15 +5,20 @@ A pool of worker processes serving the sockets their master holds.
 L{WorkerPool} starts the workers (C{python -m txsdnotify.cli.worker}) with the
 listening sockets as inherited descriptors, reads what they report, sums
 their counters, replaces a worker that dies (with a back-off), kills one
-that stops reporting, gives up when workers keep dying before they are
-ready, replaces them one at a time on reload and stops them all.  Nothing
-here knows systemd: the master service reads the pool.
+that stops reporting for longer than the worker timeout, recycles one
+that served its requests or outgrew its memory (the new one ready before
+the old one drains), replaces them one at a time on reload and stops them
+all.  A place whose workers keep exiting before they are ready is retried
+with a growing back-off while the others serve; the pool gives up only
+once no worker can serve.  Nothing here knows systemd: the master service
+reads the pool.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+import random
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -30,11 +35,30 @@ from twisted.python.failure import Failure
 from txsdnotify.web.stats import RequestStats
 from txsdnotify.workers.protocol import CONTROL_FD, LineDecoder, statsFromMessage
 
-__all__ = ["WorkerPool", "WorkerProcess", "WorkersFailed", "WorkerState"]
+__all__ = [
+    "WorkerPool",
+    "WorkerProcess",
+    "WorkersFailed",
+    "WorkerState",
+    "backoff",
+    "residentBytes",
+]
 
 FIRST_SOCKET_FD = CONTROL_FD + 1
 """
 The descriptor of a worker's first listening socket; the others follow.
+"""
+
+BACKOFF_CAP = 30.0
+"""
+The longest wait, in seconds, before a place whose workers keep failing to
+start is tried again.
+"""
+
+MAX_REASON = 120
+"""
+The most characters of a worker's failure the status line shows (the log
+has all of it).
 """
 
 
@@ -83,6 +107,10 @@ class WorkerProcess(ProcessProtocol):
     @ivar slot: Which of the pool's places it fills (which sockets it
         serves, when each place has its own).
     @ivar ready: Fires when it is ready; fails if it exits first.
+    @ivar requestLimit: After how many requests it is recycled (L{None}:
+        never).
+    @ivar recycleAfter: When (on the pool's clock) it may be recycled: later
+        after a replacement failed to start.
     """
 
     log = Logger()
@@ -96,6 +124,8 @@ class WorkerProcess(ProcessProtocol):
         self.reason: str | None = None
         self.pid: int | None = None
         self.ready: Deferred[None] = Deferred()
+        self.requestLimit: int | None = None
+        self.recycleAfter = 0.0
         self._decoder = LineDecoder()
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
@@ -111,6 +141,7 @@ class WorkerProcess(ProcessProtocol):
                 statsFromMessage(message, self.stats)
             elif kind == "ready" and self.state is WorkerState.STARTING:
                 self.state = WorkerState.READY
+                self.pool.becameReady(self)
                 self.ready.callback(None)
             elif kind == "failed":
                 self.reason = str(message.get("reason", ""))[:200] or None
@@ -155,10 +186,20 @@ class WorkerPool:
     """
     The worker processes of one master.
 
-    @ivar workers: The workers serving (or starting to, to serve).
+    @ivar workers: The workers serving (or starting to, to serve), one per
+        place.
+    @ivar candidates: New workers starting to take an old one's place (on
+        reload or recycling).
+    @ivar leaving: Workers draining.
     @ivar stats: The counters of all workers, past and present, summed.
     @ivar replaced: How many workers died and were replaced.
+    @ivar recycled: How many workers were replaced for their requests or
+        memory.
     @ivar lastExit: How the last unexpected exit went, in words.
+    @ivar startFailures: For each place, how many of its workers exited
+        before they were ready, in a row.
+    @ivar failing: For each place whose workers keep failing to start, the
+        last reason (L{None} for the others).
     """
 
     log = Logger()
@@ -172,8 +213,14 @@ class WorkerPool:
         environ: dict[str, str],
         path: str | None = None,
         reportInterval: float = 1.0,
+        workerTimeout: float = 30.0,
         startTimeout: float = 60.0,
         maxStartFailures: int = 5,
+        maxRequests: int = 0,
+        maxRequestsJitter: int = 0,
+        maxMemory: int = 0,
+        memoryOf: Callable[[int], int | None] | None = None,
+        randint: Callable[[int, int], int] = random.randint,
         onGiveUp: Callable[[str], object] = lambda reason: None,
     ) -> None:
         """
@@ -183,9 +230,20 @@ class WorkerPool:
             variables: only the master speaks to systemd).
         @param path: The workers' working directory.
         @param reportInterval: Seconds between the workers' reports.
+        @param workerTimeout: Seconds a ready worker may go without a report
+            (its reactor blocked) before it is killed and replaced.
         @param startTimeout: Seconds a worker may take to become ready.
         @param maxStartFailures: Exits before ready, in a row, after which
-            the pool gives up.
+            the pool gives up, once no worker can serve.
+        @param maxRequests: Recycle a worker after this many requests (0:
+            never).
+        @param maxRequestsJitter: Up to this many more, at random, so that
+            workers are not all recycled at once.
+        @param maxMemory: Recycle a worker whose resident memory passes this
+            many bytes (0: never).
+        @param memoryOf: A process's resident memory in bytes, by pid
+            (default: L{residentBytes}).
+        @param randint: Picks the jitter, as L{random.randint}.
         @param onGiveUp: Called with the reason once the pool gives up while
             serving (a failed L{start} says it otherwise).
         """
@@ -196,17 +254,27 @@ class WorkerPool:
         self.environ = environ
         self.path = path
         self.reportInterval = reportInterval
-        self.heartbeatLimit = 2 * reportInterval + 3.0
+        self.workerTimeout = workerTimeout
+        # Late by this much, a ready worker does not count as answering
+        # (for the watchdog) though it is not killed yet.
+        self.quietLimit = min(2 * reportInterval + 1.0, workerTimeout)
         self.startTimeout = startTimeout
         self.maxStartFailures = maxStartFailures
+        self.maxRequests = maxRequests
+        self.maxRequestsJitter = maxRequestsJitter
+        self.maxMemory = maxMemory
+        self.memoryOf = residentBytes if memoryOf is None else memoryOf
+        self.randint = randint
         self.onGiveUp = onGiveUp
         self.workers: list[WorkerProcess] = []
         self.leaving: list[WorkerProcess] = []
         self.candidates: list[WorkerProcess] = []
         self.stats = RequestStats()
         self.replaced = 0
+        self.recycled = 0
         self.lastExit: str | None = None
-        self.startFailures = 0
+        self.startFailures = [0] * count
+        self.failing: list[str | None] = [None] * count
         self.stopping = False
         self._gaveUp = False
         self._sockets: list[list[tuple[int, int]]] = []
@@ -214,7 +282,7 @@ class WorkerPool:
         self._pending: list[IDelayedCall] = []
         self._started: Deferred[None] | None = None
         self._exited: list[Deferred[None]] = []
-        self._check = LoopingCall(self._killHung)
+        self._check = LoopingCall(self._watch)
         self._check.clock = reactor
 
     # Starting and replacing.
@@ -244,6 +312,10 @@ class WorkerPool:
 
     def _spawn(self, slot: int) -> WorkerProcess:
         worker = WorkerProcess(self, slot)
+        if self.maxRequests > 0:
+            worker.requestLimit = self.maxRequests + self.randint(
+                0, self.maxRequestsJitter
+            )
         childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2, CONTROL_FD: "r"}
         for i, (fd, _) in enumerate(self._sockets[slot]):
             childFDs[FIRST_SOCKET_FD + i] = fd
@@ -271,6 +343,14 @@ class WorkerPool:
             worker.reason = f"a worker was not ready after {self.startTimeout:g}s"
             worker.signal(signal.SIGKILL)
 
+    def becameReady(self, worker: WorkerProcess) -> None:
+        """
+        A worker said it is ready: its place starts well again.
+        """
+        self.log.info("sdweb: worker {pid} ready", pid=worker.pid)
+        self.startFailures[worker.slot] = 0
+        self.failing[worker.slot] = None
+
     def ended(self, worker: WorkerProcess, how: str, wasReady: bool) -> None:
         """
         A worker exited: keep its counts, replace it if it was serving.
@@ -289,24 +369,31 @@ class WorkerPool:
                 d.callback(None)
 
     def _unexpectedExit(self, worker: WorkerProcess, how: str, wasReady: bool) -> None:
+        slot = worker.slot
         if wasReady:
             self.replaced += 1
             self.lastExit = f"worker {worker.pid} {how}"
             self.log.error("sdweb: a worker {how}; replacing it", how=how)
+            delay = 0.0
         else:
-            self.startFailures += 1
+            failures = self.startFailures[slot] = self.startFailures[slot] + 1
             reason = worker.reason or f"a worker {how} before it was ready"
-            self.log.error(
-                "sdweb: {reason} ({n} in a row)", reason=reason, n=self.startFailures
-            )
-            if self.startFailures >= self.maxStartFailures:
+            self.failing[slot] = reason
+            self.log.error("sdweb: {reason} ({n} in a row)", reason=reason, n=failures)
+            worst = max(self.startFailures)
+            if worst >= self.maxStartFailures and not self._canServe():
                 self._giveUp(
-                    f"workers keep exiting at start ({self.startFailures} in a"
-                    f" row): {reason}"
+                    f"workers keep exiting at start ({worst} in a row): {reason}"
                 )
                 return
-        delay = backoff(self.startFailures)
+            delay = backoff(failures)
         self._pending.append(self.clock.callLater(delay, self._refill))
+
+    def _canServe(self) -> bool:
+        """
+        Whether some worker serves, or is starting to.
+        """
+        return any(w.state is not WorkerState.EXITED for w in self.workers)
 
     def _refill(self) -> None:
         self._pending = [c for c in self._pending if c.active()]
@@ -336,8 +423,6 @@ class WorkerPool:
             for worker in self.live():
                 total += getattr(worker.stats, name)
             setattr(stats, name, total)
-        if any(w.state is WorkerState.READY for w in self.workers):
-            self.startFailures = 0
         started = self._started
         if (
             started is not None
@@ -375,21 +460,25 @@ class WorkerPool:
 
     def responsive(self) -> bool:
         """
-        Whether every worker has reported within the heartbeat limit (those
-        starting are given their start timeout).
+        Whether the workers, as a whole, answer: some worker is starting, or
+        some ready worker has reported lately.  A single worker blocked for
+        a while is the worker timeout's business, not the watchdog's.
         """
         now = self.clock.seconds()
-        return all(
-            w.state is WorkerState.STARTING or now - w.lastHeard <= self.heartbeatLimit
-            for w in self.live()
+        return any(
+            w.state is WorkerState.STARTING
+            or (w.state is WorkerState.READY and now - w.lastHeard <= self.quietLimit)
+            for w in self.workers
         )
 
     def figure(self) -> str:
         """
         The workers' part of the status line: C{Workers: 2 ready}, with
-        those starting and stopping and the replacements.
+        those starting and stopping, the replacements and a place whose
+        workers keep failing to start.
         """
-        text = f"Workers: {self.readyCount()} ready"
+        ready = self.readyCount()
+        text = f"Workers: {ready} ready"
         starting = sum(
             w.state is WorkerState.STARTING for w in self.workers + self.candidates
         )
@@ -399,14 +488,25 @@ class WorkerPool:
             text += f", {len(self.leaving)} stopping"
         if self.replaced:
             text += f"; {self.replaced} replaced (last: {self.lastExit})"
+        if self.recycled:
+            text += f"; {self.recycled} recycled"
+        reasons = [r for r in self.failing if r is not None]
+        if reasons:
+            if ready < self.count:
+                text += f"; degraded: {ready} of {self.count} workers"
+            text += f"; replacement failing: {shorten(reasons[-1])}"
         return text
 
-    def _killHung(self) -> None:
+    def _watch(self) -> None:
+        """
+        Every report interval: kill the workers gone silent, recycle one
+        that served its requests or outgrew its memory.
+        """
         now = self.clock.seconds()
         for worker in self.live():
             if worker.state is WorkerState.STARTING:
                 continue
-            if now - worker.lastHeard > self.heartbeatLimit:
+            if now - worker.lastHeard > self.workerTimeout:
                 self.log.error(
                     "sdweb: worker {pid} silent for {s:.0f}s; killing it",
                     pid=worker.pid,
@@ -414,6 +514,84 @@ class WorkerPool:
                 )
                 worker.lastHeard = now
                 worker.signal(signal.SIGKILL)
+        if self.candidates or self.stopping:
+            # A reload or a recycling is under way: one at a time.
+            return
+        for worker in self.workers:
+            why = self._worn(worker, now)
+            if why is not None:
+                self._recycle(worker, why)
+                return
+
+    def _worn(self, worker: WorkerProcess, now: float) -> str | None:
+        """
+        Why C{worker} is due to be recycled, if it is.
+        """
+        if worker.state is not WorkerState.READY or now < worker.recycleAfter:
+            return None
+        limit = worker.requestLimit
+        if limit is not None and worker.stats.completed >= limit:
+            return f"served {worker.stats.completed} requests"
+        if self.maxMemory > 0 and worker.pid is not None:
+            rss = self.memoryOf(worker.pid)
+            if rss is not None and rss > self.maxMemory:
+                return f"uses {rss // 2**20} MB"
+        return None
+
+    def _recycle(self, old: WorkerProcess, why: str) -> None:
+        self.log.info("sdweb: worker {pid} {why}; replacing it", pid=old.pid, why=why)
+        replacing = Deferred.fromCoroutine(self._replace(old))
+        replacing.addCallbacks(self._recycled, self._recycleFailed, errbackArgs=(old,))
+
+    def _recycled(self, _: None) -> None:
+        self.recycled += 1
+        self.changed()
+
+    def _recycleFailed(self, failure: Failure, old: WorkerProcess) -> None:
+        failure.trap(WorkersFailed)
+        slot = old.slot
+        failures = self.startFailures[slot] = self.startFailures[slot] + 1
+        self.failing[slot] = failure.getErrorMessage()
+        old.recycleAfter = self.clock.seconds() + backoff(failures)
+        self.log.error(
+            "sdweb: the worker to take over from worker {pid} failed: {reason};"
+            " worker {pid} serves on",
+            pid=old.pid,
+            reason=failure.getErrorMessage(),
+        )
+        self.changed()
+
+    async def _replace(self, old: WorkerProcess) -> None:
+        """
+        Start a worker in C{old}'s place; once it is ready, have C{old}
+        drain.  Fails with L{WorkersFailed} if the new one exits first.
+        """
+        new = self._spawn(old.slot)
+        self.candidates.append(new)
+        self.changed()
+        await new.ready
+        self.candidates.remove(new)
+        if self.stopping:
+            self.leaving.append(new)
+            new.stop()
+            return
+        if old in self.workers:
+            self.workers.remove(old)
+            self.workers.append(new)
+            self.leaving.append(old)
+            self.log.info(
+                "sdweb: worker {new} took over; worker {old} drains",
+                new=new.pid,
+                old=old.pid,
+            )
+            old.stop()
+        elif any(w.slot == old.slot for w in self.workers):
+            # The old one died meanwhile and was replaced already.
+            self.leaving.append(new)
+            new.stop()
+        else:
+            self.workers.append(new)
+        self.changed()
 
     # Reload and stop.
 
@@ -429,21 +607,7 @@ class WorkerPool:
         for old in list(self.workers):
             if old not in self.workers or self.stopping:
                 continue
-            new = self._spawn(old.slot)
-            self.candidates.append(new)
-            self.changed()
-            await new.ready
-            self.candidates.remove(new)
-            if self.stopping:
-                self.leaving.append(new)
-                new.stop()
-                return
-            self.workers.append(new)
-            if old in self.workers:
-                self.workers.remove(old)
-                self.leaving.append(old)
-                old.stop()
-            self.changed()
+            await self._replace(old)
 
     def stop(self) -> Deferred[None]:
         """
@@ -484,11 +648,34 @@ class WorkerPool:
 def backoff(failures: int) -> float:
     """
     Seconds to wait before starting a worker again after C{failures} exits
-    before ready in a row: none after a worker that had served.
+    before ready in a row, in its place: none after a worker that had
+    served, then 0.5, 1, 2, ... up to L{BACKOFF_CAP}.
     """
     if failures <= 0:
         return 0.0
-    return float(min(0.5 * 2 ** (failures - 1), 10.0))
+    return float(min(0.5 * 2 ** min(failures - 1, 16), BACKOFF_CAP))
+
+
+def shorten(reason: str) -> str:
+    """
+    A reason cut to L{MAX_REASON} characters for the status line.
+    """
+    if len(reason) <= MAX_REASON:
+        return reason
+    return reason[: MAX_REASON - 3] + "..."
+
+
+def residentBytes(pid: int) -> int | None:
+    """
+    The resident memory of process C{pid} in bytes, from
+    C{/proc/PID/statm}; L{None} if it cannot be read.
+    """
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            fields = f.read().split()
+        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _cancel(call: IDelayedCall, result: object) -> object:
