@@ -590,3 +590,77 @@ def test_workerTimeoutKillsABlockedWorker(
     now = childPids(master)
     assert len(now) == 2 and len(now & workers) == 1
     assert "silent for" in server.output()
+
+
+def test_maxRequestsRecyclesWorkers(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    """
+    --max-requests 1000 under 20 s of load: the workers are replaced (each
+    new one ready before the old one drains) and no request fails.
+    """
+    server, port = startWorkers(
+        twistd,
+        receiver,
+        "--status-interval",
+        "0.2",
+        "--max-requests",
+        "1000",
+        "--max-requests-jitter",
+        "100",
+    )
+    master = server.process.pid
+    first = childPids(master)
+    with steadyLoad(f"http://127.0.0.1:{port}/", tmp_path / "stop") as counts:
+        loaded = time.monotonic()
+        while time.monotonic() < loaded + 20:
+            time.sleep(0.2)
+        now = childPids(master)
+    ok, failed = int(counts["ok"]), int(counts["failed"])  # type: ignore[call-overload]
+    assert failed == 0, counts
+    assert ok > 2200, counts
+    # Two serve; a third and a fourth if a recycling is under way.
+    assert 2 <= len(now) <= 4 and not now & first
+    output = server.output()
+    served = [
+        int(line.split(" served ")[1].split()[0])
+        for line in output.splitlines()
+        if " requests; replacing it" in line
+    ]
+    assert len(served) >= 2
+    assert all(1000 <= n <= 1100 + 200 for n in served), served
+    assert "took over; worker" in output
+    assert receiver.values("STOPPING") == []
+    assert TRACEBACK not in output
+
+
+def test_maxWorkerMemoryRecyclesALeakingWorker(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    """
+    A worker whose resident memory passes --max-worker-memory is replaced
+    the same way, losing nothing.
+    """
+    port = freePort()
+    server = twistd(
+        ["--port", f"tcp:{port}:interface=127.0.0.1", "--workers", "2"]
+        + ["--class", "leakapp.Leak", "--status-interval", "0.2"]
+        + ["--max-worker-memory", "80"],
+        processEnv(NOTIFY_SOCKET=receiver.path),
+    )
+    receiver.expect("READY", timeout=60)
+    master = server.process.pid
+    first = childPids(master)
+    with steadyLoad(
+        f"http://127.0.0.1:{port}/", tmp_path / "stop", threads=2
+    ) as counts:
+        recycled = receiver.expect(
+            lambda m: "; 2 recycled" in m.get("STATUS", ""), timeout=90
+        )
+    assert recycled
+    ok, failed = int(counts["ok"]), int(counts["failed"])  # type: ignore[call-overload]
+    assert failed == 0, counts
+    assert ok > 100, counts
+    assert childPids(master) != first
+    assert " MB; replacing it" in server.output()
+    assert receiver.values("STOPPING") == []

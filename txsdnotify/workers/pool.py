@@ -111,6 +111,7 @@ class WorkerProcess(ProcessProtocol):
         never).
     @ivar recycleAfter: When (on the pool's clock) it may be recycled: later
         after a replacement failed to start.
+    @ivar recycling: Whether a worker to take its place is starting.
     """
 
     log = Logger()
@@ -126,6 +127,7 @@ class WorkerProcess(ProcessProtocol):
         self.ready: Deferred[None] = Deferred()
         self.requestLimit: int | None = None
         self.recycleAfter = 0.0
+        self.recycling = False
         self._decoder = LineDecoder()
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
@@ -277,6 +279,9 @@ class WorkerPool:
         self.failing: list[str | None] = [None] * count
         self.stopping = False
         self._gaveUp = False
+        self._reloading = False
+        self._recycles = 0
+        self._recyclesOver: list[Deferred[None]] = []
         self._sockets: list[list[tuple[int, int]]] = []
         self._past = RequestStats()
         self._pending: list[IDelayedCall] = []
@@ -514,14 +519,13 @@ class WorkerPool:
                 )
                 worker.lastHeard = now
                 worker.signal(signal.SIGKILL)
-        if self.candidates or self.stopping:
-            # A reload or a recycling is under way: one at a time.
+        if self._reloading or self.stopping:
+            # A reload replaces them all anyway.
             return
-        for worker in self.workers:
-            why = self._worn(worker, now)
+        for worker in list(self.workers):
+            why = None if worker.recycling else self._worn(worker, now)
             if why is not None:
                 self._recycle(worker, why)
-                return
 
     def _worn(self, worker: WorkerProcess, now: float) -> str | None:
         """
@@ -540,8 +544,28 @@ class WorkerPool:
 
     def _recycle(self, old: WorkerProcess, why: str) -> None:
         self.log.info("sdweb: worker {pid} {why}; replacing it", pid=old.pid, why=why)
+        old.recycling = True
+        self._recycles += 1
         replacing = Deferred.fromCoroutine(self._replace(old))
         replacing.addCallbacks(self._recycled, self._recycleFailed, errbackArgs=(old,))
+        replacing.addBoth(self._recycleOver, old)
+
+    def _recycleOver(self, result: object, old: WorkerProcess) -> object:
+        old.recycling = False
+        self._recycles -= 1
+        if not self._recycles:
+            waiting, self._recyclesOver = self._recyclesOver, []
+            for d in waiting:
+                d.callback(None)
+        return result
+
+    def _whenRecyclesOver(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._recycles:
+            self._recyclesOver.append(d)
+        else:
+            d.callback(None)
+        return d
 
     def _recycled(self, _: None) -> None:
         self.recycled += 1
@@ -604,10 +628,16 @@ class WorkerPool:
         return Deferred.fromCoroutine(self._replaceAll())
 
     async def _replaceAll(self) -> None:
-        for old in list(self.workers):
-            if old not in self.workers or self.stopping:
-                continue
-            await self._replace(old)
+        self._reloading = True
+        try:
+            # A worker started before the reload would run the old code.
+            await self._whenRecyclesOver()
+            for old in list(self.workers):
+                if old not in self.workers or self.stopping:
+                    continue
+                await self._replace(old)
+        finally:
+            self._reloading = False
 
     def stop(self) -> Deferred[None]:
         """
