@@ -20,7 +20,7 @@ class Pid(Resource):
     sends it at once and finishes with C{done} after S seconds (so a client
     knows which worker serves it while the request is still in flight);
     /block?s=S sleeps S seconds in the render, blocking the reactor (a slow
-    synchronous render).
+    synchronous render), after creating the file C{mark=PATH} if given.
     """
 
     isLeaf = True
@@ -28,6 +28,8 @@ class Pid(Resource):
     def render_GET(self, request):  # type: ignore[no-untyped-def]
         body = b"pid %d\n" % (os.getpid(),)
         if request.path == b"/block":
+            for mark in request.args.get(b"mark", []):
+                open(mark, "wb").close()
             time.sleep(float(request.args.get(b"s", [b"2"])[0]))
             return body
         if request.path == b"/slow":
