@@ -291,6 +291,14 @@ def test_workersDyingAtStartFailTheService(
         (["--workers", "two"], "--workers wants a whole number >= 1"),
         (["--workers", "2", "--health-port", "tcp:0"], "--health-port does not"),
         (["--workers", "2", "--port", "ssl:0"], "only tcp:, tcp6:, unix:"),
+        (["--workers", "2", "--worker-timeout", "0"], "--worker-timeout wants"),
+        (["--workers", "2", "--worker-timeout", "soon"], "--worker-timeout wants"),
+        (["--workers", "2", "--max-requests", "-1"], "--max-requests wants"),
+        (["--workers", "2", "--max-requests-jitter", "x"], "--max-requests-jitter"),
+        (["--workers", "2", "--max-worker-memory", "1.5"], "--max-worker-memory"),
+        (["--max-requests", "1000"], "--max-requests needs --workers N"),
+        (["--worker-timeout", "5"], "--worker-timeout needs --workers N"),
+        (["--max-worker-memory", "500"], "--max-worker-memory needs --workers"),
     ],
 )
 def test_badWorkerOptions(twistd: Any, args: list[str], words: str) -> None:
