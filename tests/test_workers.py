@@ -784,3 +784,30 @@ def test_forcedStopKillsAStuckWorker(
     assert not any(_alive(p) for p in workers)
     client.join(30)
     assert len(answers) == 1 and isinstance(answers[0], Exception)
+
+
+def test_reloadsUnderKeepAliveLoseNothing(
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+) -> None:
+    """
+    Reloads under keep-alive load from clients that do not retry
+    (http.client, requests back to back on kept-open connections): a
+    request arriving on an idle connection of a draining worker is answered
+    with Connection: close, so none fails.
+    """
+    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    master = server.process.pid
+    with steadyLoad(
+        f"http://127.0.0.1:{port}/", tmp_path / "stop", threads=8, keepAlive=True
+    ) as counts:
+        Client(port).servingPids(childPids(master))
+        for _ in range(3):
+            before = childPids(master)
+            seen = len(receiver.receiveAvailable())
+            server.process.send_signal(signal.SIGHUP)
+            ready = receiver.expect("READY", "1", timeout=60, after=seen)
+            assert "Reload failed" not in ready["STATUS"]
+            waitUntil(lambda old=before: not childPids(master) & old, timeout=30)
+    ok, failed = int(counts["ok"]), int(counts["failed"])  # type: ignore[call-overload]
+    assert ok > 500, counts
+    assert failed == 0, counts

@@ -24,6 +24,12 @@ from txsdnotify.workers.worker import WorkerStartError, runWorker
 
 __all__ = ["WorkerOptions", "main"]
 
+IDLE_GRACE = 1.0
+"""
+Seconds a draining worker keeps an idle keep-alive connection open for one
+more request.
+"""
+
 MODULE = "txsdnotify.cli.worker"
 """
 What the master runs with C{python -m}.
@@ -74,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise WorkerStartError(
                 str(e.code) if e.code is not None else "exited"
             ) from None
-        return WebService(
+        service = WebService(
             makeSite(config),
             endpoints,
             notifier=Notifier(None, reactor=reactor),
@@ -86,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             healthPath=config["health"],
             healthGrace=config["health-grace"],
         )
+        # The listening socket stays open for the other workers: a request
+        # arriving on an idle keep-alive connection as this worker drains
+        # is answered (with Connection: close) rather than cut off.
+        service.idleGrace = IDLE_GRACE
+        return service
 
     runWorker(args.listen, args.report_interval, makeService)
 

@@ -4,14 +4,19 @@ Ending an HTTP server's connections without losing a request.
 
 A L{Drain} starts once the server has stopped listening.  Requests in flight
 run to the end and their responses carry C{Connection: close}; idle
-keep-alive connections are closed at once; a connection that was accepted but
-has not sent a request yet gets a short grace to send one; whatever is left
-when the timeout passes is aborted.  Nothing here knows systemd: the service
+keep-alive connections are closed at once, or after an idle grace during
+which one more request is answered (with C{Connection: close}); a connection
+that was accepted but has not sent a request yet gets a short grace to send
+one; whatever is left when the timeout passes is aborted.  A connection is
+closed only when no byte of a request is buffered on it, so a request is
+either answered or refused before any of it was read (what a retrying client
+needs to retry it).  Nothing here knows systemd: the service
 reads L{Drain.remaining} to tell the manager how far it has got.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,6 +73,7 @@ class Drain:
         clock: IReactorTime,
         timeout: float = 30.0,
         grace: float = 2.0,
+        idleGrace: float = 0.0,
         hooks: Sequence[DrainHook] = (),
     ) -> None:
         """
@@ -77,6 +83,11 @@ class Drain:
         @param timeout: Seconds after which what is left is aborted.
         @param grace: Seconds a connection with no request yet (or one whose
             request has not fully arrived) may take to send one.
+        @param idleGrace: Seconds an idle keep-alive connection stays open
+            for one more request (answered with C{Connection: close}); 0
+            closes it at once.  A server whose listening socket stays open
+            for others (a worker being replaced) sets it, so that a client
+            sending its next request just as the drain begins is answered.
         @param hooks: Told that the drain began, with the seconds left, so
             that the application can end what only it can end (WebSockets,
             event streams).
@@ -85,6 +96,7 @@ class Drain:
         self.clock = clock
         self.timeout = timeout
         self.grace = grace
+        self.idleGrace = idleGrace
         self.hooks = list(hooks)
         self.started: float | None = None
         self.aborted = 0
@@ -120,9 +132,11 @@ class Drain:
         """
         self.started = self.clock.seconds()
         self.tracker.drain = self
-        fresh = False
+        fresh = idle = False
         for connection in list(self.tracker.connections):
-            fresh = self._settle(connection) or fresh
+            waits = self._settle(connection)
+            fresh = fresh or waits is _Wait.GRACE
+            idle = idle or waits is _Wait.IDLE
         self._runHooks()
         if not self.tracker.connections:
             self._finish()
@@ -130,6 +144,12 @@ class Drain:
         if fresh:
             self._calls.append(
                 self.clock.callLater(min(self.grace, self.timeout), self._endGrace)
+            )
+        if idle:
+            self._calls.append(
+                self.clock.callLater(
+                    min(self.idleGrace, self.timeout), self._endIdleGrace
+                )
             )
         self._calls.append(self.clock.callLater(self.timeout, self._abortAll))
         return self._done
@@ -175,31 +195,34 @@ class Drain:
     def _hookFailed(self, failure: Failure, hook: DrainHook) -> None:
         self.log.failure("Drain hook {hook!r} failed", failure, hook=hook)
 
-    def _settle(self, connection: IProtocol) -> bool:
+    def _settle(self, connection: IProtocol) -> _Wait | None:
         """
         Start ending one connection.
 
-        @return: Whether it waits for the grace: accepted with no request
-            yet, or with one whose headers or body are still arriving.
+        @return: What it waits for: the grace (accepted with no request
+            yet, or with one whose headers or body are still arriving), the
+            idle grace (an idle keep-alive connection), or nothing.
         """
         if connection in self.tracker.upgraded:
             # Only the application can end these well: the drain hooks.
-            return False
+            return None
         channel = channelOf(connection)
         if isH2(channel):
             settleH2(channel)
-            return False
+            return None
         requests = getattr(channel, "requests", None) or ()
         processing = [r for r in requests if isProcessing(r)]
         if processing:
             if not _morePipelined(channel):
                 for request in processing:
                     _closeAfter(request)
-            return False
+            return None
         if requests or not getattr(channel, USED, False):
-            return True
+            return _Wait.GRACE
+        if self.idleGrace > 0:
+            return _Wait.IDLE
         _close(connection)
-        return False
+        return None
 
     def _busy(self, connection: IProtocol) -> bool:
         if connection in self.tracker.upgraded:
@@ -214,6 +237,18 @@ class Drain:
                 settleH2(channel)
             elif not self._busy(connection):
                 _close(connection)
+
+    def _endIdleGrace(self) -> None:
+        for connection in list(self.tracker.connections):
+            if connection in self.tracker.upgraded:
+                continue
+            channel = channelOf(connection)
+            if isH2(channel) or not getattr(channel, USED, False):
+                continue
+            if getattr(channel, "requests", None) or _morePipelined(channel):
+                # A request began to arrive: it is answered, with close.
+                continue
+            _close(connection)
 
     def _abortAll(self) -> None:
         self._abort(f"Drain timeout ({self.timeout:g}s) passed")
@@ -250,6 +285,15 @@ class Drain:
                 forced=self.forced,
             )
         )
+
+
+class _Wait(enum.Enum):
+    """
+    What a connection waits for before the drain closes it.
+    """
+
+    GRACE = "grace"
+    IDLE = "idle"
 
 
 def _morePipelined(channel: object) -> bool:
