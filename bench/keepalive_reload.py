@@ -14,7 +14,8 @@ clients keep their connections open (HTTP/1.1 keep-alive):
   are the failures;
 * ``httpclient``: Python's http.client, one connection per thread, requests
   back to back, no retry (a request that fails is counted and the
-  connection reopened);
+  connection reopened); ``--think S`` waits up to S seconds, at random,
+  between requests, so that connections are idle when a drain begins;
 * ``haproxy``: wrk through a real HAProxy (which reuses its connections to
   the server, ``retries 3`` and ``retry-on conn-failure empty-response``,
   or its default with ``--retry-on default``); wrk's failures as above.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import random
 import re
 import signal
 import socket
@@ -101,8 +103,9 @@ class HTTPClientLoad:
     Threads with one keep-alive connection each, requests back to back.
     """
 
-    def __init__(self, port: int, threads: int) -> None:
+    def __init__(self, port: int, threads: int, think: float) -> None:
         self.port = port
+        self.think = think
         self.ok = 0
         self.failed = 0
         self.errors: list[str] = []
@@ -138,6 +141,8 @@ class HTTPClientLoad:
                     self.failed += 1
                     if len(self.errors) < 5:
                         self.errors.append(problem)
+            if self.think:
+                time.sleep(random.uniform(0, self.think))
         connection.close()
 
 
@@ -212,6 +217,12 @@ def main() -> None:
         help="HAProxy's retry-on ('default': the line left out)",
     )
     parser.add_argument("--reloads", type=int, default=5)
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="httpclient: wait up to this many seconds (at random) between requests",
+    )
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="keepalive-"))
@@ -225,7 +236,7 @@ def main() -> None:
             haproxy, target = startHAProxy(tmp, port, args.retry_on)
         began = time.monotonic()
         if args.client == "httpclient":
-            load = HTTPClientLoad(target, args.connections)
+            load = HTTPClientLoad(target, args.connections, args.think)
             load.start()
         else:
             # Long enough for the reloads; stopped once they are done.
@@ -253,6 +264,8 @@ def main() -> None:
     client = args.client
     if client == "haproxy":
         client += f" (retry-on {args.retry_on})"
+    if args.think:
+        client += f" (think up to {args.think:g} s)"
     print(
         f"{client}: {args.reloads} reloads in {seconds:.0f} s,"
         f" {args.connections} keep-alive connections: {ok} answered,"

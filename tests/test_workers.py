@@ -26,7 +26,9 @@ from txsdnotify.workers.pool import backoff, workerEnvironment
 from txsdnotify.workers.protocol import (
     LineDecoder,
     countsMessage,
+    drainMessage,
     encode,
+    idleGraceFrom,
     statsFromMessage,
 )
 
@@ -320,6 +322,18 @@ def test_lineProtocol() -> None:
     statsFromMessage(messages[1], into)
     assert (into.started, into.completed, into.bytesSent) == (3, 2, 100)
     assert [m["kind"] for m in decoder.feed(b':"x"}\n')] == ["x"]
+    [drain] = LineDecoder().feed(drainMessage(15.0))
+    assert idleGraceFrom(drain) == 15.0
+    assert idleGraceFrom({"kind": "drain", "idleGrace": 0}) == 0.0
+    for wrong in (
+        {"kind": "counts", "idleGrace": 1},
+        {"kind": "drain"},
+        {"kind": "drain", "idleGrace": "1"},
+        {"kind": "drain", "idleGrace": True},
+        {"kind": "drain", "idleGrace": -1},
+        {"kind": "drain", "idleGrace": float("inf")},
+    ):
+        assert idleGraceFrom(wrong) is None, wrong
 
 
 def test_workerEnvironmentScrubbed() -> None:
@@ -811,3 +825,33 @@ def test_reloadsUnderKeepAliveLoseNothing(
     ok, failed = int(counts["ok"]), int(counts["failed"])  # type: ignore[call-overload]
     assert ok > 500, counts
     assert failed == 0, counts
+
+
+def test_replacedWorkerAnswersAnIdleKeepAliveConnection(
+    twistd: Any, receiver: NotifyReceiver
+) -> None:
+    """
+    A worker being replaced keeps an idle keep-alive connection open for
+    half the drain timeout: a request sent on it 3 s after the worker began
+    to drain is answered, with Connection: close, by that worker.
+    """
+    server, port = startWorkers(
+        twistd, receiver, "--status-interval", "0.2", "--drain-timeout", "20"
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        mine = pidOf(response.read())
+        assert not response.will_close
+        server.process.send_signal(signal.SIGHUP)
+        waitUntil(lambda: f"; worker {mine} drains" in server.output(), timeout=60)
+        # Longer than a stop's idle grace (1 s).
+        time.sleep(3)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        assert pidOf(response.read()) == mine
+        assert response.getheader("Connection") == "close"
+    finally:
+        connection.close()
+    waitUntil(lambda: mine not in childPids(server.process.pid), timeout=30)

@@ -321,6 +321,9 @@ def makeMaster(config: Any) -> WorkerMaster:
         maxRequests=config["max-requests"],
         maxRequestsJitter=config["max-requests-jitter"],
         maxMemory=config["max-worker-memory"],
+        # A replaced worker keeps idle keep-alive connections for half its
+        # drain: a client idle that long gets its next request answered.
+        replacedIdleGrace=config["drain-timeout"] / 2,
     )
     return WorkerMaster(
         config["ports"],

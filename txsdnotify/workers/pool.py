@@ -33,7 +33,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txsdnotify.web.stats import RequestStats
-from txsdnotify.workers.protocol import CONTROL_FD, LineDecoder, statsFromMessage
+from txsdnotify.workers.protocol import (
+    CONTROL_FD,
+    LineDecoder,
+    drainMessage,
+    statsFromMessage,
+)
 
 __all__ = [
     "WorkerPool",
@@ -149,15 +154,20 @@ class WorkerProcess(ProcessProtocol):
                 self.reason = str(message.get("reason", ""))[:200] or None
         self.pool.changed()
 
-    def stop(self) -> None:
+    def stop(self, idleGrace: float | None = None) -> None:
         """
         Have it drain and exit: close its standard input.
+
+        @param idleGrace: Seconds its drain keeps idle keep-alive
+            connections open for one more request, if not its own default.
         """
         if self.state is WorkerState.EXITED:
             return
         if self.state is not WorkerState.STARTING:
             self.state = WorkerState.STOPPING
         if self.transport is not None:
+            if idleGrace is not None:
+                self.transport.write(drainMessage(idleGrace))
             self.transport.closeStdin()
 
     def signal(self, signum: int) -> None:
@@ -223,6 +233,7 @@ class WorkerPool:
         maxMemory: int = 0,
         memoryOf: Callable[[int], int | None] | None = None,
         randint: Callable[[int, int], int] = random.randint,
+        replacedIdleGrace: float = 15.0,
         onGiveUp: Callable[[str], object] = lambda reason: None,
     ) -> None:
         """
@@ -246,6 +257,11 @@ class WorkerPool:
         @param memoryOf: A process's resident memory in bytes, by pid
             (default: L{residentBytes}).
         @param randint: Picks the jitter, as L{random.randint}.
+        @param replacedIdleGrace: Seconds a worker being replaced (reload,
+            recycling) keeps its idle keep-alive connections open for one
+            more request, answered with C{Connection: close}: the listening
+            socket stays open, so the client's next connection reaches the
+            new worker.
         @param onGiveUp: Called with the reason once the pool gives up while
             serving (a failed L{start} says it otherwise).
         """
@@ -267,6 +283,7 @@ class WorkerPool:
         self.maxMemory = maxMemory
         self.memoryOf = residentBytes if memoryOf is None else memoryOf
         self.randint = randint
+        self.replacedIdleGrace = replacedIdleGrace
         self.onGiveUp = onGiveUp
         self.workers: list[WorkerProcess] = []
         self.leaving: list[WorkerProcess] = []
@@ -608,7 +625,7 @@ class WorkerPool:
                 new=new.pid,
                 old=old.pid,
             )
-            old.stop()
+            old.stop(self.replacedIdleGrace)
         elif any(w.slot == old.slot for w in self.workers):
             # The old one died meanwhile and was replaced already.
             self.leaving.append(new)

@@ -6,7 +6,11 @@ line.
 A worker says C{ready} once it has adopted its sockets and serves, C{counts}
 every report interval (its request counters, which double as its
 heartbeat), and C{failed} with one line of reason when it cannot start.
-Nothing is sent per request.  Nothing here knows systemd.
+Nothing is sent per request.  The master closes the worker's standard input
+to have it drain; before that it may write one C{drain} message there, with
+the seconds the worker keeps idle keep-alive connections open for one more
+request (long when the worker is being replaced and the listening socket
+stays open, short on a stop).  Nothing here knows systemd.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ __all__ = [
     "CONTROL_FD",
     "LineDecoder",
     "countsMessage",
+    "drainMessage",
     "encode",
+    "idleGraceFrom",
     "statsFromMessage",
 ]
 
@@ -56,6 +62,29 @@ def countsMessage(stats: RequestStats) -> bytes:
     The C{counts} message for C{stats}.
     """
     return encode("counts", **{name: getattr(stats, name) for name in _COUNTERS})
+
+
+def drainMessage(idleGrace: float) -> bytes:
+    """
+    The C{drain} message: keep idle keep-alive connections open
+    C{idleGrace} seconds for one more request.
+    """
+    return encode("drain", idleGrace=idleGrace)
+
+
+def idleGraceFrom(message: dict[str, Any]) -> float | None:
+    """
+    The idle grace of a C{drain} message; L{None} if it is not one, or its
+    value is not a number of seconds >= 0.
+    """
+    if message.get("kind") != "drain":
+        return None
+    value = message.get("idleGrace")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not 0 <= value < float("inf"):
+        return None
+    return float(value)
 
 
 def statsFromMessage(message: dict[str, Any], into: RequestStats) -> None:

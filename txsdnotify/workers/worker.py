@@ -39,7 +39,13 @@ from twisted.python.failure import Failure
 
 from txsdnotify.service import WebService
 from txsdnotify.systemd.journal import journalObserver, journalStream
-from txsdnotify.workers.protocol import CONTROL_FD, countsMessage, encode
+from txsdnotify.workers.protocol import (
+    CONTROL_FD,
+    LineDecoder,
+    countsMessage,
+    encode,
+    idleGraceFrom,
+)
 
 __all__ = [
     "MasterLink",
@@ -56,11 +62,28 @@ class MasterLink(Protocol):
     """
     The worker's end of the pipes to its master: messages go out on
     L{CONTROL_FD}; the master closes our standard input to have us stop
-    (draining), and it closes too when the master is gone.
+    (draining), and it closes too when the master is gone.  Before closing
+    it, the master may say how long to keep idle keep-alive connections
+    (a C{drain} message), given to C{onIdleGrace}.
     """
 
-    def __init__(self, onClosed: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        onClosed: Callable[[], object],
+        onIdleGrace: Callable[[float], object] = lambda seconds: None,
+    ) -> None:
         self._onClosed = onClosed
+        self._onIdleGrace = onIdleGrace
+        self._decoder = LineDecoder()
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        A message from the master.
+        """
+        for message in self._decoder.feed(data):
+            seconds = idleGraceFrom(message)
+            if seconds is not None:
+                self._onIdleGrace(seconds)
 
     def send(self, message: bytes) -> None:
         """
@@ -92,13 +115,23 @@ class _StopOnce:
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self.service: WebService | None = None
+        self.idleGrace: float | None = None
         self._done = False
+
+    def setIdleGrace(self, seconds: float) -> None:
+        """
+        The master said how long the drain keeps idle keep-alive
+        connections open.
+        """
+        self.idleGrace = seconds
 
     def __call__(self) -> None:
         service = self.service
         if self._done or (service is not None and service.lifecycle.state.stopping):
             return
         self._done = True
+        if service is not None and self.idleGrace is not None:
+            service.idleGrace = self.idleGrace
         if self.reactor.running:
             self.reactor.stop()
         else:
@@ -191,7 +224,7 @@ def runWorker(
 
     _beginLogging()
     stop = _StopOnce(reactor)
-    link = MasterLink(stop)
+    link = MasterLink(stop, stop.setIdleGrace)
     StandardIO(link, stdin=0, stdout=CONTROL_FD, reactor=reactor)  # type: ignore[call-arg]
     try:
         service = makeService(adoptedEndpoints(reactor, listen))
