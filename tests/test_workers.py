@@ -21,16 +21,7 @@ from conftest import APPS, freePort, processEnv, waitUntil
 from loadgen import steadyLoad
 
 from txsdnotify.testing import NotifyReceiver
-from txsdnotify.web.stats import RequestStats
 from txsdnotify.workers.pool import backoff, workerEnvironment
-from txsdnotify.workers.protocol import (
-    LineDecoder,
-    countsMessage,
-    drainMessage,
-    encode,
-    idleGraceFrom,
-    statsFromMessage,
-)
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -309,31 +300,6 @@ def test_badWorkerOptions(twistd: Any, args: list[str], words: str) -> None:
     lines = server.output().strip().splitlines()
     assert len(lines) == 1, lines
     assert words in lines[0]
-
-
-def test_lineProtocol() -> None:
-    stats = RequestStats()
-    stats.started, stats.completed, stats.bytesSent = 3, 2, 100
-    data = encode("ready", pid=7) + countsMessage(stats) + b"junk\n" + b'{"kind"'
-    decoder = LineDecoder()
-    messages = list(decoder.feed(data))
-    assert [m["kind"] for m in messages] == ["ready", "counts"]
-    into = RequestStats()
-    statsFromMessage(messages[1], into)
-    assert (into.started, into.completed, into.bytesSent) == (3, 2, 100)
-    assert [m["kind"] for m in decoder.feed(b':"x"}\n')] == ["x"]
-    [drain] = LineDecoder().feed(drainMessage(15.0))
-    assert idleGraceFrom(drain) == 15.0
-    assert idleGraceFrom({"kind": "drain", "idleGrace": 0}) == 0.0
-    for wrong in (
-        {"kind": "counts", "idleGrace": 1},
-        {"kind": "drain"},
-        {"kind": "drain", "idleGrace": "1"},
-        {"kind": "drain", "idleGrace": True},
-        {"kind": "drain", "idleGrace": -1},
-        {"kind": "drain", "idleGrace": float("inf")},
-    ):
-        assert idleGraceFrom(wrong) is None, wrong
 
 
 def test_workerEnvironmentScrubbed() -> None:

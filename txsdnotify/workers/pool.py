@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.test_pool, tests.test_workers -*-
 """
 A pool of worker processes serving the sockets their master holds.
 
@@ -402,14 +402,16 @@ class WorkerPool:
             reason = worker.reason or f"a worker {how} before it was ready"
             self.failing[slot] = reason
             self.log.error("sdweb: {reason} ({n} in a row)", reason=reason, n=failures)
-            worst = max(self.startFailures)
-            if worst >= self.maxStartFailures and not self._canServe():
+            most = max(self.startFailures)
+            worst = slot if failures == most else self.startFailures.index(most)
+            if most >= self.maxStartFailures and not self._canServe():
                 self._giveUp(
-                    f"workers keep exiting at start ({worst} in a row): {reason}"
+                    f"workers keep exiting at start ({most} in a row):"
+                    f" {self.failing[worst]}"
                 )
                 return
             delay = backoff(failures)
-        self._pending.append(self.clock.callLater(delay, self._refill))
+        self._pending.append(self.clock.callLater(delay, self._refill, slot))
 
     def _canServe(self) -> bool:
         """
@@ -417,14 +419,16 @@ class WorkerPool:
         """
         return any(w.state is not WorkerState.EXITED for w in self.workers)
 
-    def _refill(self) -> None:
+    def _refill(self, slot: int) -> None:
+        """
+        Start a worker in place C{slot}, unless it is taken again.
+        """
         self._pending = [c for c in self._pending if c.active()]
         if self.stopping or self._gaveUp:
             return
-        taken = {w.slot for w in self.workers}
-        for slot in range(self.count):
-            if slot not in taken:
-                self.workers.append(self._spawn(slot))
+        if any(w.slot == slot for w in self.workers):
+            return
+        self.workers.append(self._spawn(slot))
         self.changed()
 
     def _giveUp(self, reason: str) -> None:

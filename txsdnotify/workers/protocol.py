@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.test_protocol, tests.test_workers -*-
 """
 What a worker process tells its master, over a pipe: one JSON object per
 line.
