@@ -202,6 +202,19 @@ class Logged:
         return [formatEvent(e) for e in self.events]
 
 
+def test_defaults() -> None:
+    pool = WorkerPool(Clock(), count=2, sdwebArguments=[], environ={})
+    assert (pool.reportInterval, pool.workerTimeout, pool.startTimeout) == (
+        1.0,
+        30.0,
+        60.0,
+    )
+    assert (pool.maxStartFailures, pool.maxRequests, pool.maxMemory) == (5, 0, 0)
+    assert (pool.maxRequestsJitter, pool.replacedIdleGrace) == (0, 15.0)
+    assert pool.quietLimit == 3.0
+    assert pool.memoryOf is residentBytes
+
+
 # Starting.
 
 
@@ -232,6 +245,11 @@ def test_startSpawnsEachWorkerWithItsSockets() -> None:
     ]
     assert first.childFDs == {0: "w", 1: 1, 2: 2, 3: "r", 4: 7, 5: 8}
     assert second.args[5:8] == ["--listen", "4:1", "--"]
+    other, otherReactor = makePool(count=1)
+    other.start([[(20 + i, 2) for i in range(5)]])
+    [many] = otherReactor.spawned
+    assert many.args[6:16:2] == ["4:2", "5:2", "6:2", "7:2", "8:2"]
+    assert [many.childFDs[fd] for fd in range(4, 9)] == [20, 21, 22, 23, 24]
     assert second.childFDs == {0: "w", 1: 1, 2: 2, 3: "r", 4: 9}
     assert (first.env, first.path) == ({"A": "b"}, "/srv")
     assert [w.pid for w in pool.workers] == [first.pid, second.pid]
@@ -273,10 +291,13 @@ def test_messagesOnOtherDescriptorsIgnored() -> None:
     worker = reactor.spawned[0]
     reactor.advance(5)
     worker.protocol.childDataReceived(1, encode("ready", pid=1))
+    worker.protocol.childDataReceived(4, encode("ready", pid=1))
     assert pool.workers[0].state is WorkerState.STARTING
     assert pool.workers[0].lastHeard == 0
     worker.say(b"junk\n")
     assert pool.workers[0].lastHeard == 5
+    worker.say(encode("zzz"))
+    assert pool.workers[0].state is WorkerState.STARTING
 
 
 def test_readyOnlyOnce() -> None:
@@ -291,6 +312,9 @@ def test_failedReasonKeptShort() -> None:
     pool.start(SOCKETS)
     worker = reactor.spawned[0]
     worker.fail("x" * 300)
+    assert worker.protocol.reason == "x" * 200
+    worker.counts()
+    worker.say(encode("zzz", reason="other"))
     assert worker.protocol.reason == "x" * 200
     worker.fail("")
     assert worker.protocol.reason is None
@@ -397,6 +421,20 @@ def test_degradedWhileAnotherServes() -> None:
     assert pool.figure().endswith("(SIGKILL))")
 
 
+def test_figureShowsTheLastPlaceFailing() -> None:
+    pool, reactor, (first, second, third) = started(3)
+    first.kill()
+    second.kill()
+    reactor.advance(0)
+    reactor.spawned[3].fail("first reason")
+    reactor.spawned[3].exit(1)
+    reactor.spawned[4].fail("second reason")
+    reactor.spawned[4].exit(1)
+    assert pool.figure().endswith(
+        "; degraded: 1 of 3 workers; replacement failing: second reason"
+    )
+
+
 def test_giveUpOnceNoWorkerCanServe() -> None:
     given: list[str] = []
     pool, reactor, (first, second) = started(onGiveUp=given.append, maxStartFailures=2)
@@ -404,9 +442,11 @@ def test_giveUpOnceNoWorkerCanServe() -> None:
     reactor.advance(0)
     reactor.spawned[-1].exit(1)
     reactor.advance(0.5)
+    reactor.spawned[-1].exit(1)
+    reactor.advance(1)
     reactor.spawned[-1].fail("broken")
     reactor.spawned[-1].exit(1)
-    assert pool.startFailures == [2, 0]
+    assert pool.startFailures == [3, 0]
     assert given == []
     # The last worker that served dies; its replacement is starting: no
     # give-up yet (it may serve).
@@ -416,7 +456,7 @@ def test_giveUpOnceNoWorkerCanServe() -> None:
     replacement = reactor.spawned[-1]
     assert replacement.protocol.slot == 1
     replacement.exit(1)
-    assert given == ["workers keep exiting at start (2 in a row): broken"]
+    assert given == ["workers keep exiting at start (3 in a row): broken"]
     reactor.advance(100)
     assert reactor.live() == []
 
@@ -471,6 +511,9 @@ def test_countsSummedAndKept() -> None:
 
 def test_silentWorkerKilledAfterTheTimeout() -> None:
     pool, reactor, (first, second) = started(workerTimeout=5)
+    reactor.advance(1)
+    first.counts()
+    second.counts()
     with Logged() as log:
         for _ in range(5):
             reactor.advance(1)
@@ -484,6 +527,21 @@ def test_silentWorkerKilledAfterTheTimeout() -> None:
     # Not again at once.
     reactor.advance(1)
     assert first.signals == [signal.SIGKILL]
+
+
+def test_silentDrainingWorkerKilledToo() -> None:
+    pool, reactor, (first, second) = started(workerTimeout=5)
+    pool.replaceAll()
+    a = reactor.spawned[2]
+    a.ready()
+    b = reactor.spawned[3]
+    # live(): second, a (serving), b (starting), first (draining, silent).
+    for _ in range(6):
+        reactor.advance(1)
+        second.counts()
+        a.counts()
+    assert first.signals == [signal.SIGKILL]
+    assert b.signals == []
 
 
 def test_startingWorkerNotTakenForSilent() -> None:
@@ -514,6 +572,8 @@ def test_responsive() -> None:
 
 def test_quietLimitNoLongerThanTheTimeout() -> None:
     pool, _ = makePool(reportInterval=1, workerTimeout=2)
+    assert pool.quietLimit == 2
+    pool, _ = makePool(reportInterval=0.5, workerTimeout=30)
     assert pool.quietLimit == 2
 
 
@@ -560,8 +620,19 @@ def test_recycledAfterMaxRequests() -> None:
     assert pool.replaced == 0 and pool.leaving == []
 
 
+def test_recycledPastTheLimit() -> None:
+    pool, reactor, (first, second) = started(maxRequests=1)
+    assert first.protocol.requestLimit == 1
+    first.counts(completed=0)
+    reactor.advance(1)
+    assert len(reactor.spawned) == 2
+    first.counts(completed=5)
+    reactor.advance(1)
+    assert len(reactor.spawned) == 3
+
+
 def test_noRecyclingWithoutALimit() -> None:
-    pool, reactor, (first, second) = started()
+    pool, reactor, (first, second) = started(memoryOf=lambda pid: 2**40)
     assert first.protocol.requestLimit is None
     first.counts(completed=10**9)
     reactor.advance(10)
@@ -569,15 +640,20 @@ def test_noRecyclingWithoutALimit() -> None:
 
 
 def test_recycledAboveMaxMemory() -> None:
-    sizes = {101: 50 * 2**20, 102: 50 * 2**20 + 1}
-    pool, reactor, (first, second) = started(maxMemory=50 * 2**20, memoryOf=sizes.get)
+    sizes = {101: 50 * 2**20 - 1, 102: 50 * 2**20, 103: 50 * 2**20 + 1}
+    pool, reactor, (first, second, third) = started(
+        3, maxMemory=50 * 2**20, memoryOf=sizes.get
+    )
     with Logged() as log:
         reactor.advance(1)
-    assert f"sdweb: worker {second.pid} uses 50 MB; replacing it" in log.texts()
-    assert [p.protocol.slot for p in reactor.spawned] == [0, 1, 1]
+    assert f"sdweb: worker {third.pid} uses 50 MB; replacing it" in log.texts()
+    assert [p.protocol.slot for p in reactor.spawned] == [0, 1, 2, 2]
     sizes.clear()
     reactor.advance(1)
-    assert len(reactor.spawned) == 3
+    assert len(reactor.spawned) == 4
+    pool, reactor, _ = started(maxMemory=1, memoryOf=lambda pid: 2)
+    reactor.advance(1)
+    assert len(reactor.spawned) == 4
 
 
 def test_failedRecyclingKeepsTheOldWorker() -> None:
@@ -597,10 +673,34 @@ def test_failedRecyclingKeepsTheOldWorker() -> None:
     assert any("serves on" in t for t in log.texts())
     # The next try waits for the back-off.
     assert first.protocol.recycleAfter == reactor.seconds() + 0.5
-    reactor.advance(0.4)
+
+
+def test_failedRecyclingBacksOff() -> None:
+    pool, reactor, (first, second) = started(maxRequests=10, reportInterval=0.25)
+    first.counts(completed=10)
+    reactor.advance(0.25)
     assert len(reactor.spawned) == 3
-    reactor.advance(0.6)
+    reactor.spawned[-1].exit(1)
+    reactor.advance(0.25)
+    assert len(reactor.spawned) == 3
+    reactor.advance(0.25)
     assert len(reactor.spawned) == 4
+    reactor.spawned[-1].exit(1)
+    assert pool.startFailures == [2, 0]
+    for _ in range(3):
+        reactor.advance(0.25)
+        first.counts(completed=10)
+        second.counts()
+        assert len(reactor.spawned) == 4
+    reactor.advance(0.25)
+    assert len(reactor.spawned) == 5
+
+
+def test_recyclingFromTheFirstLook() -> None:
+    pool, reactor, (first, second) = started(maxRequests=10, reportInterval=0.25)
+    first.counts(completed=10)
+    reactor.advance(0.25)
+    assert len(reactor.spawned) == 3
 
 
 def test_noRecyclingWhileStopping() -> None:
@@ -648,6 +748,18 @@ def test_recycledWorkerDiedAndNotYetReplaced() -> None:
     assert pool.workers == [second.protocol, new.protocol]
     reactor.advance(0)
     assert len(reactor.spawned) == 3
+
+
+def test_recycledWorkerOfALaterPlaceDied() -> None:
+    pool, reactor, (first, second) = started(maxRequests=10)
+    second.counts(completed=10)
+    reactor.advance(1)
+    new = reactor.spawned[-1]
+    assert new.protocol.slot == 1
+    second.kill()
+    new.ready()
+    assert not new.stdinClosed
+    assert pool.workers == [first.protocol, new.protocol]
 
 
 # Reload.
@@ -713,9 +825,9 @@ def test_replaceAllWaitsForARecycling() -> None:
     assert done.called
     assert pool.workers == [reactor.spawned[3].protocol, reactor.spawned[4].protocol]
     assert pool.recycled == 1
-    second.counts(completed=10)
+    reactor.spawned[4].counts(completed=10)
     reactor.advance(1)
-    assert len(reactor.spawned) == 5
+    assert len(reactor.spawned) == 6
 
 
 def test_replaceAllStoppedMidway() -> None:
@@ -744,6 +856,19 @@ def test_replaceAllSkipsAWorkerGoneMeanwhile() -> None:
     assert pool.workers == [refill.protocol, reactor.spawned[2].protocol]
 
 
+def test_replaceAllGoesOnAfterAWorkerGone() -> None:
+    pool, reactor, (first, second, third) = started(3)
+    done = pool.replaceAll()
+    second.kill()
+    reactor.advance(0)
+    reactor.spawned[3].ready()  # first's replacement
+    reactor.spawned[4].ready()  # second's refill
+    new = reactor.spawned[5]
+    assert new.protocol.slot == 2
+    new.ready()
+    assert done.called and third.stdinClosed
+
+
 # Stop.
 
 
@@ -767,7 +892,10 @@ def test_stopDrainsEveryWorker() -> None:
 def test_stopCancelsARefill() -> None:
     pool, reactor, (first, second) = started()
     first.exit(1)
+    assert len(reactor.getDelayedCalls()) == 2
     pool.stop()
+    # Neither the refill nor the watch is left.
+    assert reactor.getDelayedCalls() == []
     reactor.advance(10)
     assert len(reactor.spawned) == 2
 
@@ -829,6 +957,7 @@ def test_backoff() -> None:
 
 
 def test_shorten() -> None:
+    assert MAX_REASON == 120
     assert shorten("x" * MAX_REASON) == "x" * MAX_REASON
     cut = shorten("y" * (MAX_REASON + 1))
     assert cut == "y" * (MAX_REASON - 3) + "..." and len(cut) == MAX_REASON
@@ -839,7 +968,7 @@ def test_residentBytes() -> None:
     pages = int(open("/proc/self/statm").read().split()[1])
     assert size is not None
     page = os.sysconf("SC_PAGE_SIZE")
-    assert abs(size - pages * page) < 64 * 2**20
+    assert abs(size - pages * page) < 2 * 2**20
     assert size % page == 0 and size > 2**20
     assert residentBytes(2**30) is None
 

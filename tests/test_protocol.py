@@ -9,6 +9,7 @@ import json
 
 from txsdnotify.web.stats import RequestStats
 from txsdnotify.workers.protocol import (
+    CONTROL_FD,
     MAX_LINE,
     LineDecoder,
     countsMessage,
@@ -35,6 +36,7 @@ def test_lineProtocol() -> None:
     assert idleGraceFrom({"kind": "drain", "idleGrace": 0}) == 0.0
     for wrong in (
         {"kind": "counts", "idleGrace": 1},
+        {"kind": "ready", "idleGrace": 1},
         {"kind": "drain"},
         {"kind": "drain", "idleGrace": "1"},
         {"kind": "drain", "idleGrace": True},
@@ -92,6 +94,36 @@ def test_tooLongLinesSkipped() -> None:
     decoder = LineDecoder()
     assert list(decoder.feed(fits)) == []
     assert [m["kind"] for m in decoder.feed(b"\n")] == ["a"]
+    # A too-long line does not hide the ones after it.
+    assert [m["kind"] for m in LineDecoder().feed(long + b"\n" + fits + b"\n")] == ["a"]
+
+
+def test_lineLengthLimitExactly() -> None:
+    assert MAX_LINE == 16 * 1024 and CONTROL_FD == 3
+
+    def line(length: int) -> bytes:
+        head = b'{"kind":"a","p":"'
+        data = head + b"x" * (length - len(head) - 2) + b'"}'
+        assert len(data) == length
+        return data
+
+    # A whole line of MAX_LINE bytes is read; one byte more is not.
+    assert list(LineDecoder().feed(line(MAX_LINE) + b"\n")) == [
+        {"kind": "a", "p": "x" * (MAX_LINE - 19)}
+    ]
+    assert list(LineDecoder().feed(line(MAX_LINE + 1) + b"\n")) == []
+    # The same when it arrives in pieces.
+    decoder = LineDecoder()
+    assert list(decoder.feed(line(MAX_LINE))) == []
+    assert len(list(decoder.feed(b"\n"))) == 1
+    decoder = LineDecoder()
+    assert list(decoder.feed(line(MAX_LINE + 2))) == []
+    assert list(decoder.feed(b"\n")) == []
+    # What was too long is dropped as soon as it is: the rest of its line
+    # is read as a line of its own.
+    decoder = LineDecoder()
+    assert list(decoder.feed(b"x" * (MAX_LINE + 1))) == []
+    assert list(decoder.feed(b'{"kind":"tail"}\n')) == [{"kind": "tail"}]
 
 
 def test_notMessages() -> None:
