@@ -315,7 +315,9 @@ def test_failedReasonKeptShort() -> None:
     assert worker.protocol.reason == "x" * 200
     worker.counts()
     worker.say(encode("zzz", reason="other"))
+    worker.say(encode("aaa", reason="other", completed=5))
     assert worker.protocol.reason == "x" * 200
+    assert worker.protocol.stats.completed == 0
     worker.fail("")
     assert worker.protocol.reason is None
 
