@@ -35,6 +35,8 @@ MODULES: dict[str, list[str]] = {
     "systemd.message": ["test_message.py"],
     "reload": ["test_reload.py"],
     "signals": ["test_signalrouter.py"],
+    "workers.pool": ["test_pool.py"],
+    "workers.protocol": ["test_protocol.py"],
 }
 
 CONFIG = """\

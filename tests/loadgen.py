@@ -1,10 +1,13 @@
 """
 A steady stream of HTTP requests from a separate process, for the
 zero-downtime tests: each request on a new connection (Connection: close),
-from several threads, until a stop file appears or the time is up.  Prints
-one JSON line: {"ok": N, "failed": N, "errors": [first few]}.
+or with --keep-alive on one kept-open connection per thread (http.client,
+which does not retry: a request that fails is counted and the connection
+opened again), from several threads, until a stop file appears or the time
+is up.  Prints one JSON line: {"ok": N, "failed": N, "errors": [first few]}.
 
     python loadgen.py URL --stop-file PATH [--threads 4] [--max-seconds 120]
+        [--keep-alive]
 
 Tests run it with L{steadyLoad}.
 """
@@ -27,7 +30,11 @@ from urllib.parse import urlsplit
 
 @contextmanager
 def steadyLoad(
-    url: str, stopFile: Path, threads: int = 4, maxSeconds: float = 120
+    url: str,
+    stopFile: Path,
+    threads: int = 4,
+    maxSeconds: float = 120,
+    keepAlive: bool = False,
 ) -> Iterator[dict[str, object]]:
     """
     Run this load from a separate process for the duration of the C{with}
@@ -44,6 +51,7 @@ def steadyLoad(
             str(threads),
             "--max-seconds",
             str(maxSeconds),
+            *(["--keep-alive"] if keepAlive else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -63,6 +71,7 @@ def main() -> None:
     parser.add_argument("--stop-file", required=True)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--max-seconds", type=float, default=120)
+    parser.add_argument("--keep-alive", action="store_true")
     args = parser.parse_args()
     parts = urlsplit(args.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -72,18 +81,22 @@ def main() -> None:
     errors: list[str] = []
     deadline = time.monotonic() + args.max_seconds
 
+    headers = {} if args.keep_alive else {"Connection": "close"}
+
     def worker() -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=20)
         while time.monotonic() < deadline and not os.path.exists(args.stop_file):
             try:
-                connection = http.client.HTTPConnection(host, port, timeout=20)
-                connection.request("GET", path, headers={"Connection": "close"})
+                connection.request("GET", path, headers=headers)
                 response = connection.getresponse()
                 body = response.read()
-                connection.close()
+                if not args.keep_alive:
+                    connection.close()
                 good = response.status == 200 and body != b""
                 problem = f"status {response.status}"
             except Exception as e:  # noqa: BLE001 - every failure counts
                 good, problem = False, f"{type(e).__name__}: {e}"
+                connection.close()
             with lock:
                 if good:
                     counts["ok"] += 1

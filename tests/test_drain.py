@@ -59,6 +59,77 @@ def test_idleKeepAliveClosedAtOnce() -> None:
     assert done.called and outcome(done).seconds == 0
 
 
+def test_idleKeepAliveKeptForTheIdleGrace() -> None:
+    """
+    With an idle grace, an idle keep-alive connection stays open that long
+    for one more request, answered with C{Connection: close}: a client that
+    sends it just as the drain begins loses nothing.
+    """
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"")
+    answered = len(transport.value())
+    done = Drain(tracker, clock=clock, grace=2, idleGrace=1).start()
+    assert not transport.disconnecting
+    clock.advance(0.5)
+    assert not transport.disconnecting
+    connection.dataReceived(GET % b"")
+    response = transport.value()[answered:]
+    assert response.startswith(b"HTTP/1.1 200 OK")
+    assert b"\r\nConnection: close\r\n" in response
+    assert transport.disconnecting
+    lose(connection)
+    assert outcome(done).seconds == 0.5
+
+
+def test_idleKeepAliveClosedWhenTheIdleGraceEnds() -> None:
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"")
+    fresh, freshTransport = connect(tracker)
+    done = Drain(tracker, clock=clock, grace=2, idleGrace=1, timeout=30).start()
+    clock.advance(0.9)
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
+    # A connection without a request yet has the (longer) grace.
+    assert not freshTransport.disconnecting
+    lose(connection)
+    clock.advance(1)
+    assert freshTransport.disconnecting
+    lose(fresh)
+    assert outcome(done).seconds == 2.0
+
+
+def test_idleGraceSparesARequestHalfReceived() -> None:
+    """
+    A request that began to arrive on an idle keep-alive connection is not
+    dropped when the idle grace ends: once its bytes are read, it is
+    answered (or aborted at the timeout).
+    """
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"")
+    answered = len(transport.value())
+    done = Drain(tracker, clock=clock, grace=5, idleGrace=1, timeout=30).start()
+    connection.dataReceived(b"GET / HTTP/1.1\r\n")
+    clock.advance(1)
+    assert not transport.disconnecting
+    connection.dataReceived(b"Host: x\r\n\r\n")
+    assert b"Connection: close" in transport.value()[answered:]
+    assert transport.disconnecting
+    lose(connection)
+    assert outcome(done).aborted == 0
+
+
+def test_idleGraceNoLongerThanTheTimeout() -> None:
+    _, tracker, clock = setUp()
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"")
+    Drain(tracker, clock=clock, idleGrace=10, timeout=3).start()
+    assert sorted(c.getTime() for c in clock.getDelayedCalls()) == [3, 3]
+
+
 def test_freshConnectionGetsGraceThenIsClosed() -> None:
     _, tracker, clock = setUp()
     connection, transport = connect(tracker)
@@ -323,6 +394,7 @@ def test_defaults() -> None:
     _, tracker, clock = setUp()
     drain = Drain(tracker, clock=clock)
     assert (drain.timeout, drain.grace, drain.hooks) == (30.0, 2.0, [])
+    assert drain.idleGrace == 0
     assert not drain.forced
 
 
@@ -406,6 +478,8 @@ def test_http2ConnectionGetsNoGrace() -> None:
     assert transport.disconnecting
     # (HTTP/2's own calls are due now; the drain's: only the timeout.)
     assert [c.getTime() for c in clock.getDelayedCalls() if c.getTime() > 0] == [30]
+
+
 def loggingSite(tracker: TrackingFactory) -> io.StringIO:
     """
     Have the tracked site write its access log to memory.

@@ -37,8 +37,13 @@ from hyperframe.frame import (
 
 from txsdnotify.testing import NotifyReceiver
 from txsdnotify.web.descriptions import splitDescription
-from txsdnotify.web.tls import TLSSetupError, credentialPaths
-from txsdnotify.web.tls import endTLSWait, isTLS, waitsForTLSClose
+from txsdnotify.web.tls import (
+    TLSSetupError,
+    credentialPaths,
+    endTLSWait,
+    isTLS,
+    waitsForTLSClose,
+)
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -587,6 +592,8 @@ def test_twistdServesCredentials(
         f" $CREDENTIALS_DIRECTORY ({directory}): the unit needs"
         " LoadCredential=gone.key:/path/of/the/file"
     ]
+
+
 def test_tlsLayerInternalsStillThere(pem: tuple[Path, Path]) -> None:
     """
     What txsdnotify.web.tls reads of Twisted's TLS layer (its producer and

@@ -71,6 +71,10 @@ class WebService(MultiService):
     @ivar tracker: The factory that listens; its C{stats} are the figures.
     @ivar ports: The listening ports, once bound.
     @ivar drain: The drain, once stopping has begun.
+    @ivar idleGrace: Seconds the drain keeps an idle keep-alive connection
+        open for one more request (answered with C{Connection: close}); 0,
+        the default, closes it at once.  A worker of C{--workers}, whose
+        listening socket stays open for the others, sets it.
     """
 
     log = Logger()
@@ -168,6 +172,7 @@ class WebService(MultiService):
         self.statusInterval = statusInterval
         self.drainTimeout = drainTimeout
         self.drainGrace = drainGrace
+        self.idleGrace = 0.0
         self.exitOnListenFailure = False
         if inherited is None:
             inherited = inheritedSockets()
@@ -491,6 +496,7 @@ class WebService(MultiService):
             clock=self.reactor,
             timeout=self.drainTimeout,
             grace=self.drainGrace,
+            idleGrace=self.idleGrace,
             hooks=self._drainHooks,
         )
         drained = self.drain.start()

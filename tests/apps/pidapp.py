@@ -1,11 +1,13 @@
 """
 A resource answering with the id of the process that served the request,
-for the --workers tests; /slow?s=SECONDS answers after that long.
+for the --workers tests; /slow?s=SECONDS answers after that long,
+/block?s=SECONDS too but blocking the reactor meanwhile.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from twisted.internet import reactor
 from twisted.web.resource import Resource
@@ -16,13 +18,20 @@ class Pid(Resource):
     """
     Answers C{pid N}; /slow?s=S answers it after S seconds; /stream?s=S
     sends it at once and finishes with C{done} after S seconds (so a client
-    knows which worker serves it while the request is still in flight).
+    knows which worker serves it while the request is still in flight);
+    /block?s=S sleeps S seconds in the render, blocking the reactor (a slow
+    synchronous render), after creating the file C{mark=PATH} if given.
     """
 
     isLeaf = True
 
     def render_GET(self, request):  # type: ignore[no-untyped-def]
         body = b"pid %d\n" % (os.getpid(),)
+        if request.path == b"/block":
+            for mark in request.args.get(b"mark", []):
+                open(mark, "wb").close()
+            time.sleep(float(request.args.get(b"s", [b"2"])[0]))
+            return body
         if request.path == b"/slow":
             delay = float(request.args.get(b"s", [b"2"])[0])
 

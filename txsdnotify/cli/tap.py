@@ -47,7 +47,13 @@ from txsdnotify.systemd.message import NotifyAddressError, parseAddress
 from txsdnotify.systemd.notify import Notifier
 from txsdnotify.web.accesslog import AccessLogError, AccessLogSite, checkAccessLog
 from txsdnotify.web.tls import TLSSetupError, checkTLS, credentialPaths
-from txsdnotify.workers.options import checkWorkerOptions
+from txsdnotify.workers.options import (
+    checkWorkerOnlyOptions,
+    checkWorkerOptions,
+    megabytes,
+    requestCount,
+    workerTimeout,
+)
 from txsdnotify.wsgi.container import WSGIApplication
 from txsdnotify.wsgi.threads import DEFAULT_THREADS
 
@@ -183,6 +189,38 @@ systemd passed (socket activation), or else tcp:8080."""
             " process keeps the sockets and speaks to systemd (see"
             " docs/workers.md).",
             _workerCount,
+        ],
+        [
+            "worker-timeout",
+            None,
+            30.0,
+            "With --workers: seconds a worker may go silent (its reactor"
+            " blocked) before it is killed and replaced.",
+            workerTimeout,
+        ],
+        [
+            "max-requests",
+            None,
+            0,
+            "With --workers: replace a worker after this many requests"
+            " (gracefully: the new one serves before the old one drains);"
+            " 0: never.",
+            requestCount("max-requests"),
+        ],
+        [
+            "max-requests-jitter",
+            None,
+            0,
+            "With --max-requests: up to this many more, at random, per worker.",
+            requestCount("max-requests-jitter"),
+        ],
+        [
+            "max-worker-memory",
+            None,
+            0,
+            "With --workers: replace a worker (gracefully) whose resident"
+            " memory passes this many megabytes; 0: never.",
+            megabytes,
         ],
         ["agent-port", None, None, "Answer HAProxy's agent-check here."],
         [
@@ -455,6 +493,7 @@ systemd passed (socket activation), or else tcp:8080."""
 
         if self["workers"] > 1:
             checkWorkerOptions(self)
+        checkWorkerOnlyOptions(self)
 
         for i, description in enumerate(self["ports"]):
             # --https adds its ssl: description only now.

@@ -28,6 +28,12 @@ from txsdnotify.workers.worker import WorkerStartError, runWorker
 
 __all__ = ["WorkerOptions", "main"]
 
+IDLE_GRACE = 1.0
+"""
+Seconds a draining worker keeps an idle keep-alive connection open for one
+more request.
+"""
+
 MODULE = "txsdnotify.cli.worker"
 """
 What the master runs with C{python -m}.
@@ -128,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             metricsRegistry=newRegistry() if wantMetrics else None,
         )
         countThreads(service, config)
+        # The listening socket stays open for the other workers: a request
+        # arriving on an idle keep-alive connection as this worker drains
+        # is answered (with Connection: close) rather than cut off.
+        service.idleGrace = IDLE_GRACE
         return service
 
     runWorker(args.listen, args.report_interval, makeService)

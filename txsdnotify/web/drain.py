@@ -23,6 +23,13 @@ that a silent TLS client holds a stop no longer than a plain TCP one.
 
 Nothing here knows systemd: the service reads L{Drain.remaining} to tell the
 manager how far it has got.
+
+While a worker is being replaced (its listening socket stays open for the
+others), an idle keep-alive connection is kept for an idle grace during which
+one more request is answered (with C{Connection: close}); a connection is
+closed only when no byte of a request is buffered on it, so a request is
+either answered or refused before any of it was read (what a retrying client
+needs to retry it).
 """
 
 from __future__ import annotations
@@ -154,6 +161,7 @@ class Drain:
         clock: IReactorTime,
         timeout: float = 30.0,
         grace: float = 2.0,
+        idleGrace: float = 0.0,
         hooks: Sequence[DrainHook] = (),
     ) -> None:
         """
@@ -165,6 +173,11 @@ class Drain:
             request head has not fully arrived) may take to send one; the
             longest a request body may pause; how long a TLS peer is given
             to answer C{close_notify}.
+        @param idleGrace: Seconds an idle keep-alive connection stays open
+            for one more request (answered with C{Connection: close}); 0
+            closes it at once.  A server whose listening socket stays open
+            for others (a worker being replaced) sets it, so that a client
+            sending its next request just as the drain begins is answered.
         @param hooks: Told that the drain began, with the seconds left, so
             that the application can end what only it can end (WebSockets,
             event streams).
@@ -173,6 +186,7 @@ class Drain:
         self.clock = clock
         self.timeout = timeout
         self.grace = grace
+        self.idleGrace = idleGrace
         self.hooks = list(hooks)
         self.started: float | None = None
         self.aborted = 0
@@ -212,11 +226,12 @@ class Drain:
         """
         self.started = self.clock.seconds()
         self.tracker.drain = self
-        fresh = False
-        tls = False
+        fresh = idle = tls = False
         for connection in list(self.tracker.connections):
             tls = tls or isTLS(self.tracker.transportOf(connection))
-            fresh = self._settle(connection) or fresh
+            waits = self._settle(connection)
+            fresh = fresh or waits is _Wait.GRACE
+            idle = idle or waits is _Wait.IDLE
         self._runHooks()
         if not self.tracker.connections:
             self._finish()
@@ -224,6 +239,12 @@ class Drain:
         if fresh:
             self._calls.append(
                 self.clock.callLater(min(self.grace, self.timeout), self._endGrace)
+            )
+        if idle:
+            self._calls.append(
+                self.clock.callLater(
+                    min(self.idleGrace, self.timeout), self._endIdleGrace
+                )
             )
         self._calls.append(self.clock.callLater(self.timeout, self._abortAll))
         if tls:
@@ -271,31 +292,34 @@ class Drain:
     def _hookFailed(self, failure: Failure, hook: DrainHook) -> None:
         self.log.failure("Drain hook {hook!r} failed", failure, hook=hook)
 
-    def _settle(self, connection: IProtocol) -> bool:
+    def _settle(self, connection: IProtocol) -> _Wait | None:
         """
         Start ending one connection.
 
-        @return: Whether it waits for the grace: accepted with no request
-            yet, or with one whose head or body is still arriving.
+        @return: What it waits for: the grace (accepted with no request
+            yet, or with one whose headers or body are still arriving), the
+            idle grace (an idle keep-alive connection), or nothing.
         """
         if connection in self.tracker.upgraded:
             # Only the application can end these well: the drain hooks.
-            return False
+            return None
         channel = channelOf(connection)
         if isH2(channel):
             settleH2(channel)
-            return False
+            return None
         state = arrival(channel)
         if state is Arrival.PROCESSING:
             if not _morePipelined(channel):
                 for request in channel.requests:
                     _closeAfter(request)
-            return False
+            return None
         if state is Arrival.NOTHING and getattr(channel, USED, False):
+            if self.idleGrace > 0:
+                return _Wait.IDLE
             _close(connection)
-            return False
+            return None
         self._watchBytes(channel)
-        return True
+        return _Wait.GRACE
 
     def _watchBytes(self, channel: Any) -> None:
         """
@@ -400,6 +424,18 @@ class Drain:
             if now - since >= self.grace:
                 endTLSWait(transport)
 
+    def _endIdleGrace(self) -> None:
+        for connection in list(self.tracker.connections):
+            if connection in self.tracker.upgraded:
+                continue
+            channel = channelOf(connection)
+            if isH2(channel) or not getattr(channel, USED, False):
+                continue
+            if getattr(channel, "requests", None) or _morePipelined(channel):
+                # A request began to arrive: it is answered, with close.
+                continue
+            _close(connection)
+
     def _abortAll(self) -> None:
         self._abort(f"Drain timeout ({self.timeout:g}s) passed")
 
@@ -483,6 +519,15 @@ def _abortUnprocessed(tracker: TrackingFactory, channel: Any, request: Any) -> N
     request.uri = getattr(channel, "_path", b"")
     request.clientproto = getattr(channel, "_version", b"")
     logAborted(request)
+
+
+class _Wait(enum.Enum):
+    """
+    What a connection waits for before the drain closes it.
+    """
+
+    GRACE = "grace"
+    IDLE = "idle"
 
 
 def _morePipelined(channel: object) -> bool:

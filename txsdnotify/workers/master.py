@@ -220,7 +220,7 @@ class WorkerMaster(MultiService):
             "ready": pool.readyCount(),
             "replaced": pool.replaced,
             "recycled": pool.recycled,
-            "failing": pool.failing(),
+            "failing": pool.failingPlaces(),
         }
         metrics.refresh = pool.refresh
         page = MetricsPage(metrics.render)
@@ -456,7 +456,11 @@ class WorkerMaster(MultiService):
         activation), which stay open until the workers are gone.
         """
         closing = []
-        for listener in [*self.listeners, *self.healthListeners, *self.metricsListeners]:
+        for listener in [
+            *self.listeners,
+            *self.healthListeners,
+            *self.metricsListeners,
+        ]:
             port = listener.port
             if port is None or listener.retained is not retained:
                 continue
@@ -501,6 +505,13 @@ def makeMaster(config: Any) -> WorkerMaster:
         environ=currentEnvironment(),
         path=config.startDirectory or None,
         reportInterval=report,
+        workerTimeout=config["worker-timeout"],
+        maxRequests=config["max-requests"],
+        maxRequestsJitter=config["max-requests-jitter"],
+        maxMemory=config["max-worker-memory"],
+        # A replaced worker keeps idle keep-alive connections for half its
+        # drain: a client idle that long gets its next request answered.
+        replacedIdleGrace=config["drain-timeout"] / 2,
     )
     return WorkerMaster(
         config["ports"],

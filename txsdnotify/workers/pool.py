@@ -1,19 +1,24 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.test_pool, tests.test_workers -*-
 """
 A pool of worker processes serving the sockets their master holds.
 
 L{WorkerPool} starts the workers (C{python -m txsdnotify.cli.worker}) with the
 listening sockets as inherited descriptors, reads what they report, sums
 their counters, replaces a worker that dies (with a back-off), kills one
-that stops reporting, gives up when workers keep dying before they are
-ready, replaces them one at a time on reload and stops them all.  Nothing
-here knows systemd: the master service reads the pool.
+that stops reporting for longer than the worker timeout, recycles one
+that served its requests or outgrew its memory (the new one ready before
+the old one drains), replaces them one at a time on reload and stops them
+all.  A place whose workers keep exiting before they are ready is retried
+with a growing back-off while the others serve; the pool gives up only
+once no worker can serve.  Nothing here knows systemd: the master service
+reads the pool.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+import random
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -31,16 +36,36 @@ from txsdnotify.web.stats import RequestStats
 from txsdnotify.workers.protocol import (
     CONTROL_FD,
     LineDecoder,
+    drainMessage,
     encode,
     gaugesFromMessage,
     statsFromMessage,
 )
 
-__all__ = ["WorkerPool", "WorkerProcess", "WorkersFailed", "WorkerState"]
+__all__ = [
+    "WorkerPool",
+    "WorkerProcess",
+    "WorkersFailed",
+    "WorkerState",
+    "backoff",
+    "residentBytes",
+]
 
 FIRST_SOCKET_FD = CONTROL_FD + 1
 """
 The descriptor of a worker's first listening socket; the others follow.
+"""
+
+BACKOFF_CAP = 30.0
+"""
+The longest wait, in seconds, before a place whose workers keep failing to
+start is tried again.
+"""
+
+MAX_REASON = 120
+"""
+The most characters of a worker's failure the status line shows (the log
+has all of it).
 """
 
 
@@ -93,6 +118,11 @@ class WorkerProcess(ProcessProtocol):
     @ivar ready: Fires when it is ready; fails if it exits first.
     @ivar listening: Whether its standard input is open (it hears what
         L{send} writes).
+    @ivar requestLimit: After how many requests it is recycled (L{None}:
+        never).
+    @ivar recycleAfter: When (on the pool's clock) it may be recycled: later
+        after a replacement failed to start.
+    @ivar recycling: Whether a worker to take its place is starting.
     """
 
     log = Logger()
@@ -107,6 +137,9 @@ class WorkerProcess(ProcessProtocol):
         self.reason: str | None = None
         self.pid: int | None = None
         self.ready: Deferred[None] = Deferred()
+        self.requestLimit: int | None = None
+        self.recycleAfter = 0.0
+        self.recycling = False
         self._decoder = LineDecoder()
         self._reported: list[Deferred[None]] = []
         self.listening = True
@@ -133,6 +166,7 @@ class WorkerProcess(ProcessProtocol):
                     self.pool.onMetrics(self, asked)
             elif kind == "ready" and self.state is WorkerState.STARTING:
                 self.state = WorkerState.READY
+                self.pool.becameReady(self)
                 self.ready.callback(None)
             elif kind == "failed":
                 self.reason = str(message.get("reason", ""))[:200] or None
@@ -160,9 +194,12 @@ class WorkerProcess(ProcessProtocol):
         self.send(encode("report"))
         return d
 
-    def stop(self) -> None:
+    def stop(self, idleGrace: float | None = None) -> None:
         """
         Have it drain and exit: close its standard input.
+
+        @param idleGrace: Seconds its drain keeps idle keep-alive
+            connections open for one more request, if not its own default.
         """
         if self.state is WorkerState.EXITED:
             return
@@ -170,6 +207,8 @@ class WorkerProcess(ProcessProtocol):
             self.state = WorkerState.STOPPING
         self.listening = False
         if self.transport is not None:
+            if idleGrace is not None:
+                self.transport.write(drainMessage(idleGrace))
             self.transport.closeStdin()
 
     def signal(self, signum: int) -> None:
@@ -205,14 +244,23 @@ class WorkerPool:
     """
     The worker processes of one master.
 
-    @ivar workers: The workers serving (or starting to, to serve).
+    @ivar workers: The workers serving (or starting to, to serve), one per
+        place.
+    @ivar candidates: New workers starting to take an old one's place (on
+        reload or recycling).
+    @ivar leaving: Workers draining.
     @ivar stats: The counters of all workers, past and present, summed.
     @ivar replaced: How many workers died and were replaced.
-    @ivar recycled: How many workers were replaced on purpose (a reload),
-        the new one ready before the old one drained.
+    @ivar recycled: How many workers were replaced on purpose (a reload,
+        C{--max-requests}, C{--max-worker-memory}), the new one ready before
+        the old one drained.
     @ivar onMetrics: Called with a worker and the id of its question when
         the worker asks for the metrics (a scrape on its ports).
     @ivar lastExit: How the last unexpected exit went, in words.
+    @ivar startFailures: For each place, how many of its workers exited
+        before they were ready, in a row.
+    @ivar failing: For each place whose workers keep failing to start, the
+        last reason (L{None} for the others).
     """
 
     log = Logger()
@@ -226,8 +274,15 @@ class WorkerPool:
         environ: dict[str, str],
         path: str | None = None,
         reportInterval: float = 1.0,
+        workerTimeout: float = 30.0,
         startTimeout: float = 60.0,
         maxStartFailures: int = 5,
+        maxRequests: int = 0,
+        maxRequestsJitter: int = 0,
+        maxMemory: int = 0,
+        memoryOf: Callable[[int], int | None] | None = None,
+        randint: Callable[[int, int], int] = random.randint,
+        replacedIdleGrace: float = 15.0,
         onGiveUp: Callable[[str], object] = lambda reason: None,
     ) -> None:
         """
@@ -237,9 +292,25 @@ class WorkerPool:
             variables: only the master speaks to systemd).
         @param path: The workers' working directory.
         @param reportInterval: Seconds between the workers' reports.
+        @param workerTimeout: Seconds a ready worker may go without a report
+            (its reactor blocked) before it is killed and replaced.
         @param startTimeout: Seconds a worker may take to become ready.
         @param maxStartFailures: Exits before ready, in a row, after which
-            the pool gives up.
+            the pool gives up, once no worker can serve.
+        @param maxRequests: Recycle a worker after this many requests (0:
+            never).
+        @param maxRequestsJitter: Up to this many more, at random, so that
+            workers are not all recycled at once.
+        @param maxMemory: Recycle a worker whose resident memory passes this
+            many bytes (0: never).
+        @param memoryOf: A process's resident memory in bytes, by pid
+            (default: L{residentBytes}).
+        @param randint: Picks the jitter, as L{random.randint}.
+        @param replacedIdleGrace: Seconds a worker being replaced (reload,
+            recycling) keeps its idle keep-alive connections open for one
+            more request, answered with C{Connection: close}: the listening
+            socket stays open, so the client's next connection reaches the
+            new worker.
         @param onGiveUp: Called with the reason once the pool gives up while
             serving (a failed L{start} says it otherwise).
         """
@@ -250,9 +321,18 @@ class WorkerPool:
         self.environ = environ
         self.path = path
         self.reportInterval = reportInterval
-        self.heartbeatLimit = 2 * reportInterval + 3.0
+        self.workerTimeout = workerTimeout
+        # Late by this much, a ready worker does not count as answering
+        # (for the watchdog) though it is not killed yet.
+        self.quietLimit = min(2 * reportInterval + 1.0, workerTimeout)
         self.startTimeout = startTimeout
         self.maxStartFailures = maxStartFailures
+        self.maxRequests = maxRequests
+        self.maxRequestsJitter = maxRequestsJitter
+        self.maxMemory = maxMemory
+        self.memoryOf = residentBytes if memoryOf is None else memoryOf
+        self.randint = randint
+        self.replacedIdleGrace = replacedIdleGrace
         self.onGiveUp = onGiveUp
         self.workerArguments: list[str] = []
         self.workers: list[WorkerProcess] = []
@@ -263,15 +343,19 @@ class WorkerPool:
         self.recycled = 0
         self.onMetrics: Callable[[WorkerProcess, int], object] | None = None
         self.lastExit: str | None = None
-        self.startFailures = 0
+        self.startFailures = [0] * count
+        self.failing: list[str | None] = [None] * count
         self.stopping = False
         self._gaveUp = False
+        self._reloading = False
+        self._recycles = 0
+        self._recyclesOver: list[Deferred[None]] = []
         self._sockets: list[list[tuple[int, int]]] = []
         self._past = RequestStats()
         self._pending: list[IDelayedCall] = []
         self._started: Deferred[None] | None = None
         self._exited: list[Deferred[None]] = []
-        self._check = LoopingCall(self._killHung)
+        self._check = LoopingCall(self._watch)
         self._check.clock = reactor
 
     # Starting and replacing.
@@ -301,6 +385,10 @@ class WorkerPool:
 
     def _spawn(self, slot: int) -> WorkerProcess:
         worker = WorkerProcess(self, slot)
+        if self.maxRequests > 0:
+            worker.requestLimit = self.maxRequests + self.randint(
+                0, self.maxRequestsJitter
+            )
         childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2, CONTROL_FD: "r"}
         for i, (fd, _) in enumerate(self._sockets[slot]):
             childFDs[FIRST_SOCKET_FD + i] = fd
@@ -328,6 +416,14 @@ class WorkerPool:
             worker.reason = f"a worker was not ready after {self.startTimeout:g}s"
             worker.signal(signal.SIGKILL)
 
+    def becameReady(self, worker: WorkerProcess) -> None:
+        """
+        A worker said it is ready: its place starts well again.
+        """
+        self.log.info("sdweb: worker {pid} ready", pid=worker.pid)
+        self.startFailures[worker.slot] = 0
+        self.failing[worker.slot] = None
+
     def ended(self, worker: WorkerProcess, how: str, wasReady: bool) -> None:
         """
         A worker exited: keep its counts, replace it if it was serving.
@@ -346,33 +442,44 @@ class WorkerPool:
                 d.callback(None)
 
     def _unexpectedExit(self, worker: WorkerProcess, how: str, wasReady: bool) -> None:
+        slot = worker.slot
         if wasReady:
             self.replaced += 1
             self.lastExit = f"worker {worker.pid} {how}"
             self.log.error("sdweb: a worker {how}; replacing it", how=how)
+            delay = 0.0
         else:
-            self.startFailures += 1
+            failures = self.startFailures[slot] = self.startFailures[slot] + 1
             reason = worker.reason or f"a worker {how} before it was ready"
-            self.log.error(
-                "sdweb: {reason} ({n} in a row)", reason=reason, n=self.startFailures
-            )
-            if self.startFailures >= self.maxStartFailures:
+            self.failing[slot] = reason
+            self.log.error("sdweb: {reason} ({n} in a row)", reason=reason, n=failures)
+            most = max(self.startFailures)
+            worst = slot if failures == most else self.startFailures.index(most)
+            if most >= self.maxStartFailures and not self._canServe():
                 self._giveUp(
-                    f"workers keep exiting at start ({self.startFailures} in a"
-                    f" row): {reason}"
+                    f"workers keep exiting at start ({most} in a row):"
+                    f" {self.failing[worst]}"
                 )
                 return
-        delay = backoff(self.startFailures)
-        self._pending.append(self.clock.callLater(delay, self._refill))
+            delay = backoff(failures)
+        self._pending.append(self.clock.callLater(delay, self._refill, slot))
 
-    def _refill(self) -> None:
+    def _canServe(self) -> bool:
+        """
+        Whether some worker serves, or is starting to.
+        """
+        return any(w.state is not WorkerState.EXITED for w in self.workers)
+
+    def _refill(self, slot: int) -> None:
+        """
+        Start a worker in place C{slot}, unless it is taken again.
+        """
         self._pending = [c for c in self._pending if c.active()]
         if self.stopping or self._gaveUp:
             return
-        taken = {w.slot for w in self.workers}
-        for slot in range(self.count):
-            if slot not in taken:
-                self.workers.append(self._spawn(slot))
+        if any(w.slot == slot for w in self.workers):
+            return
+        self.workers.append(self._spawn(slot))
         self.changed()
 
     def _giveUp(self, reason: str) -> None:
@@ -388,8 +495,6 @@ class WorkerPool:
         Something was reported: sum the counters, see if all are ready.
         """
         self.stats.setToSum([self._past, *(w.stats for w in self.live())])
-        if any(w.state is WorkerState.READY for w in self.workers):
-            self.startFailures = 0
         started = self._started
         if (
             started is not None
@@ -449,14 +554,12 @@ class WorkerPool:
                 total[name] = total.get(name, 0) + value
         return total
 
-    def failing(self) -> int:
+    def failingPlaces(self) -> int:
         """
-        How many places lack a ready worker while workers keep exiting
-        before they are ready.
+        How many places have workers that keep exiting before they are
+        ready.
         """
-        if self.startFailures <= 0:
-            return 0
-        return max(0, self.count - self.readyCount())
+        return sum(reason is not None for reason in self.failing)
 
     def readyCount(self) -> int:
         """
@@ -466,21 +569,25 @@ class WorkerPool:
 
     def responsive(self) -> bool:
         """
-        Whether every worker has reported within the heartbeat limit (those
-        starting are given their start timeout).
+        Whether the workers, as a whole, answer: some worker is starting, or
+        some ready worker has reported lately.  A single worker blocked for
+        a while is the worker timeout's business, not the watchdog's.
         """
         now = self.clock.seconds()
-        return all(
-            w.state is WorkerState.STARTING or now - w.lastHeard <= self.heartbeatLimit
-            for w in self.live()
+        return any(
+            w.state is WorkerState.STARTING
+            or (w.state is WorkerState.READY and now - w.lastHeard <= self.quietLimit)
+            for w in self.workers
         )
 
     def figure(self) -> str:
         """
         The workers' state, first on the status line: C{2/2 workers}, with
-        those starting and stopping.
+        those starting and stopping, and a place whose workers keep failing
+        to start.
         """
-        text = f"{self.readyCount()}/{self.count} workers"
+        ready = self.readyCount()
+        text = f"{ready}/{self.count} workers"
         starting = sum(
             w.state is WorkerState.STARTING for w in self.workers + self.candidates
         )
@@ -488,23 +595,36 @@ class WorkerPool:
             text += f", {starting} starting"
         if self.leaving:
             text += f", {len(self.leaving)} stopping"
+        reasons = [r for r in self.failing if r is not None]
+        if reasons:
+            if ready < self.count:
+                text += f"; degraded: {ready} of {self.count} workers"
+            text += f"; replacement failing: {shorten(reasons[-1])}"
         return text
 
     def history(self) -> str | None:
         """
         The replacements, last on the status line: C{1 replaced (last:
-        worker 4242 was killed by signal 9 (SIGKILL))}; L{None} if none.
+        worker 4242 was killed by signal 9 (SIGKILL)); 2 recycled}; L{None}
+        if none.
         """
-        if not self.replaced:
-            return None
-        return f"{self.replaced} replaced (last: {self.lastExit})"
+        parts = []
+        if self.replaced:
+            parts.append(f"{self.replaced} replaced (last: {self.lastExit})")
+        if self.recycled:
+            parts.append(f"{self.recycled} recycled")
+        return "; ".join(parts) or None
 
-    def _killHung(self) -> None:
+    def _watch(self) -> None:
+        """
+        Every report interval: kill the workers gone silent, recycle one
+        that served its requests or outgrew its memory.
+        """
         now = self.clock.seconds()
         for worker in self.live():
             if worker.state is WorkerState.STARTING:
                 continue
-            if now - worker.lastHeard > self.heartbeatLimit:
+            if now - worker.lastHeard > self.workerTimeout:
                 self.log.error(
                     "sdweb: worker {pid} silent for {s:.0f}s; killing it",
                     pid=worker.pid,
@@ -512,6 +632,103 @@ class WorkerPool:
                 )
                 worker.lastHeard = now
                 worker.signal(signal.SIGKILL)
+        if self._reloading or self.stopping:
+            # A reload replaces them all anyway.
+            return
+        for worker in list(self.workers):
+            why = None if worker.recycling else self._worn(worker, now)
+            if why is not None:
+                self._recycle(worker, why)
+
+    def _worn(self, worker: WorkerProcess, now: float) -> str | None:
+        """
+        Why C{worker} is due to be recycled, if it is.
+        """
+        if worker.state is not WorkerState.READY or now < worker.recycleAfter:
+            return None
+        limit = worker.requestLimit
+        if limit is not None and worker.stats.completed >= limit:
+            return f"served {worker.stats.completed} requests"
+        if self.maxMemory > 0 and worker.pid is not None:
+            rss = self.memoryOf(worker.pid)
+            if rss is not None and rss > self.maxMemory:
+                return f"uses {rss // 2**20} MB"
+        return None
+
+    def _recycle(self, old: WorkerProcess, why: str) -> None:
+        self.log.info("sdweb: worker {pid} {why}; replacing it", pid=old.pid, why=why)
+        old.recycling = True
+        self._recycles += 1
+        replacing = Deferred.fromCoroutine(self._replace(old))
+        replacing.addCallbacks(self._recycled, self._recycleFailed, errbackArgs=(old,))
+        replacing.addBoth(self._recycleOver, old)
+
+    def _recycleOver(self, result: object, old: WorkerProcess) -> object:
+        old.recycling = False
+        self._recycles -= 1
+        if not self._recycles:
+            waiting, self._recyclesOver = self._recyclesOver, []
+            for d in waiting:
+                d.callback(None)
+        return result
+
+    def _whenRecyclesOver(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._recycles:
+            self._recyclesOver.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def _recycled(self, _: None) -> None:
+        self.recycled += 1
+        self.changed()
+
+    def _recycleFailed(self, failure: Failure, old: WorkerProcess) -> None:
+        failure.trap(WorkersFailed)
+        slot = old.slot
+        failures = self.startFailures[slot] = self.startFailures[slot] + 1
+        self.failing[slot] = failure.getErrorMessage()
+        old.recycleAfter = self.clock.seconds() + backoff(failures)
+        self.log.error(
+            "sdweb: the worker to take over from worker {pid} failed: {reason};"
+            " worker {pid} serves on",
+            pid=old.pid,
+            reason=failure.getErrorMessage(),
+        )
+        self.changed()
+
+    async def _replace(self, old: WorkerProcess) -> None:
+        """
+        Start a worker in C{old}'s place; once it is ready, have C{old}
+        drain.  Fails with L{WorkersFailed} if the new one exits first.
+        """
+        new = self._spawn(old.slot)
+        self.candidates.append(new)
+        self.changed()
+        await new.ready
+        self.candidates.remove(new)
+        if self.stopping:
+            self.leaving.append(new)
+            new.stop()
+            return
+        if old in self.workers:
+            self.workers.remove(old)
+            self.workers.append(new)
+            self.leaving.append(old)
+            self.log.info(
+                "sdweb: worker {new} took over; worker {old} drains",
+                new=new.pid,
+                old=old.pid,
+            )
+            old.stop(self.replacedIdleGrace)
+        elif any(w.slot == old.slot for w in self.workers):
+            # The old one died meanwhile and was replaced already.
+            self.leaving.append(new)
+            new.stop()
+        else:
+            self.workers.append(new)
+        self.changed()
 
     # Reload and stop.
 
@@ -524,25 +741,16 @@ class WorkerPool:
         return Deferred.fromCoroutine(self._replaceAll())
 
     async def _replaceAll(self) -> None:
-        for old in list(self.workers):
-            if old not in self.workers or self.stopping:
-                continue
-            new = self._spawn(old.slot)
-            self.candidates.append(new)
-            self.changed()
-            await new.ready
-            self.candidates.remove(new)
-            if self.stopping:
-                self.leaving.append(new)
-                new.stop()
-                return
-            self.workers.append(new)
-            if old in self.workers:
-                self.workers.remove(old)
-                self.leaving.append(old)
-                self.recycled += 1
-                old.stop()
-            self.changed()
+        self._reloading = True
+        try:
+            # A worker started before the reload would run the old code.
+            await self._whenRecyclesOver()
+            for old in list(self.workers):
+                if old not in self.workers or self.stopping:
+                    continue
+                await self._replace(old)
+        finally:
+            self._reloading = False
 
     def stop(self) -> Deferred[None]:
         """
@@ -590,11 +798,34 @@ class WorkerPool:
 def backoff(failures: int) -> float:
     """
     Seconds to wait before starting a worker again after C{failures} exits
-    before ready in a row: none after a worker that had served.
+    before ready in a row, in its place: none after a worker that had
+    served, then 0.5, 1, 2, ... up to L{BACKOFF_CAP}.
     """
     if failures <= 0:
         return 0.0
-    return float(min(0.5 * 2 ** (failures - 1), 10.0))
+    return float(min(0.5 * 2 ** min(failures - 1, 16), BACKOFF_CAP))
+
+
+def shorten(reason: str) -> str:
+    """
+    A reason cut to L{MAX_REASON} characters for the status line.
+    """
+    if len(reason) <= MAX_REASON:
+        return reason
+    return reason[: MAX_REASON - 3] + "..."
+
+
+def residentBytes(pid: int) -> int | None:
+    """
+    The resident memory of process C{pid} in bytes, from
+    C{/proc/PID/statm}; L{None} if it cannot be read.
+    """
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            fields = f.read().split()
+        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _cancel(call: IDelayedCall, result: object) -> object:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.test_protocol, tests.test_workers -*-
 """
 What a worker process tells its master, over a pipe: one JSON object per
 line.
@@ -10,9 +10,13 @@ C{failed} with one line of reason when it cannot start.  Nothing is sent per
 request.  Nothing here knows systemd.
 
 The master writes to a worker's standard input: C{report} asks for its
-C{counts} at once (before a scrape), and C{metrics} answers a worker's
+C{counts} at once (before a scrape), C{metrics} answers a worker's
 C{metrics} question (a scrape on the worker's own ports) with the text the
-master made from every worker's figures.
+master made from every worker's figures, and one C{drain} message before it
+closes the worker's standard input to have it drain, with the seconds the
+worker keeps idle keep-alive connections open for one more request (long
+when the worker is being replaced and the listening socket stays open,
+short on a stop).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ __all__ = [
     "CONTROL_FD",
     "LineDecoder",
     "countsMessage",
+    "drainMessage",
     "encode",
     "gaugesFromMessage",
+    "idleGraceFrom",
     "statsFromMessage",
 ]
 
@@ -80,6 +86,29 @@ def countsMessage(
 
 def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def drainMessage(idleGrace: float) -> bytes:
+    """
+    The C{drain} message: keep idle keep-alive connections open
+    C{idleGrace} seconds for one more request.
+    """
+    return encode("drain", idleGrace=idleGrace)
+
+
+def idleGraceFrom(message: dict[str, Any]) -> float | None:
+    """
+    The idle grace of a C{drain} message; L{None} if it is not one, or its
+    value is not a number of seconds >= 0.
+    """
+    if message.get("kind") != "drain":
+        return None
+    value = message.get("idleGrace")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not 0 <= value < float("inf"):
+        return None
+    return float(value)
 
 
 def statsFromMessage(message: dict[str, Any], into: RequestStats) -> None:

@@ -55,6 +55,7 @@ from txsdnotify.workers.protocol import (
     LineDecoder,
     countsMessage,
     encode,
+    idleGraceFrom,
 )
 
 __all__ = [
@@ -82,16 +83,20 @@ class MasterLink(Protocol):
     """
     The worker's end of the pipes to its master: messages go out on
     L{CONTROL_FD}; the master closes our standard input to have us stop
-    (draining), and it closes too when the master is gone.
+    (draining), and it closes too when the master is gone.  Before closing
+    it, the master may say how long to keep idle keep-alive connections
+    (a C{drain} message), given to C{onIdleGrace}.
     """
 
     def __init__(
         self,
         onClosed: Callable[[], object],
         onMessage: Callable[[str], object] = lambda kind: None,
+        onIdleGrace: Callable[[float], object] = lambda seconds: None,
     ) -> None:
         self._onClosed = onClosed
         self._onMessage = onMessage
+        self._onIdleGrace = onIdleGrace
         self._decoder = LineDecoder(maxLine=MAX_METRICS)
         self._asked: dict[int, Deferred[bytes]] = {}
         self._nextId = 0
@@ -100,12 +105,15 @@ class MasterLink(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """
         The master's messages, one per line: C{report} (send the counters
-        now), C{metrics} (the answer to L{askMetrics}); any other kind goes
-        to C{onMessage}.
+        now), C{metrics} (the answer to L{askMetrics}), C{drain} (the idle
+        grace, to C{onIdleGrace}); any other kind goes to C{onMessage}.
         """
         for message in self._decoder.feed(data):
             kind = message["kind"]
-            if kind == "report":
+            seconds = idleGraceFrom(message)
+            if seconds is not None:
+                self._onIdleGrace(seconds)
+            elif kind == "report":
                 self.onReport()
             elif kind == "metrics":
                 d = self._asked.pop(message.get("id"), None)  # type: ignore[arg-type]
@@ -168,8 +176,16 @@ class _StopOnce:
         self.reactor = reactor
         self.service: WebService | None = None
         self.serviceStopping = False
+        self.idleGrace: float | None = None
         self._done = False
         self._forcePending = False
+
+    def setIdleGrace(self, seconds: float) -> None:
+        """
+        The master said how long the drain keeps idle keep-alive
+        connections open.
+        """
+        self.idleGrace = seconds
 
     def __call__(self) -> None:
         """
@@ -205,6 +221,8 @@ class _StopOnce:
         if self._done or (service is not None and service.lifecycle.state.stopping):
             return
         self._done = True
+        if service is not None and self.idleGrace is not None:
+            service.idleGrace = self.idleGrace
         if self.reactor.running:
             self.reactor.stop()
         else:
@@ -323,7 +341,7 @@ def runWorker(
 
     _beginLogging()
     stop = _StopOnce(reactor)
-    link = MasterLink(stop, stop.message)
+    link = MasterLink(stop, stop.message, stop.setIdleGrace)
     StandardIO(link, stdin=0, stdout=CONTROL_FD, reactor=reactor)  # type: ignore[call-arg]
     try:
         service = makeService(adoptedEndpoints(reactor, listen))
