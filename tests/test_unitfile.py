@@ -883,11 +883,6 @@ def test_cliOutputDir(tmp_path: Path) -> None:
             "not in",
         ),
         (["unit", "--working-directory", "/root/site"], 1, "ProtectHome=yes hides"),
-        (
-            ["unit", "--tls-key", "/k", "--tls-cert", "/c", "--", "--workers", "2"],
-            1,
-            "does not work with --workers",
-        ),
         (["unit", "--twistd", "/home/me/.venv/bin/twistd"], 1, "ProtectHome=yes"),
         (["unit", "--", "--logfile", "/var/log/a.log"], 1, "a directory of its own"),
     ],

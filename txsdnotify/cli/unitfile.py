@@ -638,8 +638,7 @@ def _plan(spec: UnitSpec) -> _Plan:
     arguments = list(spec.arguments)
     if spec.tlsKey is not None:
         arguments += ["--port", credentialPort(spec.tlsPort)]
-    # sdweb's parser checks the credential port with the rest (--workers
-    # refuses TLS).
+    # sdweb's parser checks the credential port with the rest.
     options = parseArguments(arguments)
     if spec.tlsKey is not None:
         last = options.pop()
