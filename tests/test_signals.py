@@ -78,7 +78,7 @@ def test_secondSignalStopsNow(
 
 
 def test_secondSignalDoesNotWaitForThreads(
-    twistd: Any, receiver: NotifyReceiver
+    twistd: Any, receiver: NotifyReceiver, httpParser: str
 ) -> None:
     """
     A WSGI request stuck in its thread for 30 s: a forced stop does not wait
@@ -89,6 +89,8 @@ def test_secondSignalDoesNotWaitForThreads(
         receiver,
         "--wsgi",
         "slowapp.wsgi",
+        "--http-parser",
+        httpParser,
         "--status-interval",
         "0.1",
         "--drain-timeout",
@@ -156,7 +158,9 @@ def test_reloadAndStopTogether(twistd: Any, receiver: NotifyReceiver) -> None:
             fresh.close()
 
 
-def test_statusShowsThreadsWaiting(twistd: Any, receiver: NotifyReceiver) -> None:
+def test_statusShowsThreadsWaiting(
+    twistd: Any, receiver: NotifyReceiver, httpParser: str
+) -> None:
     """
     A saturated WSGI pool shows in the status line: how many requests wait
     for a thread.
@@ -167,6 +171,8 @@ def test_statusShowsThreadsWaiting(twistd: Any, receiver: NotifyReceiver) -> Non
         receiver,
         "--wsgi",
         "slowapp.wsgi",
+        "--http-parser",
+        httpParser,
         "--threads",
         "1",
         "--status-interval",

@@ -25,7 +25,7 @@ import pytest
 import pytest_twisted
 import treq
 from apps import flaskapp, wsgiapps
-from conftest import freePort, need, processEnv, waitUntil
+from conftest import freePort, listeningFactory, need, processEnv, waitUntil
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
@@ -47,10 +47,10 @@ TRACEBACK = "Traceback (most recent call last)"
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., str]]:
+def serve(httpParser: str) -> Iterator[Callable[..., str]]:
     """
     C{serve(app, threads=None)}: the base URL of a real TCP port serving the
-    WSGI application with L{WSGIApplication}.
+    WSGI application with L{WSGIApplication}, on each HTTP path.
     """
     ports = []
 
@@ -59,7 +59,7 @@ def serve() -> Iterator[Callable[..., str]]:
         # listenTCP is typed for the invariant ServerFactory[_ProtoWithFactory].
         port = reactor.listenTCP(
             0,
-            Site(WSGIApplication(app, threads, reactor)),  # type: ignore[arg-type]
+            listeningFactory(Site(WSGIApplication(app, threads, reactor)), httpParser),
             interface="127.0.0.1",
         )
         ports.append(port)
@@ -398,13 +398,15 @@ def test_flask(serve: Any, pool: HTTPConnectionPool) -> Generator[Any, Any, None
 def startWsgi(
     twistd: Any,
     receiver: NotifyReceiver,
+    parser: str,
     app: str = "wsgiapps.app",
     port: str | None = None,
     **env: str,
 ) -> tuple[Any, str]:
     listen = port or f"tcp:{freePort()}:interface=127.0.0.1"
     server = twistd(
-        ["--port", listen, "--wsgi", app, "--drain-timeout", "1"],
+        ["--port", listen, "--wsgi", app, "--drain-timeout", "1"]
+        + ["--http-parser", parser],
         processEnv(NOTIFY_SOCKET=receiver.path, **env),
     )
     receiver.expect("READY", timeout=30)
@@ -423,8 +425,10 @@ def rssKiB(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_errorBeforeStartResponse(twistd: Any, receiver: NotifyReceiver) -> None:
-    server, listen = startWsgi(twistd, receiver)
+def test_errorBeforeStartResponse(
+    twistd: Any, receiver: NotifyReceiver, httpParser: str
+) -> None:
+    server, listen = startWsgi(twistd, receiver, httpParser)
     conn = http.client.HTTPConnection("127.0.0.1", tcpPort(listen), timeout=30)
     conn.request("GET", "/raise-early")
     response = conn.getresponse()
@@ -437,9 +441,9 @@ def test_errorBeforeStartResponse(twistd: Any, receiver: NotifyReceiver) -> None
 
 
 def test_errorWhileStreamingAbortsTheConnection(
-    twistd: Any, receiver: NotifyReceiver
+    twistd: Any, receiver: NotifyReceiver, httpParser: str
 ) -> None:
-    server, listen = startWsgi(twistd, receiver)
+    server, listen = startWsgi(twistd, receiver, httpParser)
     conn = http.client.HTTPConnection("127.0.0.1", tcpPort(listen), timeout=30)
     conn.request("GET", "/raise-streaming")
     response = conn.getresponse()
@@ -453,8 +457,10 @@ def test_errorWhileStreamingAbortsTheConnection(
     assert "in raiseStreaming" in log
 
 
-def test_hugeResponseInBoundedMemory(twistd: Any, receiver: NotifyReceiver) -> None:
-    server, listen = startWsgi(twistd, receiver)
+def test_hugeResponseInBoundedMemory(
+    twistd: Any, receiver: NotifyReceiver, httpParser: str
+) -> None:
+    server, listen = startWsgi(twistd, receiver, httpParser)
     port, pid = tcpPort(listen), server.process.pid
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("GET", "/big?mb=2")
@@ -475,9 +481,11 @@ def test_hugeResponseInBoundedMemory(twistd: Any, receiver: NotifyReceiver) -> N
     assert (peak - base) < 50 * 1024, f"RSS grew by {(peak - base) // 1024} MiB"
 
 
-def test_chunkedUpload(twistd: Any, receiver: NotifyReceiver, tmp_path: Path) -> None:
+def test_chunkedUpload(
+    twistd: Any, receiver: NotifyReceiver, httpParser: str, tmp_path: Path
+) -> None:
     curl = need("curl")
-    server, listen = startWsgi(twistd, receiver)
+    server, listen = startWsgi(twistd, receiver, httpParser)
     data = os.urandom(1_000_000)
     (tmp_path / "upload").write_bytes(data)
     out = subprocess.run(
@@ -495,10 +503,12 @@ def test_chunkedUpload(twistd: Any, receiver: NotifyReceiver, tmp_path: Path) ->
     }
 
 
-def test_unixSocket(twistd: Any, receiver: NotifyReceiver, tmp_path: Path) -> None:
+def test_unixSocket(
+    twistd: Any, receiver: NotifyReceiver, httpParser: str, tmp_path: Path
+) -> None:
     curl = need("curl")
     path = tmp_path / "web.sock"
-    startWsgi(twistd, receiver, port=f"unix:{path}")
+    startWsgi(twistd, receiver, httpParser, port=f"unix:{path}")
     out = subprocess.run(
         [curl, "-sS", "--fail", "--unix-socket", str(path), "http://localhost/remote"],
         capture_output=True,
@@ -513,13 +523,16 @@ def test_unixSocket(twistd: Any, receiver: NotifyReceiver, tmp_path: Path) -> No
     }
 
 
-def test_django(twistd: Any, receiver: NotifyReceiver, tmp_path: Path) -> None:
+def test_django(
+    twistd: Any, receiver: NotifyReceiver, httpParser: str, tmp_path: Path
+) -> None:
     curl = need("curl")
     data = os.urandom(3_000_000)
     (tmp_path / "file").write_bytes(data)
     server, listen = startWsgi(
         twistd,
         receiver,
+        httpParser,
         "djangoapp.wsgi.application",
         DJANGOAPP_FILE=str(tmp_path / "file"),
     )
@@ -582,8 +595,10 @@ def test_stuckThreadDoesNotHoldUpInterpreterExit() -> None:
     assert done.returncode == 0
 
 
-def test_stuckThreadDoesNotHoldUpExit(twistd: Any, receiver: NotifyReceiver) -> None:
-    server, listen = startWsgi(twistd, receiver)
+def test_stuckThreadDoesNotHoldUpExit(
+    twistd: Any, receiver: NotifyReceiver, httpParser: str
+) -> None:
+    server, listen = startWsgi(twistd, receiver, httpParser)
 
     def stuck() -> None:
         try:

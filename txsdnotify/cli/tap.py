@@ -33,7 +33,7 @@ from txsdnotify.cli.startup_checks import (
     checkPortDescription,
     checkResourceScript,
 )
-from txsdnotify.service import WebService
+from txsdnotify.service import HTTP_PARSERS, WebService
 from txsdnotify.systemd.activation import (
     InheritedSocket,
     inheritedSockets,
@@ -46,6 +46,7 @@ from txsdnotify.systemd.notify import Notifier
 from txsdnotify.web.tls import TLSSetupError, checkTLS
 from txsdnotify.workers.options import checkWorkerOptions
 from txsdnotify.wsgi.container import WSGIApplication
+from txsdnotify.wsgi.http11 import Limits, available
 from txsdnotify.wsgi.threads import DEFAULT_THREADS
 
 __all__ = ["Options", "makeService", "makeSite"]
@@ -87,6 +88,46 @@ def _workerCount(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"--workers wants a whole number >= 1, not {value!r}")
     return int(value)
+
+
+def _httpParser(value: str) -> str:
+    """
+    The coercer of C{--http-parser}.
+    """
+    if value not in HTTP_PARSERS:
+        raise ValueError(
+            f"--http-parser wants one of {', '.join(HTTP_PARSERS)}, not {value!r}"
+        )
+    return value
+
+
+def _limit(option: str) -> Callable[[str], int]:
+    """
+    A coercer for C{--limit-*}: a whole number >= 0.
+    """
+
+    def coerce(value: str) -> int:
+        if not value.isdigit():
+            raise ValueError(f"--{option} wants a whole number >= 0, not {value!r}")
+        return int(value)
+
+    coerce.coerceDoc = "A whole number >= 0."  # type: ignore[attr-defined]
+    return coerce
+
+
+_DEFAULT_LIMITS = Limits()
+
+
+def limitsOf(config: Mapping[str, Any]) -> Limits:
+    """
+    The request limits of the fast HTTP path that the options give.
+    """
+    return Limits(
+        requestLine=config["limit-request-line"],
+        requestFields=config["limit-request-fields"],
+        requestFieldSize=config["limit-request-field_size"],
+        requestBody=config["limit-request-body"],
+    )
 
 
 def healthPath(value: str) -> bytes:
@@ -149,6 +190,45 @@ systemd passed (socket activation), or else tcp:8080."""
             DEFAULT_THREADS,
             "Threads the --wsgi application runs in.",
             _threadCount,
+        ],
+        [
+            "http-parser",
+            None,
+            "auto",
+            "How a --wsgi application's HTTP/1.1 is served: fast (sdweb's own"
+            " protocol on httptools, pip install 'txsdnotify[fast]'), twisted"
+            " (twisted.web), auto (fast where httptools is installed). TLS"
+            " ports and other sites always use twisted.web.",
+            _httpParser,
+        ],
+        [
+            "limit-request-line",
+            None,
+            _DEFAULT_LIMITS.requestLine,
+            "Fast HTTP path: most bytes of a request target (414 beyond), as"
+            " gunicorn's.",
+            _limit("limit-request-line"),
+        ],
+        [
+            "limit-request-fields",
+            None,
+            _DEFAULT_LIMITS.requestFields,
+            "Fast HTTP path: most request header fields (431 beyond).",
+            _limit("limit-request-fields"),
+        ],
+        [
+            "limit-request-field_size",
+            None,
+            _DEFAULT_LIMITS.requestFieldSize,
+            "Fast HTTP path: most bytes of one header field (431 beyond).",
+            _limit("limit-request-field_size"),
+        ],
+        [
+            "limit-request-body",
+            None,
+            _DEFAULT_LIMITS.requestBody,
+            "Fast HTTP path: most bytes of a request body (413 beyond); 0: no limit.",
+            _limit("limit-request-body"),
         ],
         [
             "health",
@@ -405,6 +485,10 @@ systemd passed (socket activation), or else tcp:8080."""
 
         if self["workers"] > 1:
             checkWorkerOptions(self)
+        if self["http-parser"] == "fast" and not available():
+            raise usage.UsageError(
+                "--http-parser fast needs httptools: pip install 'txsdnotify[fast]'"
+            )
 
         for description in self["ports"]:
             # --https adds its ssl: description only now.
@@ -565,6 +649,8 @@ def makeService(config: Options) -> MultiService:
         healthPorts=[config["health-port"]] if config["health-port"] else [],
         agentPorts=[config["agent-port"]] if config["agent-port"] else [],
         healthGrace=config["health-grace"],
+        httpParser=config["http-parser"],
+        limits=limitsOf(config),
     )
     if isinstance(config["root"], WSGIApplication):
         service.statusLine.addFigure(threadsWaiting(config["root"]))

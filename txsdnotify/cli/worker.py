@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from twisted.internet.interfaces import IStreamServerEndpoint
 
-from txsdnotify.cli.tap import Options, makeSite
+from txsdnotify.cli.tap import Options, limitsOf, makeSite
 from txsdnotify.service import WebService
 from txsdnotify.systemd.notify import Notifier
 from txsdnotify.workers.worker import WorkerStartError, runWorker
@@ -85,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             inherited=[],
             healthPath=config["health"],
             healthGrace=config["health-grace"],
+            httpParser=config["http-parser"],
+            limits=limitsOf(config),
         )
 
     runWorker(args.listen, args.report_interval, makeService)

@@ -23,7 +23,13 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 from txsdnotify.web.http2 import isH2, settleH2
-from txsdnotify.web.tracking import USED, TrackingFactory, channelOf, isProcessing
+from txsdnotify.web.tracking import (
+    USED,
+    TrackingFactory,
+    channelOf,
+    isProcessing,
+    ownConnection,
+)
 
 __all__ = ["Drain", "DrainHook", "DrainResult"]
 
@@ -185,6 +191,9 @@ class Drain:
         if connection in self.tracker.upgraded:
             # Only the application can end these well: the drain hooks.
             return False
+        own = ownConnection(connection)
+        if own is not None:
+            return own.drainBegan()
         channel = channelOf(connection)
         if isH2(channel):
             settleH2(channel)
@@ -204,6 +213,9 @@ class Drain:
     def _busy(self, connection: IProtocol) -> bool:
         if connection in self.tracker.upgraded:
             return True
+        own = ownConnection(connection)
+        if own is not None:
+            return own.drainBusy()
         requests = getattr(channelOf(connection), "requests", None) or ()
         return any(isProcessing(r) for r in requests)
 
@@ -281,6 +293,10 @@ def _closeAfter(request: Any) -> None:
 
 
 def _close(connection: IProtocol) -> None:
+    own = ownConnection(connection)
+    if own is not None:
+        own.drainClose()
+        return
     channel = channelOf(connection)
     loseConnection = getattr(channel, "loseConnection", None)
     if loseConnection is not None:

@@ -40,6 +40,22 @@ class RequestStats:
         self.connectionsOpened = 0
         self.connectionsClosed = 0
 
+    def requestBegan(self) -> None:
+        """
+        A request has fully arrived and is being processed.  Every HTTP path
+        counts through this method and L{requestEnded}, so that what they
+        count stays the same.
+        """
+        self.started += 1
+
+    def requestEnded(self, code: int, sent: int) -> None:
+        """
+        A request began with L{requestBegan} was answered with C{code}
+        (C{sent} body bytes), or its client went away.
+        """
+        self.completed += 1
+        self.bytesSent += sent
+
     @property
     def inFlight(self) -> int:
         """

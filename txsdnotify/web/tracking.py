@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from txsdnotify.web.stats import RequestStats
 
-__all__ = ["TrackingFactory", "channelOf"]
+__all__ = ["OwnConnection", "TrackingFactory", "channelOf"]
 
 
 class DrainObserver(Protocol):
@@ -43,6 +43,44 @@ class DrainObserver(Protocol):
         """
         A tracked connection is gone.
         """
+
+
+class OwnConnection(Protocol):
+    """
+    A connection that is not Twisted's C{HTTPChannel} (sdweb's fast
+    HTTP/1.1 path): it counts its requests into the tracker's C{stats}
+    itself (L{RequestStats.requestBegan}, L{RequestStats.requestEnded}),
+    reads C{tracker.drain} when a request arrives, calls
+    L{TrackingFactory.release} when it is lost, and a drain asks it these.
+    """
+
+    def drainBegan(self) -> bool:
+        """
+        A drain began: close at once if idle, close after the response under
+        way (and the pipelined ones behind it) if busy.
+
+        @return: Whether it waits for the drain's grace: no request yet, or
+            one still arriving.
+        """
+
+    def drainBusy(self) -> bool:
+        """
+        Whether a request is being processed on it.
+        """
+
+    def drainClose(self) -> None:
+        """
+        Close now, unless a request is being processed (then close after it).
+        """
+
+
+def ownConnection(connection: object) -> OwnConnection | None:
+    """
+    C{connection} if it is an L{OwnConnection}.
+    """
+    if hasattr(connection, "drainBegan"):
+        return connection  # type: ignore[return-value]
+    return None
 
 
 def channelOf(connection: object) -> Any:
@@ -90,6 +128,10 @@ class TrackingFactory:
     @ivar answerFirst: Wraps the counting request factory in one that may
         answer some requests itself, uncounted (the health checks); set it
         before listening.
+    @ivar connectionFactory: Builds the connections instead of the site
+        when set (sdweb's fast HTTP/1.1 path): each is an L{OwnConnection},
+        tracked but not changed.  Ports serving TLS listen with
+        L{siteOnly} instead.
     """
 
     def __init__(self, site: Site, stats: RequestStats | None = None) -> None:
@@ -106,6 +148,7 @@ class TrackingFactory:
         self._siteHeld = False
         self._siteStopsHeld = 0
         self._trackedClasses: dict[type, type] = {}
+        self.connectionFactory: Callable[[IAddress], IProtocol | None] | None = None
 
     def doStart(self) -> None:
         """
@@ -155,6 +198,19 @@ class TrackingFactory:
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         """
+        Have the site (or L{connectionFactory}) build the connection, then
+        count and track it.
+        """
+        if self.connectionFactory is not None:
+            own = self.connectionFactory(addr)
+            if own is not None:
+                self.connections.add(own)
+                self.stats.connectionsOpened += 1
+            return own
+        return self.buildSiteProtocol(addr)
+
+    def buildSiteProtocol(self, addr: IAddress) -> IProtocol | None:
+        """
         Have the site build the connection, then count and track it.
         """
         connection = self.site.buildProtocol(addr)
@@ -179,6 +235,19 @@ class TrackingFactory:
         if tracked is None:
             tracked = self._trackedClasses[cls] = _trackedClass(cls, self)
         connection.__class__ = tracked
+
+    def siteOnly(self) -> SiteOnly:
+        """
+        A factory for ports whose connections Twisted's stack must serve
+        (TLS, HTTP/2) when L{connectionFactory} is set: tracked here too.
+        """
+        return SiteOnly(self)
+
+    def release(self, connection: IProtocol) -> None:
+        """
+        An L{OwnConnection} was lost.
+        """
+        self._release(connection)
 
     def _release(self, connection: IProtocol) -> None:
         if connection not in self.connections:
@@ -238,13 +307,54 @@ class TrackingFactory:
         return self._requestFactory
 
 
+@implementer(IProtocolFactory, ILoggingContext, IProtocolNegotiationFactory)
+class SiteOnly:
+    """
+    The factory of a port that a L{TrackingFactory} serves with its site's
+    own connections, whatever its L{TrackingFactory.connectionFactory}.
+    """
+
+    def __init__(self, tracker: TrackingFactory) -> None:
+        self.tracker = tracker
+
+    def doStart(self) -> None:
+        """
+        As the tracker.
+        """
+        self.tracker.doStart()
+
+    def doStop(self) -> None:
+        """
+        As the tracker.
+        """
+        self.tracker.doStop()
+
+    def logPrefix(self) -> str:
+        """
+        As the tracker.
+        """
+        return self.tracker.logPrefix()
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        As the tracker (ALPN).
+        """
+        return self.tracker.acceptableProtocols()
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        """
+        A connection of the site's, tracked.
+        """
+        return self.tracker.buildSiteProtocol(addr)
+
+
 def _began(request: Any, tracker: TrackingFactory) -> Any:
     """
     C{request} is about to be processed: count it and tell the drain.
 
     @return: Its channel, to see afterwards whether it switched protocols.
     """
-    tracker.stats.started += 1
+    tracker.stats.requestBegan()
     setattr(request, PROCESSING, True)
     channel = request.channel
     setattr(channel, USED, True)
@@ -260,8 +370,9 @@ def _ended(request: Any, stats: RequestStats) -> None:
     """
     if getattr(request, PROCESSING, False):
         setattr(request, PROCESSING, False)
-        stats.completed += 1
-        stats.bytesSent += getattr(request, "sentLength", 0)
+        stats.requestEnded(
+            getattr(request, "code", 0), getattr(request, "sentLength", 0)
+        )
 
 
 def _logUnfinished(request: Any) -> None:
@@ -326,7 +437,7 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
         _txsdnotifyProcessing = False
 
         def process(self) -> None:
-            stats.started += 1
+            stats.requestBegan()
             self._txsdnotifyProcessing = True
             channel = self.channel
             channel._txsdnotifyUsed = True
@@ -340,8 +451,7 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
             baseFinish(self)
             if self._txsdnotifyProcessing:
                 self._txsdnotifyProcessing = False
-                stats.completed += 1
-                stats.bytesSent += self.sentLength
+                stats.requestEnded(self.code, self.sentLength)
 
         def connectionLost(self, reason: Failure) -> None:
             if self._txsdnotifyProcessing:
