@@ -18,7 +18,7 @@ import pytest
 import pytest_twisted
 from apps import wsgiapps
 from conftest import freePort, processEnv, waitUntil
-from test_service import live, makeService, portOf, readToEnd
+from test_service import live, makeService, portOf, readToEnd, sleep
 from test_tls import curlWithHTTP2, makeCertificate
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -26,7 +26,12 @@ from twisted.web.server import Site
 from txsdnotify.service import WebService
 from txsdnotify.testing import NotifyReceiver
 from txsdnotify.wsgi.container import WSGIApplication
-from txsdnotify.wsgi.http11 import Limits, accessLogOf
+from txsdnotify.wsgi.http11 import (
+    HTTP11Connection,
+    Limits,
+    accessLogOf,
+    canSendNow,
+)
 
 __all__ = ["live"]
 
@@ -293,5 +298,29 @@ def test_idleTimeout(live: NotifyReceiver) -> Generator[Any, Any, None]:
     data = yield readToEnd(client, timeout=10)
     assert data.endswith(b"hello\n")
     assert 1 <= time.monotonic() - started < 5
+    client.close()
+    yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_sendNowPrivatesOfTwisted(live: NotifyReceiver) -> Generator[Any, Any, None]:
+    """
+    The fast path writes a response straight to the socket of a real TCP
+    connection (the one place reading Twisted's private buffers): fails
+    loudly if Twisted renames them.
+    """
+    service = makeService(live, Site(WSGIApplication(wsgiapps.app)), httpParser="fast")
+    service.startService()
+    yield service.whenReady()
+    client = socket.create_connection(("127.0.0.1", portOf(service)))
+    client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    while not service.tracker.connections:
+        yield sleep(0.01)
+    (connection,) = service.tracker.connections
+    assert isinstance(connection, HTTP11Connection)
+    assert canSendNow(connection.transport)
+    assert connection.sendNow
+    data = yield readToEnd(client)
+    assert data.endswith(b"hello\n")
     client.close()
     yield service.stopService()
