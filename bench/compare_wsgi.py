@@ -17,8 +17,11 @@ Django view), every contender is started on its own port on 127.0.0.1:
 * fast: ``twistd -n --pidfile= sdweb --port tcp:PORT:interface=127.0.0.1
   --wsgi APP --http-parser fast`` with ``NOTIFY_SOCKET`` read all the time by
   this script, as systemd would (so its ``STATUS=`` loop runs);
-* twisted: the same with ``--http-parser twisted`` (sdweb before the fast
-  path);
+* fastlog: the same with its access log in a file (``--logfile``): without
+  it sdweb writes every access log line through twistd's log (to its
+  standard output), which costs more than the rest of a plain request;
+* twisted: the same as fast with ``--http-parser twisted`` (sdweb before
+  the fast path);
 * gunicorn: ``gunicorn -w W -b 127.0.0.1:PORT APP`` (the default sync worker);
 * granian: ``granian --interface wsgi --workers W`` (Rust; skipped with a
   message when not installed: ``pip install granian``);
@@ -234,7 +237,7 @@ class Contender:
 
     key: str
     title: str
-    command: Callable[[App, int, int, int], list[str]]
+    command: Callable[[App, int, int, int, Path], list[str]]
     notify: bool = False  # sdweb: wait for READY=1
 
     def label(self, workers: int) -> str:
@@ -251,9 +254,15 @@ def _binary(name: str) -> str | None:
     return shutil.which(name)
 
 
-def _sdweb(parser: str) -> Callable[[App, int, int, int], list[str]]:
-    def command(app: App, port: int, workers: int, threads: int) -> list[str]:
+def _sdweb(
+    parser: str, logfile: bool = False
+) -> Callable[[App, int, int, int, Path], list[str]]:
+    def command(
+        app: App, port: int, workers: int, threads: int, base: Path
+    ) -> list[str]:
         extra = ["--workers", str(workers)] if workers > 1 else []
+        if logfile:
+            extra += ["--logfile", str(base / f"access-{parser}-{app.dotted}.log")]
         return (
             twistdCommand()
             + ["-n", "--pidfile=", "sdweb", "--port", f"tcp:{port}:interface={HOST}"]
@@ -264,7 +273,7 @@ def _sdweb(parser: str) -> Callable[[App, int, int, int], list[str]]:
     return command
 
 
-def _gunicorn(app: App, port: int, workers: int, threads: int) -> list[str]:
+def _gunicorn(app: App, port: int, workers: int, threads: int, base: Path) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-w", str(workers)] + [
         "-b",
         f"{HOST}:{port}",
@@ -274,7 +283,7 @@ def _gunicorn(app: App, port: int, workers: int, threads: int) -> list[str]:
     ]
 
 
-def _granian(app: App, port: int, workers: int, threads: int) -> list[str]:
+def _granian(app: App, port: int, workers: int, threads: int, base: Path) -> list[str]:
     binary = _binary("granian")
     assert binary is not None
     return [binary, "--interface", "wsgi", "--host", HOST, "--port", str(port)] + [
@@ -287,7 +296,7 @@ def _granian(app: App, port: int, workers: int, threads: int) -> list[str]:
     ]
 
 
-def _uwsgi(app: App, port: int, workers: int, threads: int) -> list[str]:
+def _uwsgi(app: App, port: int, workers: int, threads: int, base: Path) -> list[str]:
     binary = _binary("uwsgi")
     assert binary is not None
     return [
@@ -311,6 +320,12 @@ CONTENDERS = {
     c.key: c
     for c in [
         Contender("fast", "sdweb --wsgi (fast path)", _sdweb("fast"), notify=True),
+        Contender(
+            "fastlog",
+            "sdweb --wsgi (fast path) --logfile",
+            _sdweb("fast", logfile=True),
+            notify=True,
+        ),
         Contender("twisted", "sdweb --wsgi (twisted.web)", _sdweb("twisted"), True),
         Contender("gunicorn", "gunicorn -w W", _gunicorn),
         Contender("granian", "granian --workers W", _granian),
@@ -323,7 +338,7 @@ def missing(key: str) -> str | None:
     """
     Why a contender cannot run here, or L{None}.
     """
-    if key == "fast" and importlib.util.find_spec("httptools") is None:
+    if key.startswith("fast") and importlib.util.find_spec("httptools") is None:
         return "httptools is not installed (pip install 'txsdnotify[fast]')"
     if key == "gunicorn" and packageVersion("gunicorn", "") == "":
         return "gunicorn is not installed (pip install gunicorn)"
@@ -350,7 +365,7 @@ def benchApp(
     servers = [
         Target(
             c.key,
-            c.command(app, port, workers, args.threads),
+            c.command(app, port, workers, args.threads, base),
             port,
             base / f"{c.key}-{app.dotted}.log",
             dict(env, NOTIFY_SOCKET=str(notify)) if c.notify else env,
