@@ -422,3 +422,33 @@ def test_accessLogWritesEveryRequest(
 def test_urlHelper() -> None:
     # test_service's helpers are shared here; keep their import honest.
     assert callable(url)
+
+
+@pytest_twisted.inlineCallbacks
+def test_idleKeepAliveClosedAtOnce(
+    live: NotifyReceiver, served: tuple[Any, dict[str, Any]]
+) -> Generator[Any, Any, None]:
+    """
+    A keep-alive connection that has been answered and is idle closes as
+    soon as the drain begins, not after the grace.
+    """
+    resource, options = served
+    service = makeService(live, resource, drainGrace=30, **options)
+    service.startService()
+    yield service.whenReady()
+    client = connectTo(service)
+    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    client.setblocking(False)
+    data = b""
+    while not data.endswith(b"hello"):
+        try:
+            data += client.recv(65536)
+        except BlockingIOError:
+            yield sleep(0.01)
+    started = reactor.seconds()
+    stopped = service.stopService()
+    rest = yield readToEnd(client)
+    yield stopped
+    assert rest == b""
+    assert reactor.seconds() - started < 10  # not the 30 s grace
+    client.close()

@@ -271,6 +271,8 @@ def test_stopDrainsEveryWorker(
     assert server.wait(60) == -signal.SIGTERM
     assert receiver.values("STATUS")[-1] == f"Stopped: {count} request(s) served"
     assert TRACEBACK not in server.output()
+    fast = server.output().count("(WSGI on the fast HTTP/1.1 path)")
+    assert fast == (2 if "fast" in served else 0)
 
 
 def test_workersDyingAtStartFailTheService(
