@@ -36,7 +36,6 @@ from txsdnotify.listeners import Listener, planListeners
 from txsdnotify.systemd.activation import InheritedSocket
 from txsdnotify.systemd.lifecycle import Lifecycle, State
 from txsdnotify.web.stats import RequestStats
-from txsdnotify.web.tracking import USED
 
 __all__ = [
     "AgentFactory",
@@ -206,7 +205,7 @@ def healthRequestFactory(
 def _answerHealth(request: Any, health: Health, tracker: Any) -> None:
     # An idle keep-alive connection that only ever asked for its health is
     # closed at once by a drain, like any used one.
-    setattr(request.channel, USED, True)
+    tracker.used.add(request.channel)
     drain = tracker.drain
     if drain is not None:
         drain.requestArrived(request)

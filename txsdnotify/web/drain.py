@@ -24,7 +24,6 @@ from twisted.web.http import HTTPChannel
 
 from txsdnotify.web.http2 import isH2, settleH2
 from txsdnotify.web.tracking import (
-    USED,
     TrackingFactory,
     channelOf,
     isProcessing,
@@ -205,7 +204,7 @@ class Drain:
                 for request in processing:
                     _closeAfter(request)
             return False
-        if requests or not getattr(channel, USED, False):
+        if requests or channel not in self.tracker.used:
             return True
         _close(connection)
         return False

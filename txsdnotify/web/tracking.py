@@ -93,16 +93,13 @@ def channelOf(connection: object) -> Any:
     return getattr(connection, "_channel", connection)
 
 
-# Set on a channel once it has processed a request, so that a drain can tell
-# an idle keep-alive connection (close now) from a fresh one (give it a grace).
-USED = "_txsdnotifyUsed"
-
 # Set on a request while it is processed (its body has arrived) and not yet
-# answered: the drain and the figures agree that this is "in flight".
+# answered: the drain and the figures agree that this is "in flight".  The
+# request is an instance of sdweb's own subclass, whose constructor sets it:
+# nothing is added to Twisted's objects after they were made (CPython 3.11
+# then falls back from inline attribute values to a dict for them).  What
+# belongs to a channel is kept beside it, in the tracker.
 PROCESSING = "_txsdnotifyProcessing"
-
-# Set on a channel: the tracked connection it belongs to.
-_CONNECTION = "_txsdnotifyConnection"
 
 
 def isProcessing(request: object) -> bool:
@@ -128,6 +125,9 @@ class TrackingFactory:
     @ivar answerFirst: Wraps the counting request factory in one that may
         answer some requests itself, uncounted (the health checks); set it
         before listening.
+    @ivar used: The channels (see L{channelOf}) that have processed a
+        request, so that a drain can tell an idle keep-alive connection
+        (close now) from a fresh one (give it a grace).
     @ivar connectionFactory: Builds the connections instead of the site
         when set (sdweb's fast HTTP/1.1 path): each is an L{OwnConnection},
         tracked but not changed.  Ports serving TLS listen with
@@ -138,6 +138,8 @@ class TrackingFactory:
         self.site = site
         self.stats = stats if stats is not None else RequestStats()
         self.connections: set[IProtocol] = set()
+        self.used: set[Any] = set()
+        self._connectionOf: dict[Any, IProtocol] = {}
         self.upgraded: dict[IProtocol, Any] = {}
         self.drain: DrainObserver | None = None
         self.answerFirst: Callable[[Callable[..., Any]], Callable[..., Any]] | None = (
@@ -224,7 +226,7 @@ class TrackingFactory:
     def _track(self, connection: IProtocol) -> None:
         self.connections.add(connection)
         self.stats.connectionsOpened += 1
-        setattr(channelOf(connection), _CONNECTION, connection)
+        self._connectionOf[channelOf(connection)] = connection
         # The connection becomes an instance of a subclass of its own class
         # that hears of its loss, rather than being wrapped: a wrapper would
         # sit in the path of every byte.  An attribute on the instance would
@@ -253,6 +255,9 @@ class TrackingFactory:
         if connection not in self.connections:
             return
         self.connections.discard(connection)
+        channel = channelOf(connection)
+        self._connectionOf.pop(channel, None)
+        self.used.discard(channel)
         self.upgraded.pop(connection, None)
         self.stats.connectionsClosed += 1
         if self.drain is not None:
@@ -266,7 +271,7 @@ class TrackingFactory:
         """
         # Only an HTTP/1 channel can be taken over (an HTTP/2 stream has no
         # transport of its own, and no tracked connection of its own).
-        connection = getattr(request.channel, _CONNECTION, None)
+        connection = self._connectionOf.get(request.channel)
         if connection is None or connection not in self.connections:
             return
         _ended(request, self.stats)
@@ -357,7 +362,7 @@ def _began(request: Any, tracker: TrackingFactory) -> Any:
     tracker.stats.requestBegan()
     setattr(request, PROCESSING, True)
     channel = request.channel
-    setattr(channel, USED, True)
+    tracker.used.add(channel)
     drain = tracker.drain
     if drain is not None:
         drain.requestArrived(request)
@@ -424,6 +429,8 @@ def trackingRequestFactory(base: Any, tracker: TrackingFactory) -> Callable[...,
 
 def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     stats = tracker.stats
+    used = tracker.used
+    baseInit = base.__init__  # type: ignore[misc]
     baseProcess = base.process  # type: ignore[attr-defined]
     baseFinish = base.finish  # type: ignore[attr-defined]
     baseConnectionLost = base.connectionLost  # type: ignore[attr-defined]
@@ -432,15 +439,17 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     # written out rather than shared (a call, a setattr() or a super() costs
     # more than the counting itself): a request counts once it is processed
     # (its body has arrived) and ends once it is finished or its client is
-    # gone.  The attribute names are PROCESSING and USED.
+    # gone.  The attribute's name is PROCESSING, set in the constructor.
     class TrackedRequest(base):
-        _txsdnotifyProcessing = False
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            baseInit(self, *args, **kwargs)
+            self._txsdnotifyProcessing = False
 
         def process(self) -> None:
             stats.requestBegan()
             self._txsdnotifyProcessing = True
             channel = self.channel
-            channel._txsdnotifyUsed = True
+            used.add(channel)
             if tracker.drain is not None:
                 tracker.drain.requestArrived(self)
             baseProcess(self)

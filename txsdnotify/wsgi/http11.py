@@ -164,15 +164,23 @@ Answers a health check: the status code and the JSON body.
 """
 
 
+_sendNowTypes: dict[type, bool] = {}
+
+
 def canSendNow(transport: Any) -> bool:
     """
     Whether L{sendNow} may write straight to C{transport}'s socket: a TCP or
-    UNIX transport of Twisted's with the attributes it reads.
+    UNIX transport of Twisted's with the attributes it reads (asked once per
+    transport class).
     """
-    return all(
-        hasattr(transport, name)
-        for name in ("socket", "dataBuffer", "_tempDataBuffer", "disconnecting")
-    )
+    kind = type(transport)
+    able = _sendNowTypes.get(kind)
+    if able is None:
+        able = _sendNowTypes[kind] = all(
+            hasattr(transport, name)
+            for name in ("socket", "dataBuffer", "_tempDataBuffer", "disconnecting")
+        )
+    return able
 
 
 def sendNow(transport: Any, data: bytes) -> None:
