@@ -1,29 +1,44 @@
 #!/usr/bin/env python3
 """
-Compare ``twistd -n sdweb --wsgi`` with ``gunicorn -w 1`` (sync worker) on
-the same WSGI applications.
+Compare ``twistd -n sdweb --wsgi`` (on its fast HTTP/1.1 path and on
+twisted.web's) with gunicorn, granian and uWSGI on the same WSGI
+applications.
 
 Usage::
 
     python bench/compare_wsgi.py [--rounds N] [--duration S] [--connections C]
-                                 [--threads T] [--close] [--out FILE]
+                                 [--threads T] [--workers W] [--close]
+                                 [--contenders fast,twisted,gunicorn,...]
+                                 [--apps plain,flask,django] [--out FILE]
 
 For each application of tests/apps (a plain WSGI hello, a Flask hello, a
-Django view), both servers are started on their own port on 127.0.0.1:
+Django view), every contender is started on its own port on 127.0.0.1:
 
-* A: ``twistd -n --pidfile= sdweb --port tcp:PORT:interface=127.0.0.1
-  --wsgi APP`` with ``NOTIFY_SOCKET`` read all the time by this script, as
-  systemd would (so its ``STATUS=`` loop runs);
-* B: ``gunicorn -w 1 -b 127.0.0.1:PORT APP`` (the default sync worker).
+* fast: ``twistd -n --pidfile= sdweb --port tcp:PORT:interface=127.0.0.1
+  --wsgi APP --http-parser fast`` with ``NOTIFY_SOCKET`` read all the time by
+  this script, as systemd would (so its ``STATUS=`` loop runs);
+* fastlog: the same with its access log in a file (``--logfile``): without
+  it sdweb writes every access log line through twistd's log (to its
+  standard output), which costs more than the rest of a plain request;
+* twisted: the same as fast with ``--http-parser twisted`` (sdweb before
+  the fast path);
+* gunicorn: ``gunicorn -w W -b 127.0.0.1:PORT APP`` (the default sync worker);
+* granian: ``granian --interface wsgi --workers W`` (Rust; skipped with a
+  message when not installed: ``pip install granian``);
+* uwsgi: ``uwsgi --http11-socket 127.0.0.1:PORT --processes W`` (C; skipped
+  with a message when not installed: ``pip install uwsgi``).
 
 gunicorn's sync worker closes the connection after every response, as users
-run it: wrk then reconnects for each request, while sdweb keeps connections
-alive; with ``--close`` wrk sends ``Connection: close`` to both, so that both
-pay for a connection per request.  Each server is warmed up (2 s of wrk), then
-measured with ``wrk -t1 -cC -dSs`` in blocks of four runs in the order A B B A.
-Around every run the CPU time of the server's process tree (utime + stime of the process
-and its live children from ``/proc``, plus what it reaped) is read: CPU
-microseconds per request is the figure to compare; requests/s is printed too.
+run it: wrk then reconnects for each request, while the others keep
+connections alive; with ``--close`` wrk sends ``Connection: close`` to all,
+so that all pay for a connection per request.  Each server is warmed up
+(2 s of wrk), then measured with ``wrk -t1 -cC -dSs`` in blocks that run
+every contender in order and then in reverse (A B C C B A: each pair is
+measured side by side, as the machine's load changes).  Around every run the
+CPU time of the server's process tree (utime + stime of the process and its
+live children from ``/proc``, plus what it reaped) is read: CPU microseconds
+per request is the figure to compare, as a ratio to sdweb's fast path,
+round by round; requests/s is printed too.
 
 Exit status: 0 when the benchmark ran; 1 if any request failed; 2 if a server
 failed to start or died, or wrk or gunicorn is missing.
@@ -33,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import importlib.util
 import os
 import shutil
 import statistics
@@ -213,63 +229,171 @@ def measure(
     return Run(server.key, result, treeCpuSeconds(server.pid) - before)
 
 
+@dataclass(frozen=True)
+class Contender:
+    """
+    One kind of server: how to start it for an application.
+    """
+
+    key: str
+    title: str
+    command: Callable[[App, int, int, int, Path], list[str]]
+    notify: bool = False  # sdweb: wait for READY=1
+
+    def label(self, workers: int) -> str:
+        return self.title.replace("W", str(workers))
+
+
+def _binary(name: str) -> str | None:
+    """
+    A command of the running Python's environment, or on C{PATH}.
+    """
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which(name)
+
+
+def _sdweb(
+    parser: str, logfile: bool = False
+) -> Callable[[App, int, int, int, Path], list[str]]:
+    def command(
+        app: App, port: int, workers: int, threads: int, base: Path
+    ) -> list[str]:
+        extra = ["--workers", str(workers)] if workers > 1 else []
+        if logfile:
+            extra += ["--logfile", str(base / f"access-{parser}-{app.dotted}.log")]
+        return (
+            twistdCommand()
+            + ["-n", "--pidfile=", "sdweb", "--port", f"tcp:{port}:interface={HOST}"]
+            + ["--wsgi", app.dotted, "--threads", str(threads), *extra]
+            + ["--http-parser", parser]
+        )
+
+    return command
+
+
+def _gunicorn(app: App, port: int, workers: int, threads: int, base: Path) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-w", str(workers)] + [
+        "-b",
+        f"{HOST}:{port}",
+        "--log-level",
+        "warning",
+        app.gunicornName,
+    ]
+
+
+def _granian(app: App, port: int, workers: int, threads: int, base: Path) -> list[str]:
+    binary = _binary("granian")
+    assert binary is not None
+    return [binary, "--interface", "wsgi", "--host", HOST, "--port", str(port)] + [
+        "--workers",
+        str(workers),
+        "--no-ws",
+        "--log-level",
+        "warning",
+        app.gunicornName,
+    ]
+
+
+def _uwsgi(app: App, port: int, workers: int, threads: int, base: Path) -> list[str]:
+    binary = _binary("uwsgi")
+    assert binary is not None
+    return [
+        binary,
+        "--http11-socket",
+        f"{HOST}:{port}",
+        "--module",
+        app.gunicornName,
+    ] + [
+        "--processes",
+        str(workers),
+        "--master",
+        "--die-on-term",
+        "--disable-logging",
+        "--pythonpath",
+        str(APPS),
+    ]
+
+
+CONTENDERS = {
+    c.key: c
+    for c in [
+        Contender("fast", "sdweb --wsgi (fast path)", _sdweb("fast"), notify=True),
+        Contender(
+            "fastlog",
+            "sdweb --wsgi (fast path) --logfile",
+            _sdweb("fast", logfile=True),
+            notify=True,
+        ),
+        Contender("twisted", "sdweb --wsgi (twisted.web)", _sdweb("twisted"), True),
+        Contender("gunicorn", "gunicorn -w W", _gunicorn),
+        Contender("granian", "granian --workers W", _granian),
+        Contender("uwsgi", "uwsgi --processes W", _uwsgi),
+    ]
+}
+
+
+def missing(key: str) -> str | None:
+    """
+    Why a contender cannot run here, or L{None}.
+    """
+    if key.startswith("fast") and importlib.util.find_spec("httptools") is None:
+        return "httptools is not installed (pip install 'txsdnotify[fast]')"
+    if key == "gunicorn" and packageVersion("gunicorn", "") == "":
+        return "gunicorn is not installed (pip install gunicorn)"
+    if key in ("granian", "uwsgi") and _binary(key) is None:
+        return f"{key} is not installed (pip install {key})"
+    return None
+
+
 def benchApp(
     app: App,
     args: argparse.Namespace,
     base: Path,
     env: dict[str, str],
-    workers: int = 1,
+    contenders: Sequence[Contender],
 ) -> AppResult:
     """
-    Start both servers for one application (with C{workers} processes
-    each), measure, stop them.
+    Start every contender for one application, measure, stop them.
     """
-    extra = ["--workers", str(workers)] if workers > 1 else []
-    portA, portB = freePorts(2)
+    workers = args.workers
+    ports = freePorts(len(contenders))
     notify = base / f"notify-{app.dotted}.sock"
     listener = NotifyListener(notify)
     listener.start()
-    gunicorn = [sys.executable, "-m", "gunicorn"]
     servers = [
         Target(
-            "A",
-            twistdCommand()
-            + ["-n", "--pidfile=", "sdweb", "--port", f"tcp:{portA}:interface={HOST}"]
-            + ["--wsgi", app.dotted, "--threads", str(args.threads), *extra],
-            portA,
-            base / f"sdweb-{app.dotted}.log",
-            dict(env, NOTIFY_SOCKET=str(notify)),
-            name=" ".join(["sdweb --wsgi", *extra]),
-        ),
-        Target(
-            "B",
-            gunicorn
-            + ["-w", str(workers), "-b", f"{HOST}:{portB}", "--log-level", "warning"]
-            + [app.gunicornName],
-            portB,
-            base / f"gunicorn-{app.dotted}.log",
-            env,
-            name=f"gunicorn -w {workers}",
-        ),
+            c.key,
+            c.command(app, port, workers, args.threads, base),
+            port,
+            base / f"{c.key}-{app.dotted}.log",
+            dict(env, NOTIFY_SOCKET=str(notify)) if c.notify else env,
+            name=c.label(workers),
+        )
+        for c, port in zip(contenders, ports)
     ]
     result = AppResult(app)
+    order = [s.key for s in servers]
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        for s in servers:
-            s.start(APPS)
-        waitReady(servers[0], listener, deadline)
         probe = servesBody(app.body)
+        for c, s in zip(contenders, servers):
+            s.start(APPS)
+            if c.notify:
+                # One at a time: READY=1 comes from one notify socket.
+                waitReady(s, listener, deadline)
         for s in servers:
             waitAnswers(s, probe, deadline)
             runWrk(s.url, args.connections, WARMUP_SECONDS, False, args.headers)
         byKey = {s.key: s for s in servers}
         for block in range(args.rounds):
-            for key in ORDER:
+            for key in order + order[::-1]:
                 time.sleep(SETTLE_SECONDS)
                 run = measure(byKey[key], args.connections, args.duration, args.headers)
                 result.runs.append(run)
                 print(
-                    f"  {app.title:<17} block {block + 1} {key} {byKey[key].label:<14}"
+                    f"  {app.title:<17} block {block + 1} {byKey[key].label:<28}"
                     f" {run.wrk.rps:9.1f} req/s {run.cpuUs:8.1f} us/req"
                     f"  failed {run.wrk.failed}"
                 )
@@ -280,48 +404,55 @@ def benchApp(
     return result
 
 
-def report(results: Sequence[AppResult], args: argparse.Namespace) -> str:
+def report(
+    results: Sequence[AppResult],
+    args: argparse.Namespace,
+    contenders: Sequence[Contender],
+    skipped: Sequence[str],
+) -> str:
     """
-    The summary table (Markdown), also printed.
+    The summary table (Markdown), also printed: each contender's median CPU
+    per request and requests/s, and its CPU per request as a ratio to
+    sdweb's fast path (the median of the ratios of the runs side by side).
     """
+    reference = contenders[0].key
     rows = []
     for r in results:
-        rpsA, cpuA = r.medians("A")
-        rpsB, cpuB = r.medians("B")
-        cpuRatio, cpuPerRound = medianRatios(
-            [x.cpuUs for x in r.of("A")], [x.cpuUs for x in r.of("B")]
-        )
-        rows.append(
-            [
-                r.app.title,
-                f"{cpuA:.0f}",
-                f"{cpuB:.0f}",
-                f"{cpuRatio:.2f} ({cpuPerRound:.2f})",
-                f"{rpsA:.0f}",
-                f"{rpsB:.0f}",
-                f"{rpsA / rpsB:.2f}",
-            ]
-        )
+        ref = [x.cpuUs for x in r.of(reference)]
+        for c in contenders:
+            rps, cpu = r.medians(c.key)
+            ratio = (
+                "1"
+                if c.key == reference
+                else f"{medianRatios([x.cpuUs for x in r.of(c.key)], ref)[1]:.2f}"
+            )
+            rows.append(
+                [r.app.title, c.label(args.workers), f"{cpu:.0f}", ratio, f"{rps:.0f}"]
+            )
     table = markdownTable(
-        ["Application", "sdweb µs CPU/req", "gunicorn µs CPU/req",
-         "sdweb / gunicorn CPU (per-round)", "sdweb req/s", "gunicorn req/s",
-         "sdweb / gunicorn req/s"],
-        "lrrrrrr",
+        ["Application", "server", "µs CPU/req",
+         f"CPU/req ÷ {contenders[0].label(args.workers)}", "req/s"],
+        "llrrr",
         rows,
     )  # fmt: skip
-    n = len(results[0].of("A")) if results else 0
+    n = len(results[0].of(reference)) if results else 0
     return (
-        table + f"\n{n} runs of each server per application in A-B-B-A order;"
-        f" wrk -t1 -c{args.connections} -d{args.duration}s; sdweb --threads"
-        f" {args.threads}, "
+        table + f"\n{n} runs of each server per application, in blocks run in"
+        " order and then in reverse; ratios are medians of the ratios of runs"
+        f" side by side. wrk -t1 -c{args.connections} -d{args.duration}s;"
+        f" sdweb --threads {args.threads}, --workers {args.workers}; "
         + (
-            "every request with Connection: close (a connection per request for both). "
+            "every request with Connection: close (a connection per request for all). "
             if args.close
-            else "keep-alive; gunicorn sync worker, which closes the connection"
+            else "keep-alive; gunicorn's sync worker closes the connection"
             " after every response. "
         )
+        + "".join(f"Skipped: {why}. " for why in skipped)
         + versionLine(
+            f"httptools {packageVersion('httptools')}",
             f"gunicorn {packageVersion('gunicorn')}",
+            f"granian {packageVersion('granian')}",
+            f"uWSGI {packageVersion('uwsgi')}",
             f"Flask {packageVersion('flask')}",
             f"Django {packageVersion('django')}",
         )
@@ -329,35 +460,66 @@ def report(results: Sequence[AppResult], args: argparse.Namespace) -> str:
     )
 
 
+APP_KEYS = {"plain": 0, "flask": 1, "django": 2}
+
+
 def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Compare `twistd sdweb --wsgi` with `gunicorn -w 1` using wrk."
+        description="Compare `twistd sdweb --wsgi` with gunicorn, granian and"
+        " uWSGI using wrk."
     )
-    parser.add_argument("--rounds", type=int, default=1, help="A-B-B-A blocks (1)")
+    parser.add_argument("--rounds", type=int, default=1, help="blocks (1)")
     parser.add_argument("--duration", type=int, default=5, help="seconds a run (5)")
     parser.add_argument("--connections", type=int, default=8, help="wrk -c (8)")
     parser.add_argument("--threads", type=int, default=10, help="sdweb --threads")
+    parser.add_argument("--workers", type=int, default=1, help="processes of each")
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help="comma-separated, the first is the reference"
+        f" (default: {','.join(CONTENDERS)})",
+    )
+    parser.add_argument(
+        "--apps",
+        default="plain,flask,django",
+        help="comma-separated: plain,flask,django",
+    )
     parser.add_argument(
         "--close",
         action="store_true",
-        help="send Connection: close to both servers (a connection per request)",
+        help="send Connection: close to every server (a connection per request)",
     )
     addOutArgument(parser)
     args = parser.parse_args(argv)
     args.headers = ["Connection: close"] if args.close else []
-    if min(args.rounds, args.duration, args.connections, args.threads) < 1:
+    numbers = (args.rounds, args.duration, args.connections, args.threads, args.workers)
+    if min(numbers) < 1:
         parser.error("every number must be at least 1")
+    args.contenders = [k for k in args.contenders.split(",") if k]
+    unknown = [k for k in args.contenders if k not in CONTENDERS]
+    if unknown or not args.contenders:
+        parser.error(f"--contenders: unknown {unknown}; known: {list(CONTENDERS)}")
+    args.apps = [k for k in args.apps.split(",") if k]
+    if not args.apps or any(k not in APP_KEYS for k in args.apps):
+        parser.error(f"--apps: choose from {list(APP_KEYS)}")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parseArgs(argv)
-    for tool in ("wrk",):
-        if shutil.which(tool) is None:
-            print(f"compare_wsgi: {tool} is not on PATH", file=sys.stderr)
-            return 2
-    if packageVersion("gunicorn", "") == "":
-        print("compare_wsgi: gunicorn is not installed", file=sys.stderr)
+    if shutil.which("wrk") is None:
+        print("compare_wsgi: wrk is not on PATH", file=sys.stderr)
+        return 2
+    contenders, skipped = [], []
+    for key in args.contenders:
+        why = missing(key)
+        if why is None:
+            contenders.append(CONTENDERS[key])
+        else:
+            print(f"compare_wsgi: skipping {key}: {why}", file=sys.stderr)
+            skipped.append(f"{key}: {why}")
+    if not contenders or contenders[0].key != args.contenders[0]:
+        print("compare_wsgi: the reference contender cannot run", file=sys.stderr)
         return 2
     exitOnSigterm()
     env, origin = serverEnvironment()
@@ -368,12 +530,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="compare_wsgi-") as tmp:
         try:
-            for app in APPLICATIONS:
-                results.append(benchApp(app, args, Path(tmp), env))
+            for key in args.apps:
+                app = APPLICATIONS[APP_KEYS[key]]
+                results.append(benchApp(app, args, Path(tmp), env, contenders))
         except BenchError as e:
             print(f"compare_wsgi: {e}", file=sys.stderr)
             return 2
-    text = report(results, args)
+    text = report(results, args, contenders, skipped)
     print()
     print(text)
     if args.out:

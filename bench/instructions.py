@@ -110,7 +110,9 @@ def load(port: int, count: int, connections: int = 4) -> None:
         raise SystemExit(f"instructions: {len(errors)} failed requests: {errors[:3]}")
 
 
-def countInstructions(kind: str, requests: int, work: Path) -> int:
+def countInstructions(
+    kind: str, requests: int, work: Path, connections: int = 4
+) -> int:
     """
     Total instructions of one server run answering C{requests} requests.
     """
@@ -155,7 +157,7 @@ def countInstructions(kind: str, requests: int, work: Path) -> int:
                 time.sleep(0.2)
             if not receiver.ready():
                 raise SystemExit("instructions: sdweb sent no READY=1")
-        load(port, requests)
+        load(port, requests, connections)
         server.send_signal(signal.SIGTERM)
         server.wait(600)
     finally:
@@ -174,6 +176,14 @@ def countInstructions(kind: str, requests: int, work: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="keep-alive connections of the client (4); with 1, requests never"
+        " batch into one reactor turn, which takes away one of the causes of"
+        " run-to-run spread",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -185,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.requests
     perRequest = {}
     for kind in ("web", "sdweb"):
-        small = countInstructions(kind, n, work)
-        large = countInstructions(kind, n + EXTRA, work)
+        small = countInstructions(kind, n, work, args.connections)
+        large = countInstructions(kind, n + EXTRA, work, args.connections)
         perRequest[kind] = (large - small) / EXTRA
         print(
             f"{kind:6s} {small:>15,} instructions for {n} requests,"
@@ -211,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             f" {perRequest['sdweb'] / perRequest['web']:.4f} |\n\n"
             f"valgrind callgrind; (instructions for {n + EXTRA} requests − for {n})"
             f" / {EXTRA}; PYTHONHASHSEED=0;"
-            " the same 1 KiB static file over 4 keep-alive connections; sdweb with a"
+            f" the same 1 KiB static file over {args.connections} keep-alive"
+            " connection(s); sdweb with a"
             " live NOTIFY_SOCKET and STATUS every 1 s. Requests per instruction,"
             f" sdweb / web: {ratio:.4f}.\n"
         )

@@ -106,7 +106,7 @@ from twisted.web.server import Site  # noqa: E402
 
 from txsdnotify import Notifier, WebService  # noqa: E402
 from txsdnotify.cli.demo import DemoPage  # noqa: E402
-from txsdnotify.web.tracking import USED, channelOf  # noqa: E402
+from txsdnotify.web.tracking import channelOf  # noqa: E402
 
 reactor: Any = _reactor
 CONNECT_TIMEOUT = 10.0  # seconds for one client connect or response
@@ -383,7 +383,7 @@ def verifyConnections(s: Subject) -> list[str]:
     """
     stats = s.service.tracker.stats
     tracked = s.service.tracker.connections
-    used = sum(1 for c in tracked if getattr(channelOf(c), USED, False))
+    used = sum(1 for c in tracked if channelOf(c) in s.service.tracker.used)
     print(
         f"  {s.key} ({s.label}): stats.openConnections={stats.openConnections},"
         f" connectionsOpened={stats.connectionsOpened},"

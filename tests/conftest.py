@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,8 @@ from systemd_harness import (  # noqa: F401
 
 import txsdnotify
 from txsdnotify.testing import NotifyReceiver
+from txsdnotify.web.tracking import TrackingFactory
+from txsdnotify.wsgi.http11 import HTTP11Factory
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -252,3 +255,30 @@ def waitUntil(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+HTTP_PARSERS = ("twisted", "fast")
+"""
+The two HTTP/1.1 paths a WSGI site is served by (C{--http-parser}): every
+test of a WSGI behaviour runs on both.
+"""
+
+
+@pytest.fixture(params=HTTP_PARSERS)
+def httpParser(request: pytest.FixtureRequest) -> str:
+    """
+    C{twisted} or C{fast}: the HTTP/1.1 path under test.
+    """
+    return str(request.param)
+
+
+def listeningFactory(site: Any, parser: str) -> Any:
+    """
+    What a port serving C{site} (whose root is a C{WSGIApplication}) listens
+    with on the HTTP path C{parser}, as C{WebService} sets it up.
+    """
+    if parser == "twisted":
+        return site
+    tracker = TrackingFactory(site)
+    tracker.connectionFactory = HTTP11Factory(site.resource, tracker, site)
+    return tracker

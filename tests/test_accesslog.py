@@ -31,7 +31,7 @@ def totalRequests(status: str) -> int:
 
 
 def test_everyRequestLoggedAcrossStop(
-    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+    twistd: Any, receiver: NotifyReceiver, httpParser: str, tmp_path: Path
 ) -> None:
     wrk = need("wrk")
     log = tmp_path / "access.log"
@@ -40,6 +40,8 @@ def test_everyRequestLoggedAcrossStop(
         receiver,
         "--wsgi",
         "slowapp.wsgi",
+        "--http-parser",
+        httpParser,
         "--logfile",
         str(log),
         "--status-interval",

@@ -5,6 +5,7 @@ real TCP, treq as the client, and a real notification socket.
 
 from __future__ import annotations
 
+import queue
 import socket
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from txsdnotify.service import ListenError, ListenFailed, WebService
 from txsdnotify.systemd.notify import Notifier
 from txsdnotify.testing import NotifyReceiver
+from txsdnotify.wsgi.container import WSGIApplication
 
 
 class Controlled(Resource):
@@ -54,6 +56,60 @@ class Controlled(Resource):
         request = self.waiting.pop(0)
         request.write(body)
         request.finish()
+
+
+class ControlledWSGI(WSGIApplication):
+    """
+    L{Controlled} as a WSGI application: /wait holds its thread until the
+    test answers; anything else answers at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(self._app, reactor=reactor)
+        self.waiting: list[queue.Queue[bytes]] = []
+        self.arrived: Deferred[object] | None = None
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/wait":
+            box: queue.Queue[bytes] = queue.Queue()
+            reactor.callFromThread(self._arrive, box)  # type: ignore[attr-defined]
+            body = box.get(timeout=120)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [body]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    def _arrive(self, box: queue.Queue[bytes]) -> None:
+        self.waiting.append(box)
+        if self.arrived is not None:
+            d, self.arrived = self.arrived, None
+            d.callback(box)
+
+    def nextArrival(self) -> Deferred[object]:
+        self.arrived = Deferred()
+        return self.arrived
+
+    def answer(self, body: bytes = b"done") -> None:
+        self.waiting.pop(0).put(body)
+
+
+SERVED = ("resource", "wsgi-twisted", "wsgi-fast")
+"""
+What a drain test serves: a plain resource, or a WSGI application on each
+HTTP path.
+"""
+
+
+@pytest.fixture(params=SERVED)
+def served(request: pytest.FixtureRequest) -> tuple[Any, dict[str, Any]]:
+    """
+    A L{Controlled} resource or a L{ControlledWSGI} application, and the
+    arguments of L{makeService} that serve it on its HTTP path.
+    """
+    if request.param == "resource":
+        return Controlled(), {}
+    parser = request.param.split("-")[1]
+    return ControlledWSGI(), {"httpParser": parser}
 
 
 def sleep(seconds: float) -> Deferred[None]:

@@ -92,7 +92,7 @@ def test_secondSignalStopsNow(
 
 
 def test_secondSignalDoesNotWaitForThreads(
-    twistd: Any, receiver: NotifyReceiver
+    twistd: Any, receiver: NotifyReceiver, httpParser: str
 ) -> None:
     """
     A WSGI request stuck in its thread for 30 s: a forced stop does not wait
@@ -103,6 +103,8 @@ def test_secondSignalDoesNotWaitForThreads(
         receiver,
         "--wsgi",
         "slowapp.wsgi",
+        "--http-parser",
+        httpParser,
         "--status-interval",
         "0.1",
         "--drain-timeout",
@@ -192,7 +194,9 @@ def test_reloadAndStopTogether(tmp_path: Path) -> None:
             fresh.close()
 
 
-def test_statusShowsThreadsWaiting(twistd: Any, receiver: NotifyReceiver) -> None:
+def test_statusShowsThreadsWaiting(
+    twistd: Any, receiver: NotifyReceiver, httpParser: str
+) -> None:
     """
     A saturated WSGI pool shows in the status line: how many requests wait
     for a thread.
@@ -203,6 +207,8 @@ def test_statusShowsThreadsWaiting(twistd: Any, receiver: NotifyReceiver) -> Non
         receiver,
         "--wsgi",
         "slowapp.wsgi",
+        "--http-parser",
+        httpParser,
         "--threads",
         "1",
         "--status-interval",

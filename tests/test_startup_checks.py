@@ -5,6 +5,7 @@ traceback and no READY=1: checked while the options are parsed.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -100,9 +101,11 @@ def test_helpHasNoRefusedOptionsAndNoSpaceRuns() -> None:
     assert "--chdir" in out and "--pythonpath" in out
     assert "--personal" not in out
     assert "--notracebacks" not in out
-    # Each option's text starts in column 28 (twistd's layout).
+    # Each option's text starts in column 28 (twistd's layout), or after an
+    # option too long for it (--limit-request-field_size=, gunicorn's name).
     for line in out.splitlines():
-        assert "  " not in line[28:].strip(), line
+        text = re.sub(r"^[a-z_-]*=\s+", "", line[28:].strip())
+        assert "  " not in text, line
     assert "0 sends only the ones at start and stop" in " ".join(out.split())
 
 

@@ -148,3 +148,15 @@ def test_formatBytesBoundaries() -> None:
     assert formatBytes(100_000) == "100 kB"
     assert formatBytes(999_999) == "1000 kB"
     assert formatBytes(1_000_000) == "1.0 MB"
+
+
+def test_requestBeganAndEnded() -> None:
+    """
+    The two methods every HTTP path counts through.
+    """
+    stats = RequestStats()
+    stats.requestBegan()
+    stats.requestBegan()
+    assert (stats.started, stats.inFlight) == (2, 2)
+    stats.responseSent(200, 0.01, 1234)
+    assert (stats.completed, stats.bytesSent, stats.inFlight) == (1, 1234, 1)

@@ -15,10 +15,12 @@ import pytest
 import pytest_twisted
 from test_service import (
     Controlled,
+    ControlledWSGI,
     live,
     makeService,
     portOf,
     readToEnd,
+    served,
     sleep,
     url,
 )
@@ -32,7 +34,7 @@ from txsdnotify.service import WebService
 from txsdnotify.systemd.lifecycle import State, StoppedBeforeReady
 from txsdnotify.testing import NotifyReceiver
 
-__all__ = ["live"]
+__all__ = ["live", "served"]
 
 
 def keys(receiver: NotifyReceiver) -> list[str]:
@@ -61,7 +63,7 @@ WAIT = b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"
 
 @pytest_twisted.inlineCallbacks
 def requestInFlight(
-    service: WebService, resource: Controlled, data: bytes = WAIT
+    service: WebService, resource: Controlled | ControlledWSGI, data: bytes = WAIT
 ) -> Generator[Any, Any, socket.socket]:
     """
     Send C{data} on a new connection and wait until the resource holds the
@@ -135,9 +137,11 @@ def test_noRestart(live: NotifyReceiver) -> Generator[Any, Any, None]:
 
 
 @pytest_twisted.inlineCallbacks
-def test_forceAbortsAtOnce(live: NotifyReceiver) -> Generator[Any, Any, None]:
-    resource = Controlled()
-    service = makeService(live, resource, drainTimeout=60)
+def test_forceAbortsAtOnce(
+    live: NotifyReceiver, served: tuple[Any, dict[str, Any]]
+) -> Generator[Any, Any, None]:
+    resource, options = served
+    service = makeService(live, resource, **options, drainTimeout=60)
     service.startService()
     yield service.whenReady()
     client = yield requestInFlight(service, resource)
@@ -202,13 +206,14 @@ def test_drainHookToldSecondsLeft(live: NotifyReceiver) -> Generator[Any, Any, N
 @pytest_twisted.inlineCallbacks
 def test_pipelinedRequestsAllAnswered(
     live: NotifyReceiver,
+    served: tuple[Any, dict[str, Any]],
 ) -> Generator[Any, Any, None]:
     """
     Three requests pipelined before the stop: all three are answered, and
     only the last says Connection: close.
     """
-    resource = Controlled()
-    service = makeService(live, resource)
+    resource, options = served
+    service = makeService(live, resource, **options)
     service.startService()
     yield service.whenReady()
     client = yield requestInFlight(
@@ -234,13 +239,14 @@ def test_pipelinedRequestsAllAnswered(
 @pytest_twisted.inlineCallbacks
 def test_halfSentRequestGetsOnlyTheGrace(
     live: NotifyReceiver,
+    served: tuple[Any, dict[str, Any]],
 ) -> Generator[Any, Any, None]:
     """
     A client still trickling its headers when the stop begins waits no
     longer than the grace, while a request in flight completes.
     """
-    resource = Controlled()
-    service = makeService(live, resource, drainGrace=0.5, drainTimeout=30)
+    resource, options = served
+    service = makeService(live, resource, **options, drainGrace=0.5, drainTimeout=30)
     service.startService()
     yield service.whenReady()
     busy = yield requestInFlight(service, resource)
@@ -265,14 +271,16 @@ def test_halfSentRequestGetsOnlyTheGrace(
 
 
 @pytest_twisted.inlineCallbacks
-def test_acceptQueueServedOnStop(live: NotifyReceiver) -> Generator[Any, Any, None]:
+def test_acceptQueueServedOnStop(
+    live: NotifyReceiver, served: tuple[Any, dict[str, Any]]
+) -> Generator[Any, Any, None]:
     """
     Connections still waiting in the listen queue when the stop begins are
     accepted and served, with --fd-store too (whether systemd kept a copy
     cannot be known).
     """
     for fdStore in (False, True):
-        service = makeService(live, Controlled(), fdStore=fdStore)
+        service = makeService(live, served[0], fdStore=fdStore, **served[1])
         service.startService()
         yield service.whenReady()
         # Connected by the kernel, not yet accepted: the reactor has not run.
@@ -414,3 +422,33 @@ def test_accessLogWritesEveryRequest(
 def test_urlHelper() -> None:
     # test_service's helpers are shared here; keep their import honest.
     assert callable(url)
+
+
+@pytest_twisted.inlineCallbacks
+def test_idleKeepAliveClosedAtOnce(
+    live: NotifyReceiver, served: tuple[Any, dict[str, Any]]
+) -> Generator[Any, Any, None]:
+    """
+    A keep-alive connection that has been answered and is idle closes as
+    soon as the drain begins, not after the grace.
+    """
+    resource, options = served
+    service = makeService(live, resource, drainGrace=30, **options)
+    service.startService()
+    yield service.whenReady()
+    client = connectTo(service)
+    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    client.setblocking(False)
+    data = b""
+    while not data.endswith(b"hello"):
+        try:
+            data += client.recv(65536)
+        except BlockingIOError:
+            yield sleep(0.01)
+    started = reactor.seconds()
+    stopped = service.stopService()
+    rest = yield readToEnd(client)
+    yield stopped
+    assert rest == b""
+    assert reactor.seconds() - started < 10  # not the 30 s grace
+    client.close()

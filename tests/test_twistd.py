@@ -155,18 +155,34 @@ def test_streamingResponseCompletesOnStop(
     assert body == b"".join(b"chunk %d\n" % i for i in range(6))
 
 
-def test_wsgiSlowCallDrains(twistd: Any, receiver: NotifyReceiver) -> None:
+def test_wsgiSlowCallDrains(
+    twistd: Any, receiver: NotifyReceiver, httpParser: str
+) -> None:
     server, port = startServer(
-        twistd, receiver, "--wsgi", "slowapp.wsgi", "--status-interval", "0.05"
+        twistd,
+        receiver,
+        "--wsgi",
+        "slowapp.wsgi",
+        "--http-parser",
+        httpParser,
+        "--status-interval",
+        "0.05",
     )
     assert get(port)[1] == b"wsgi fast\n"
     status, body, _ = getDuringStop(server, receiver, port, "/slow?s=1.5")
     assert (status, body) == (200, b"wsgi slow done\n")
 
 
-def test_flaskApp(twistd: Any, receiver: NotifyReceiver) -> None:
+def test_flaskApp(twistd: Any, receiver: NotifyReceiver, httpParser: str) -> None:
     server, port = startServer(
-        twistd, receiver, "--wsgi", "flaskapp.app", "--status-interval", "0.05"
+        twistd,
+        receiver,
+        "--wsgi",
+        "flaskapp.app",
+        "--http-parser",
+        httpParser,
+        "--status-interval",
+        "0.05",
     )
     assert get(port)[:2] == (200, b"hello from flask\n")
     assert get(port, "/stream?n=3")[1] == b"part 0\npart 1\npart 2\n"

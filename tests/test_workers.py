@@ -66,8 +66,30 @@ def childPids(parent: int) -> set[int]:
     return found
 
 
+SERVED = {
+    "resource": ["--class", "pidapp.Pid"],
+    "wsgi-fast": ["--wsgi", "pidapp.wsgi", "--http-parser", "fast"],
+}
+"""
+What the workers serve: a twisted.web resource, or the same as a WSGI
+application on the fast HTTP path.
+"""
+
+
+@pytest.fixture(params=list(SERVED))
+def served(request: pytest.FixtureRequest) -> list[str]:
+    """
+    The sdweb arguments of what the workers serve (L{SERVED}).
+    """
+    return SERVED[request.param]
+
+
 def startWorkers(
-    twistd: Any, receiver: NotifyReceiver, *args: str, workers: int = 2
+    twistd: Any,
+    receiver: NotifyReceiver,
+    *args: str,
+    workers: int = 2,
+    served: list[str] = SERVED["resource"],
 ) -> tuple[Any, int]:
     port = freePort()
     server = twistd(
@@ -76,8 +98,7 @@ def startWorkers(
             f"tcp:{port}:interface=127.0.0.1",
             "--workers",
             str(workers),
-            "--class",
-            "pidapp.Pid",
+            *served,
             *args,
         ],
         processEnv(NOTIFY_SOCKET=receiver.path),
@@ -234,7 +255,7 @@ def test_reloadReplacesEveryWorker(
 
 
 def test_stopDrainsEveryWorker(
-    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path, served: list[str]
 ) -> None:
     """
     Requests in flight on both workers at SIGTERM all complete.  Which
@@ -243,7 +264,13 @@ def test_stopDrainsEveryWorker(
     have one in flight.
     """
     server, port = startWorkers(
-        twistd, receiver, "--status-interval", "0.2", "--drain-timeout", "30"
+        twistd,
+        receiver,
+        "--status-interval",
+        "0.2",
+        "--drain-timeout",
+        "30",
+        served=served,
     )
     workers = childPids(server.process.pid)
     assert len(workers) == 2
@@ -271,6 +298,8 @@ def test_stopDrainsEveryWorker(
     assert server.wait(60) == -signal.SIGTERM
     assert receiver.values("STATUS")[-1] == f"Stopped: {count} request(s) served"
     assert TRACEBACK not in server.output()
+    fast = server.output().count("(WSGI on the fast HTTP/1.1 path)")
+    assert fast == (2 if "fast" in served else 0)
 
 
 def test_workersDyingAtStartFailTheService(
@@ -569,7 +598,9 @@ def healthOfEachWorker(
     return found
 
 
-def test_healthWithWorkers(twistd: Any, receiver: NotifyReceiver) -> None:
+def test_healthWithWorkers(
+    twistd: Any, receiver: NotifyReceiver, served: list[str]
+) -> None:
     """
     --health with workers: every worker answers with the service's state:
     200 from each while serving; on SIGTERM, 503 from each at once while the
@@ -578,7 +609,7 @@ def test_healthWithWorkers(twistd: Any, receiver: NotifyReceiver) -> None:
     import json
 
     server, port = startWorkers(
-        twistd, receiver, "--health", "/healthz", "--health-grace", "30"
+        twistd, receiver, "--health", "/healthz", "--health-grace", "30", served=served
     )
     workers = childPids(server.process.pid)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as r:

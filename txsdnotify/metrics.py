@@ -42,7 +42,7 @@ from txsdnotify.listeners import Listener, planListeners
 from txsdnotify.systemd.activation import InheritedSocket
 from txsdnotify.systemd.lifecycle import Lifecycle, State
 from txsdnotify.web.stats import DURATION_BUCKETS, RequestStats
-from txsdnotify.web.tracking import USED, TrackingFactory, connectionKinds
+from txsdnotify.web.tracking import TrackingFactory, connectionKinds
 
 __all__ = [
     "CONNECTION_KINDS",
@@ -420,7 +420,7 @@ def metricsRequestFactory(
 
 
 def _answerMetrics(request: Any, page: MetricsPage, tracker: Any) -> None:
-    setattr(request.channel, USED, True)
+    tracker.used.add(request.channel)
     drain = tracker.drain
     if drain is not None:
         drain.requestArrived(request)

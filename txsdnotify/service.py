@@ -19,6 +19,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -51,8 +52,28 @@ from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
 from txsdnotify.threadexit import abandonBusyThreads
 from txsdnotify.web.drain import Drain, DrainHook, DrainResult
 from txsdnotify.web.tracking import TrackingFactory
+from txsdnotify.wsgi.container import WSGIApplication
+from txsdnotify.wsgi.http11 import HTTP11Factory, Limits, available
 
-__all__ = ["ListenError", "ListenFailed", "WebService", "listenError"]
+__all__ = [
+    "HTTP_PARSERS",
+    "ListenError",
+    "ListenFailed",
+    "WebService",
+    "listenError",
+]
+
+HTTP_PARSERS = ("auto", "fast", "twisted")
+"""
+The values of L{WebService}'s C{httpParser}: C{fast} serves HTTP/1.1 with
+sdweb's own protocol on httptools (a site whose root is a
+L{WSGIApplication}, on ports without TLS), C{twisted} with twisted.web,
+C{auto} with the fast one where it can (httptools installed).
+"""
+
+# The strports types whose connections the fast path may serve: the others
+# (ssl:, and TLS endpoints of plugins) carry TLS and HTTP/2, Twisted's.
+_PLAIN = frozenset({"tcp", "tcp6", "unix", "systemd"})
 
 
 class WebService(MultiService):
@@ -102,6 +123,8 @@ class WebService(MultiService):
         metricsPath: bytes | None = None,
         metricsPorts: Sequence[str] = (),
         metricsRegistry: Any = None,
+        httpParser: str = "auto",
+        limits: Limits | None = None,
     ) -> None:
         """
         @param site: Any twisted.web site; it is not changed.
@@ -152,6 +175,10 @@ class WebService(MultiService):
             there, with the service's figures added; a new one by default
             (L{metrics}C{.registry}).  Giving one turns the metrics on, to
             be served by the application as it likes.
+        @param httpParser: One of L{HTTP_PARSERS}: whether a site whose root
+            is a L{WSGIApplication} is served by the fast HTTP/1.1 path
+            (L{txsdnotify.wsgi.http11}) on its ports without TLS.
+        @param limits: What a request may be on the fast path.
         """
         super().__init__()
         if reactor is None:
@@ -190,6 +217,9 @@ class WebService(MultiService):
             self.tracker.answerFirst = lambda base: healthRequestFactory(
                 base, self.health, path, self.tracker
             )
+        self.fastPath: HTTP11Factory | None = None
+        if _useFastPath(site, httpParser):
+            self._serveFast(site, healthPath, limits or Limits())
         self.listeners += healthListeners(
             self.health,
             healthPath or b"/healthz",
@@ -265,6 +295,27 @@ class WebService(MultiService):
             reactor=reactor,
             inherited=inherited,
         )
+
+    def _serveFast(self, site: Site, healthPath: bytes | None, limits: Limits) -> None:
+        """
+        Serve the WSGI site with the fast HTTP/1.1 path, except on the ports
+        that carry TLS.
+        """
+        health = None if healthPath is None else (healthPath, self.health.response)
+        self.fastPath = HTTP11Factory(
+            site.resource,
+            self.tracker,
+            site,
+            limits=limits,
+            health=health,
+            reactor=self.reactor,
+        )
+        self.tracker.connectionFactory = self.fastPath
+        for listener in self.listeners:
+            if isinstance(listener.endpoint, AdoptedStreamServerEndpoint):
+                continue
+            if listener.description.split(":", 1)[0] not in _PLAIN:
+                listener.factory = self.tracker.siteOnly()
 
     # Start-up.
 
@@ -352,8 +403,9 @@ class WebService(MultiService):
         if not self.lifecycle.ready(self.statusLine.current()):
             return
         self.log.info(
-            "sdweb ready: serving on {addresses}",
+            "sdweb ready: serving on {addresses}{how}",
             addresses=", ".join(addresses(self.listeners)),
+            how="" if self.fastPath is None else " (WSGI on the fast HTTP/1.1 path)",
         )
         self.statusLine.serving()
 
@@ -522,6 +574,23 @@ class WebService(MultiService):
             await flushed
         except Exception:
             self.log.warn("Some notifications could not be delivered before exit")
+
+
+def _useFastPath(site: Site, httpParser: str) -> bool:
+    """
+    Whether C{site} is to be served by the fast HTTP/1.1 path.
+    """
+    if httpParser not in HTTP_PARSERS:
+        raise ValueError(
+            f"httpParser must be one of {HTTP_PARSERS}, not {httpParser!r}"
+        )
+    if httpParser == "twisted" or not isinstance(site.resource, WSGIApplication):
+        return False
+    if httpParser == "fast" and not available():
+        raise ValueError(
+            "the fast HTTP path needs httptools: pip install 'txsdnotify[fast]'"
+        )
+    return available()
 
 
 def _whenRunning(reactor: Any) -> Deferred[None]:

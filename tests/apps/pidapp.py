@@ -54,3 +54,28 @@ class Pid(Resource):
             reactor.callLater(delay, finish)
             return NOT_DONE_YET
         return body
+
+
+def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
+    """
+    L{Pid} as a WSGI application (for the fast HTTP path with workers).
+    """
+    import time
+    from urllib.parse import parse_qs
+
+    body = b"pid %d\n" % (os.getpid(),)
+    delay = float(parse_qs(environ.get("QUERY_STRING", "")).get("s", ["2"])[0])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    path = environ["PATH_INFO"]
+    if path == "/slow":
+        time.sleep(delay)
+        return [body]
+    if path == "/stream":
+
+        def stream():  # type: ignore[no-untyped-def]
+            yield body
+            time.sleep(delay)
+            yield b"done\n"
+
+        return stream()
+    return [body]

@@ -87,6 +87,16 @@ def remote(environ: dict[str, Any], start_response: StartResponse) -> list[bytes
     return [body]
 
 
+def showEnviron(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    """
+    The request's HTTP_ variables and wsgi.input_terminated, as JSON.
+    """
+    shown = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
+    shown["wsgi.input_terminated"] = environ.get("wsgi.input_terminated")
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(shown).encode()]
+
+
 def block(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     """
     Stuck in application code for ?s= seconds (default: very long).
@@ -136,6 +146,7 @@ ROUTES = {
     "/big": big,
     "/echo": echo,
     "/remote": remote,
+    "/environ": showEnviron,
     "/block": block,
     "/chunks": chunks,
 }

@@ -34,7 +34,7 @@ from txsdnotify.cli.startup_checks import (
     checkResourceScript,
 )
 from txsdnotify.metrics import MetricsUnavailable, checkAvailable, trackerGauges
-from txsdnotify.service import WebService
+from txsdnotify.service import HTTP_PARSERS, WebService
 from txsdnotify.systemd.activation import (
     LISTEN_VARIABLES,
     InheritedSocket,
@@ -55,6 +55,7 @@ from txsdnotify.workers.options import (
     workerTimeout,
 )
 from txsdnotify.wsgi.container import WSGIApplication
+from txsdnotify.wsgi.http11 import Limits, available
 from txsdnotify.wsgi.threads import DEFAULT_THREADS
 
 __all__ = ["Options", "makeService", "makeSite"]
@@ -96,6 +97,46 @@ def _workerCount(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"--workers wants a whole number >= 1, not {value!r}")
     return int(value)
+
+
+def _httpParser(value: str) -> str:
+    """
+    The coercer of C{--http-parser}.
+    """
+    if value not in HTTP_PARSERS:
+        raise ValueError(
+            f"--http-parser wants one of {', '.join(HTTP_PARSERS)}, not {value!r}"
+        )
+    return value
+
+
+def _limit(option: str) -> Callable[[str], int]:
+    """
+    A coercer for C{--limit-*}: a whole number >= 0.
+    """
+
+    def coerce(value: str) -> int:
+        if not value.isdigit():
+            raise ValueError(f"--{option} wants a whole number >= 0, not {value!r}")
+        return int(value)
+
+    coerce.coerceDoc = "A whole number >= 0."  # type: ignore[attr-defined]
+    return coerce
+
+
+_DEFAULT_LIMITS = Limits()
+
+
+def limitsOf(config: Mapping[str, Any]) -> Limits:
+    """
+    The request limits of the fast HTTP path that the options give.
+    """
+    return Limits(
+        requestLine=config["limit-request-line"],
+        requestFields=config["limit-request-fields"],
+        requestFieldSize=config["limit-request-field_size"],
+        requestBody=config["limit-request-body"],
+    )
 
 
 def healthPath(value: str) -> bytes:
@@ -170,6 +211,45 @@ systemd passed (socket activation), or else tcp:8080."""
             DEFAULT_THREADS,
             "Threads the --wsgi application runs in.",
             _threadCount,
+        ],
+        [
+            "http-parser",
+            None,
+            "auto",
+            "How a --wsgi application's HTTP/1.1 is served: fast (sdweb's own"
+            " protocol on httptools, pip install 'txsdnotify[fast]'), twisted"
+            " (twisted.web), auto (fast where httptools is installed). TLS"
+            " ports and other sites always use twisted.web.",
+            _httpParser,
+        ],
+        [
+            "limit-request-line",
+            None,
+            _DEFAULT_LIMITS.requestLine,
+            "Fast HTTP path: most bytes of a request target (414 beyond), as"
+            " gunicorn's.",
+            _limit("limit-request-line"),
+        ],
+        [
+            "limit-request-fields",
+            None,
+            _DEFAULT_LIMITS.requestFields,
+            "Fast HTTP path: most request header fields (431 beyond).",
+            _limit("limit-request-fields"),
+        ],
+        [
+            "limit-request-field_size",
+            None,
+            _DEFAULT_LIMITS.requestFieldSize,
+            "Fast HTTP path: most bytes of one header field (431 beyond).",
+            _limit("limit-request-field_size"),
+        ],
+        [
+            "limit-request-body",
+            None,
+            _DEFAULT_LIMITS.requestBody,
+            "Fast HTTP path: most bytes of a request body (413 beyond); 0: no limit.",
+            _limit("limit-request-body"),
         ],
         [
             "health",
@@ -494,6 +574,10 @@ systemd passed (socket activation), or else tcp:8080."""
         if self["workers"] > 1:
             checkWorkerOptions(self)
         checkWorkerOnlyOptions(self)
+        if self["http-parser"] == "fast" and not available():
+            raise usage.UsageError(
+                "--http-parser fast needs httptools: pip install 'txsdnotify[fast]'"
+            )
 
         for i, description in enumerate(self["ports"]):
             # --https adds its ssl: description only now.
@@ -686,6 +770,8 @@ def makeService(config: Options) -> MultiService:
         healthGrace=config["health-grace"],
         metricsPath=config["metrics"],
         metricsPorts=[config["metrics-port"]] if config["metrics-port"] else [],
+        httpParser=config["http-parser"],
+        limits=limitsOf(config),
     )
     if isinstance(config["root"], WSGIApplication):
         service.statusLine.addFigure(threadsWaiting(config["root"]))

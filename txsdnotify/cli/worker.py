@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from twisted.internet.interfaces import IStreamServerEndpoint
 
-from txsdnotify.cli.tap import Options, countThreads, makeSite
+from txsdnotify.cli.tap import Options, countThreads, limitsOf, makeSite
 from txsdnotify.metrics import newRegistry
 from txsdnotify.service import WebService
 from txsdnotify.systemd.notify import Notifier
@@ -132,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             healthGrace=config["health-grace"],
             metricsPath=config["metrics"],
             metricsRegistry=newRegistry() if wantMetrics else None,
+            httpParser=config["http-parser"],
+            limits=limitsOf(config),
         )
         countThreads(service, config)
         # The listening socket stays open for the other workers: a request

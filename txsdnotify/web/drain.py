@@ -51,11 +51,11 @@ from txsdnotify.web.http2 import isH2, settleH2
 from txsdnotify.web.tls import endTLSWait, isTLS, waitsForTLSClose
 from txsdnotify.web.tracking import (
     ABORTED_STATUS,
-    USED,
     TrackingFactory,
     channelOf,
     isProcessing,
     logAborted,
+    ownConnection,
 )
 
 __all__ = ["ABORTED_STATUS", "Arrival", "Drain", "DrainHook", "DrainResult", "arrival"]
@@ -303,6 +303,9 @@ class Drain:
         if connection in self.tracker.upgraded:
             # Only the application can end these well: the drain hooks.
             return None
+        own = ownConnection(connection)
+        if own is not None:
+            return _Wait.GRACE if own.drainBegan() else None
         channel = channelOf(connection)
         if isH2(channel):
             settleH2(channel)
@@ -313,13 +316,22 @@ class Drain:
                 for request in channel.requests:
                     _closeAfter(request)
             return None
-        if state is Arrival.NOTHING and getattr(channel, USED, False):
+        if state is Arrival.NOTHING and channel in self.tracker.used:
             if self.idleGrace > 0:
                 return _Wait.IDLE
             _close(connection)
             return None
         self._watchBytes(channel)
         return _Wait.GRACE
+
+    def _busy(self, connection: IProtocol) -> bool:
+        if connection in self.tracker.upgraded:
+            return True
+        own = ownConnection(connection)
+        if own is not None:
+            return own.drainBusy()
+        requests = getattr(channelOf(connection), "requests", None) or ()
+        return any(isProcessing(r) for r in requests)
 
     def _watchBytes(self, channel: Any) -> None:
         """
@@ -429,7 +441,7 @@ class Drain:
             if connection in self.tracker.upgraded:
                 continue
             channel = channelOf(connection)
-            if isH2(channel) or not getattr(channel, USED, False):
+            if isH2(channel) or channel not in self.tracker.used:
                 continue
             if getattr(channel, "requests", None) or _morePipelined(channel):
                 # A request began to arrive: it is answered, with close.
@@ -559,6 +571,10 @@ def _closeAfter(request: Any) -> None:
 
 
 def _close(connection: IProtocol) -> None:
+    own = ownConnection(connection)
+    if own is not None:
+        own.drainClose()
+        return
     channel = channelOf(connection)
     loseConnection = getattr(channel, "loseConnection", None)
     if loseConnection is not None:

@@ -146,6 +146,14 @@ class RequestStats:
         for name in self.__slots__:
             setattr(self, name, getattr(total, name))
 
+    def requestBegan(self) -> None:
+        """
+        A request has fully arrived and is being processed.  Every HTTP path
+        counts through this method and L{responseSent} or L{responseAborted},
+        so that what they count stays the same.
+        """
+        self.started += 1
+
     @property
     def inFlight(self) -> int:
         """

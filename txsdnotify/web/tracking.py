@@ -30,6 +30,7 @@ from txsdnotify.web.stats import RequestStats
 
 __all__ = [
     "ABORTED_STATUS",
+    "OwnConnection",
     "TrackingFactory",
     "channelOf",
     "connectionKinds",
@@ -53,6 +54,44 @@ class DrainObserver(Protocol):
         """
 
 
+class OwnConnection(Protocol):
+    """
+    A connection that is not Twisted's C{HTTPChannel} (sdweb's fast
+    HTTP/1.1 path): it counts its requests into the tracker's C{stats}
+    itself (L{RequestStats.requestBegan}, L{RequestStats.requestEnded}),
+    reads C{tracker.drain} when a request arrives, calls
+    L{TrackingFactory.release} when it is lost, and a drain asks it these.
+    """
+
+    def drainBegan(self) -> bool:
+        """
+        A drain began: close at once if idle, close after the response under
+        way (and the pipelined ones behind it) if busy.
+
+        @return: Whether it waits for the drain's grace: no request yet, or
+            one still arriving.
+        """
+
+    def drainBusy(self) -> bool:
+        """
+        Whether a request is being processed on it.
+        """
+
+    def drainClose(self) -> None:
+        """
+        Close now, unless a request is being processed (then close after it).
+        """
+
+
+def ownConnection(connection: object) -> OwnConnection | None:
+    """
+    C{connection} if it is an L{OwnConnection}.
+    """
+    if hasattr(connection, "drainBegan"):
+        return connection  # type: ignore[return-value]
+    return None
+
+
 def channelOf(connection: object) -> Any:
     """
     The HTTP channel behind a connection that a L{Site} built.
@@ -63,16 +102,14 @@ def channelOf(connection: object) -> Any:
     return getattr(connection, "_channel", connection)
 
 
-# Set on a channel once it has processed a request, so that a drain can tell
-# an idle keep-alive connection (close now) from a fresh one (give it a grace).
-USED = "_txsdnotifyUsed"
-
 # Set on a request while it is processed (its body has arrived) and not yet
-# answered: the drain and the figures agree that this is "in flight".
+# answered: the drain and the figures agree that this is "in flight".  The
+# request is an instance of sdweb's own subclass, whose constructor sets it:
+# nothing is added to Twisted's objects after they were made (CPython 3.11
+# then falls back from inline attribute values to a dict for them).  What
+# belongs to a channel is kept beside it, in the tracker.
 PROCESSING = "_txsdnotifyProcessing"
 
-# Set on a channel: the tracked connection it belongs to.
-_CONNECTION = "_txsdnotifyConnection"
 
 # Set on a request when it is processed: when (time.monotonic), for its
 # duration.
@@ -102,12 +139,21 @@ class TrackingFactory:
     @ivar answerFirst: Wraps the counting request factory in one that may
         answer some requests itself, uncounted (the health checks); set it
         before listening.
+    @ivar used: The channels (see L{channelOf}) that have processed a
+        request, so that a drain can tell an idle keep-alive connection
+        (close now) from a fresh one (give it a grace).
+    @ivar connectionFactory: Builds the connections instead of the site
+        when set (sdweb's fast HTTP/1.1 path): each is an L{OwnConnection},
+        tracked but not changed.  Ports serving TLS listen with
+        L{siteOnly} instead.
     """
 
     def __init__(self, site: Site, stats: RequestStats | None = None) -> None:
         self.site = site
         self.stats = stats if stats is not None else RequestStats()
         self.connections: set[IProtocol] = set()
+        self.used: set[Any] = set()
+        self._connectionOf: dict[Any, IProtocol] = {}
         self.upgraded: dict[IProtocol, Any] = {}
         self.drain: DrainObserver | None = None
         self.answerFirst: Callable[[Callable[..., Any]], Callable[..., Any]] | None = (
@@ -118,6 +164,7 @@ class TrackingFactory:
         self._siteHeld = False
         self._siteStopsHeld = 0
         self._trackedClasses: dict[type, type] = {}
+        self.connectionFactory: Callable[[IAddress], IProtocol | None] | None = None
 
     def doStart(self) -> None:
         """
@@ -167,6 +214,19 @@ class TrackingFactory:
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         """
+        Have the site (or L{connectionFactory}) build the connection, then
+        count and track it.
+        """
+        if self.connectionFactory is not None:
+            own = self.connectionFactory(addr)
+            if own is not None:
+                self.connections.add(own)
+                self.stats.connectionsOpened += 1
+            return own
+        return self.buildSiteProtocol(addr)
+
+    def buildSiteProtocol(self, addr: IAddress) -> IProtocol | None:
+        """
         Have the site build the connection, then count and track it.
         """
         connection = self.site.buildProtocol(addr)
@@ -180,7 +240,7 @@ class TrackingFactory:
     def _track(self, connection: IProtocol) -> None:
         self.connections.add(connection)
         self.stats.connectionsOpened += 1
-        setattr(channelOf(connection), _CONNECTION, connection)
+        self._connectionOf[channelOf(connection)] = connection
         # The connection becomes an instance of a subclass of its own class
         # that hears of its loss, rather than being wrapped: a wrapper would
         # sit in the path of every byte.  An attribute on the instance would
@@ -192,10 +252,26 @@ class TrackingFactory:
             tracked = self._trackedClasses[cls] = _trackedClass(cls, self)
         connection.__class__ = tracked
 
+    def siteOnly(self) -> SiteOnly:
+        """
+        A factory for ports whose connections Twisted's stack must serve
+        (TLS, HTTP/2) when L{connectionFactory} is set: tracked here too.
+        """
+        return SiteOnly(self)
+
+    def release(self, connection: IProtocol) -> None:
+        """
+        An L{OwnConnection} was lost.
+        """
+        self._release(connection)
+
     def _release(self, connection: IProtocol) -> None:
         if connection not in self.connections:
             return
         self.connections.discard(connection)
+        channel = channelOf(connection)
+        self._connectionOf.pop(channel, None)
+        self.used.discard(channel)
         self.upgraded.pop(connection, None)
         self.stats.connectionsClosed += 1
         if self.drain is not None:
@@ -209,7 +285,7 @@ class TrackingFactory:
         """
         # Only an HTTP/1 channel can be taken over (an HTTP/2 stream has no
         # transport of its own, and no tracked connection of its own).
-        connection = getattr(request.channel, _CONNECTION, None)
+        connection = self._connectionOf.get(request.channel)
         if connection is None or connection not in self.connections:
             return
         _ended(request, self.stats, True)
@@ -250,17 +326,58 @@ class TrackingFactory:
         return self._requestFactory
 
 
+@implementer(IProtocolFactory, ILoggingContext, IProtocolNegotiationFactory)
+class SiteOnly:
+    """
+    The factory of a port that a L{TrackingFactory} serves with its site's
+    own connections, whatever its L{TrackingFactory.connectionFactory}.
+    """
+
+    def __init__(self, tracker: TrackingFactory) -> None:
+        self.tracker = tracker
+
+    def doStart(self) -> None:
+        """
+        As the tracker.
+        """
+        self.tracker.doStart()
+
+    def doStop(self) -> None:
+        """
+        As the tracker.
+        """
+        self.tracker.doStop()
+
+    def logPrefix(self) -> str:
+        """
+        As the tracker.
+        """
+        return self.tracker.logPrefix()
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        As the tracker (ALPN).
+        """
+        return self.tracker.acceptableProtocols()
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        """
+        A connection of the site's, tracked.
+        """
+        return self.tracker.buildSiteProtocol(addr)
+
+
 def _began(request: Any, tracker: TrackingFactory) -> Any:
     """
     C{request} is about to be processed: count it and tell the drain.
 
     @return: Its channel, to see afterwards whether it switched protocols.
     """
-    tracker.stats.started += 1
+    tracker.stats.requestBegan()
     setattr(request, PROCESSING, True)
     setattr(request, STARTED, monotonic())
     channel = request.channel
-    setattr(channel, USED, True)
+    tracker.used.add(channel)
     drain = tracker.drain
     if drain is not None:
         drain.requestArrived(request)
@@ -347,6 +464,8 @@ def trackingRequestFactory(base: Any, tracker: TrackingFactory) -> Callable[...,
 
 def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     stats = tracker.stats
+    used = tracker.used
+    baseInit = base.__init__  # type: ignore[misc]
     baseProcess = base.process  # type: ignore[attr-defined]
     baseFinish = base.finish  # type: ignore[attr-defined]
     baseConnectionLost = base.connectionLost  # type: ignore[attr-defined]
@@ -355,17 +474,20 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     # written out rather than shared (a call, a setattr() or a super() costs
     # more than the counting itself): a request counts once it is processed
     # (its body has arrived) and ends once it is finished or its client is
-    # gone.  The attribute names are PROCESSING, STARTED and USED.
+    # gone.  The attribute names are PROCESSING and STARTED, set in the
+    # constructor.
     class TrackedRequest(base):
-        _txsdnotifyProcessing = False
-        _txsdnotifyStarted = 0.0
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            baseInit(self, *args, **kwargs)
+            self._txsdnotifyProcessing = False
+            self._txsdnotifyStarted = 0.0
 
         def process(self) -> None:
-            stats.started += 1
+            stats.requestBegan()
             self._txsdnotifyProcessing = True
             self._txsdnotifyStarted = monotonic()
             channel = self.channel
-            channel._txsdnotifyUsed = True
+            used.add(channel)
             if tracker.drain is not None:
                 tracker.drain.requestArrived(self)
             baseProcess(self)

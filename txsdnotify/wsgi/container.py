@@ -31,7 +31,14 @@ from txsdnotify.wsgi.environ import FileWrapper, baseEnviron, requestEnviron
 from txsdnotify.wsgi.flush import FLUSH_DELAY, Flusher
 from txsdnotify.wsgi.threads import RequestThreads
 
-__all__ = ["BUFFER_BYTES", "FLUSH_DELAY", "FileWrapper", "WSGIApplication"]
+__all__ = [
+    "BUFFER_BYTES",
+    "ERROR_BODY",
+    "FLUSH_DELAY",
+    "FileWrapper",
+    "ResponseBase",
+    "WSGIApplication",
+]
 
 BUFFER_BYTES = 64 * 1024
 """
@@ -46,7 +53,7 @@ StartResponse = Callable[..., Callable[[bytes], None]]
 Application = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _NO_BODY = frozenset({204, 304})
-_ERROR_BODY = b"Internal Server Error\n"
+ERROR_BODY = b"Internal Server Error\n"
 
 
 class WSGIApplication(Resource):
@@ -136,22 +143,30 @@ def _abort(request: Request) -> None:
 
 
 @implementer(IPushProducer)
-class _Response:
+class ResponseBase:
     """
-    One request's trip through a thread and back.
+    One request's trip through a thread and back, whatever HTTP carries it.
 
     Thread side: L{run}, L{startResponse}, L{write}.  Reactor side: the
-    methods ending in C{InReactor}, and the producer methods.
+    methods ending in C{InReactor}, and the producer methods; a subclass
+    says how a response goes out (L{_completeInReactor},
+    L{_streamInReactor}, L{_sendChunks}, L{_endStreamInReactor},
+    L{_sendError}, L{_dropConnection}) and what the log calls it (L{uri}).
     """
 
+    uri: bytes = b""
+
     def __init__(
-        self, container: WSGIApplication, request: Request, environ: dict[str, Any]
+        self,
+        application: Application,
+        callFromThread: Callable[..., object],
+        flusher: Flusher,
+        environ: dict[str, Any],
     ) -> None:
-        self.request = request
         self.environ = environ
-        self._application = container.application
-        self._callFromThread = container._reactor.callFromThread
-        self._flusher = container._flusher
+        self._application = application
+        self._callFromThread = callFromThread
+        self._flusher = flusher
         self.status: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
         self.buffer: list[bytes] = []
         self.size = 0
@@ -163,8 +178,6 @@ class _Response:
         self.paused = False
         self.inFlight = 0
         self._cond: threading.Condition | None = None
-        request.defaultContentType = None
-        request.notifyFinish().addErrback(self._lostInReactor)
 
     # --- the thread side ------------------------------------------------------
 
@@ -398,6 +411,126 @@ class _Response:
         chunks: list[bytes],
         size: int,
     ) -> None:
+        """
+        Send the whole response: status, headers and body.
+        """
+        raise NotImplementedError()
+
+    def _streamInReactor(
+        self,
+        status: tuple[int, bytes, list[tuple[bytes, bytes]]],
+        chunks: list[bytes],
+        size: int,
+    ) -> None:
+        """
+        Send the status, the headers and a first block of a streamed
+        response, registering this response as the producer.
+        """
+        raise NotImplementedError()
+
+    def _sendChunks(self, chunks: list[bytes]) -> None:
+        """
+        Send blocks of a streamed response.
+        """
+        raise NotImplementedError()
+
+    def _endStreamInReactor(self, chunks: list[bytes], size: int) -> None:
+        """
+        Send the last blocks of a streamed response and end it.
+        """
+        raise NotImplementedError()
+
+    def _sendError(self) -> None:
+        """
+        Answer 500 with L{ERROR_BODY}: nothing was sent yet.
+        """
+        raise NotImplementedError()
+
+    def _dropConnection(self) -> None:
+        """
+        Drop the connection, so that the client sees the response as broken.
+        """
+        raise NotImplementedError()
+
+    def _writeInReactor(self, chunks: list[bytes], size: int) -> None:
+        if not self.gone:
+            self._sendChunks(chunks)
+        cond = self._cond
+        assert cond is not None
+        with cond:
+            self.inFlight -= size
+            cond.notify()
+
+    def _errorInReactor(self, failure: Failure) -> None:
+        self._logInReactor(failure)
+        if not self.gone:
+            self._sendError()
+
+    def _logInReactor(self, failure: Failure, outcome: str = "") -> None:
+        _log.failure(
+            "WSGI application error on {method} {uri}{outcome}",
+            failure,
+            method=self.environ["REQUEST_METHOD"],
+            uri=self.uri,
+            outcome=outcome,
+        )
+
+    def _abortInReactor(self, failure: Failure) -> None:
+        self._logInReactor(failure, " while streaming; connection aborted")
+        if not self.gone:
+            self.gone = True
+            self._dropConnection()
+
+    def _lostInReactor(self, reason: Failure) -> None:
+        self.gone = True
+        cond = self._cond
+        if cond is not None:
+            with cond:
+                cond.notify()
+
+    # IPushProducer: the connection's send buffer
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        cond = self._cond
+        if cond is None:
+            self.paused = False
+            return
+        with cond:
+            self.paused = False
+            cond.notify()
+
+    def stopProducing(self) -> None:
+        self._lostInReactor(Failure(_ClientGone()))
+
+
+class _Response(ResponseBase):
+    """
+    A response carried by a twisted.web L{Request}.
+    """
+
+    def __init__(
+        self, container: WSGIApplication, request: Request, environ: dict[str, Any]
+    ) -> None:
+        super().__init__(
+            container.application,
+            container._reactor.callFromThread,
+            container._flusher,
+            environ,
+        )
+        self.request = request
+        self.uri = request.uri
+        request.defaultContentType = None
+        request.notifyFinish().addErrback(self._lostInReactor)
+
+    def _completeInReactor(
+        self,
+        status: tuple[int, bytes, list[tuple[bytes, bytes]]],
+        chunks: list[bytes],
+        size: int,
+    ) -> None:
         if self.gone:
             return
         request = self.request
@@ -424,16 +557,10 @@ class _Response:
         request.registerProducer(self, True)
         self._writeInReactor(chunks, size)
 
-    def _writeInReactor(self, chunks: list[bytes], size: int) -> None:
-        if not self.gone:
-            write = self.request.write
-            for chunk in chunks:
-                write(chunk)
-        cond = self._cond
-        assert cond is not None
-        with cond:
-            self.inFlight -= size
-            cond.notify()
+    def _sendChunks(self, chunks: list[bytes]) -> None:
+        write = self.request.write
+        for chunk in chunks:
+            write(chunk)
 
     def _endStreamInReactor(self, chunks: list[bytes], size: int) -> None:
         if self.gone:
@@ -444,54 +571,15 @@ class _Response:
         request.unregisterProducer()
         request.finish()
 
-    def _errorInReactor(self, failure: Failure) -> None:
-        self._logInReactor(failure)
-        if self.gone:
-            return
+    def _sendError(self) -> None:
         request = self.request
         request.setResponseCode(500)
         request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain"])
         request.responseHeaders.setRawHeaders(
-            b"content-length", [b"%d" % len(_ERROR_BODY)]
+            b"content-length", [b"%d" % len(ERROR_BODY)]
         )
-        request.write(_ERROR_BODY)
+        request.write(ERROR_BODY)
         request.finish()
 
-    def _logInReactor(self, failure: Failure, outcome: str = "") -> None:
-        _log.failure(
-            "WSGI application error on {method} {uri}{outcome}",
-            failure,
-            method=self.environ["REQUEST_METHOD"],
-            uri=self.request.uri,
-            outcome=outcome,
-        )
-
-    def _abortInReactor(self, failure: Failure) -> None:
-        self._logInReactor(failure, " while streaming; connection aborted")
-        if not self.gone:
-            self.gone = True
-            _abort(self.request)
-
-    def _lostInReactor(self, reason: Failure) -> None:
-        self.gone = True
-        cond = self._cond
-        if cond is not None:
-            with cond:
-                cond.notify()
-
-    # IPushProducer: the connection's send buffer
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        cond = self._cond
-        if cond is None:
-            self.paused = False
-            return
-        with cond:
-            self.paused = False
-            cond.notify()
-
-    def stopProducing(self) -> None:
-        self._lostInReactor(Failure(_ClientGone()))
+    def _dropConnection(self) -> None:
+        _abort(self.request)
