@@ -6,11 +6,13 @@ fresh, busy and stuck connections, without sleeping.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection as H2Client
-from inmemory import GET, POST, Root, connect
+from inmemory import GET, PEER, POST, Root, connect
+from test_tls import makeCertificate
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -21,7 +23,7 @@ from twisted.web._http2 import H2Connection
 from twisted.web.server import Site
 
 from txsdnotify.web.drain import Arrival, Drain, DrainResult, arrival
-from txsdnotify.web.tracking import TrackingFactory, channelOf
+from txsdnotify.web.tracking import USED, TrackingFactory, channelOf
 
 
 def setUp() -> tuple[Root, TrackingFactory, Clock]:
@@ -644,3 +646,68 @@ def test_forcedStopAbortedRequestNotServed() -> None:
     stats = tracker.stats
     assert (stats.completed, stats.aborted, stats.inFlight) == (0, 1, 0)
     assert '"GET /hold HTTP/1.1" 499 4' in access.getvalue()
+
+
+class TCPTransport(StringTransport):
+    """
+    What a TLS layer runs over: TCP, as far as the HTTP channel asks.
+    """
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+def overTLS(tracker: TrackingFactory, directory: Path) -> tuple[Any, Any, TCPTransport]:
+    """
+    A connection to C{tracker} through Twisted's TLS layer, in memory: the
+    tracked connection, the TLS layer (its transport) and the TCP transport
+    under it.  No handshake happens; tests set the layer's state.
+    """
+    from twisted.internet.ssl import DefaultOpenSSLContextFactory
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    key, cert = makeCertificate(directory)
+    tlsFactory = TLSMemoryBIOFactory(
+        DefaultOpenSSLContextFactory(str(key), str(cert)), False, tracker
+    )
+    tls: Any = tlsFactory.buildProtocol(PEER)
+    under = TCPTransport()
+    tls.makeConnection(under)
+    [connection] = tracker.connections
+    return connection, tls, under
+
+
+def test_silentTLSPeerClosedAfterTheGrace(tmp_path: Path) -> None:
+    """
+    A TLS connection waiting for its peer's close_notify (here: one that
+    was closing when the drain began) is given the grace, then the TCP
+    connection under it is closed; with nothing else left the drain ends
+    when that connection is lost.
+    """
+    _, tracker, clock = setUp()
+    connection, tls, under = overTLS(tracker, tmp_path)
+    setattr(channelOf(connection), USED, True)
+    tls.disconnecting = True  # close_notify sent, the peer silent
+    done = Drain(tracker, clock=clock, grace=2, timeout=30).start()
+    clock.advance(1.5)
+    assert not under.disconnecting
+    clock.advance(0.5)
+    assert under.disconnecting and not done.called
+    tls.connectionLost(Failure(ConnectionError("closed")))
+    assert done.result == DrainResult(seconds=2, aborted=0)
+    assert clock.getDelayedCalls() == []
+
+
+def test_freshTLSConnectionGetsNoSecondGrace(tmp_path: Path) -> None:
+    """
+    A TLS connection that sent nothing during the grace is closed at its
+    end, TCP included: no second grace for its close_notify.
+    """
+    _, tracker, clock = setUp()
+    _, tls, under = overTLS(tracker, tmp_path)
+    tls._handshakeDone = True  # idle after its handshake
+    Drain(tracker, clock=clock, grace=2, timeout=30).start()
+    clock.advance(1.9)
+    assert not tls.disconnecting and not under.disconnecting
+    clock.advance(0.1)
+    assert tls.disconnecting and under.disconnecting

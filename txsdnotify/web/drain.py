@@ -250,7 +250,7 @@ class Drain:
         if tls:
             self._tlsSweep = LoopingCall(self._sweepTLS)
             self._tlsSweep.clock = self.clock
-            self._tlsSweep.start(max(0.05, min(self.grace / 4, 0.5)), now=False)
+            self._tlsSweep.start(max(0.05, min(self.grace / 4, 0.5)), now=True)
         return self._done
 
     def force(self) -> None:
