@@ -176,6 +176,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Where the managers' runtime directories go: not under /tmp, which
 # PrivateTmp= hides from a unit.
 RUN_ROOT = "/run"
+# Made empty by systemd on the host's /run when a sandboxed unit starts;
+# removed again by the manager that saw it appear.
+HOST_CREDENTIALS = Path("/run/credentials")
 CGROUP_PREFIX = "txsdnotify-harness-"
 
 # Variables of the test process that must not reach the manager or its units.
@@ -622,6 +625,7 @@ class UserManager:
         self._reader: threading.Thread | None = None
         self._reader_stop = threading.Event()
         self._env: dict[str, str] = {}
+        self._made_credentials_dir = False
 
     # -- properties ---------------------------------------------------------
 
@@ -702,6 +706,8 @@ class UserManager:
         assert systemd is not None
         self._layout = layout = _CgroupLayout()
         self._sweep_stale_cgroups(layout)
+        # systemd makes it (for units' namespaces) on the host's /run.
+        self._made_credentials_dir = not HOST_CREDENTIALS.exists()
 
         # Under /run, not /tmp: a unit with PrivateTmp= (DynamicUser= implies
         # it) would not see a runtime directory under /tmp, nor its notify
@@ -900,6 +906,12 @@ class UserManager:
         if self.runtime_dir is not None:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             self.runtime_dir = None
+        if self._made_credentials_dir:
+            self._made_credentials_dir = False
+            try:
+                HOST_CREDENTIALS.rmdir()
+            except OSError:
+                pass
         if self._owns_base and not self.keep_files:
             shutil.rmtree(self.base_dir, ignore_errors=True)
         if leftovers:
