@@ -91,7 +91,14 @@ process's own cgroup) in the unified and C{name=systemd} hierarchies, so the
 cgroup namespace is rooted there.  Inside the namespaces:
 
   - a tmpfs is mounted on C{/run/systemd} (on C{/run} if that does not
-    exist) and C{/run/systemd/system} created, what C{sd_booted()} checks;
+    exist) and C{/run/systemd/system} created, what C{sd_booted()} checks,
+    with the C{/run/systemd/inaccessible/} nodes PID 1 makes at boot (a
+    sandboxed unit, C{ProtectHome=} for one, mounts them over what it
+    hides; without them it fails with 226/NAMESPACE);
+  - a tmpfs, shared (as systemd makes C{/} on a booted machine), is
+    mounted on the runtime directory: C{LoadCredential=} mounts a
+    service's credentials there from a mount namespace of its own, and
+    only a shared mount lets that mount reach the manager;
   - C{/sys/fs/cgroup} is remounted to show only the unified and/or
     C{name=systemd} hierarchy, rooted at that fresh cgroup.  B{This
     matters}: a user manager whose cgroup is the root cgroup moves I{every}
