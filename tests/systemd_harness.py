@@ -91,7 +91,14 @@ process's own cgroup) in the unified and C{name=systemd} hierarchies, so the
 cgroup namespace is rooted there.  Inside the namespaces:
 
   - a tmpfs is mounted on C{/run/systemd} (on C{/run} if that does not
-    exist) and C{/run/systemd/system} created, what C{sd_booted()} checks;
+    exist) and C{/run/systemd/system} created, what C{sd_booted()} checks,
+    with the C{/run/systemd/inaccessible/} nodes PID 1 makes at boot (a
+    sandboxed unit, C{ProtectHome=} for one, mounts them over what it
+    hides; without them it fails with 226/NAMESPACE);
+  - a tmpfs, shared (as systemd makes C{/} on a booted machine), is
+    mounted on the runtime directory: C{LoadCredential=} mounts a
+    service's credentials there from a mount namespace of its own, and
+    only a shared mount lets that mount reach the manager;
   - C{/sys/fs/cgroup} is remounted to show only the unified and/or
     C{name=systemd} hierarchy, rooted at that fresh cgroup.  B{This
     matters}: a user manager whose cgroup is the root cgroup moves I{every}
@@ -176,6 +183,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Where the managers' runtime directories go: not under /tmp, which
 # PrivateTmp= hides from a unit.
 RUN_ROOT = "/run"
+# Made empty by systemd on the host's /run when a sandboxed unit starts;
+# removed again by the manager that saw it appear.
+HOST_CREDENTIALS = Path("/run/credentials")
 CGROUP_PREFIX = "txsdnotify-harness-"
 
 # Variables of the test process that must not reach the manager or its units.
@@ -622,6 +632,7 @@ class UserManager:
         self._reader: threading.Thread | None = None
         self._reader_stop = threading.Event()
         self._env: dict[str, str] = {}
+        self._made_credentials_dir = False
 
     # -- properties ---------------------------------------------------------
 
@@ -702,6 +713,8 @@ class UserManager:
         assert systemd is not None
         self._layout = layout = _CgroupLayout()
         self._sweep_stale_cgroups(layout)
+        # systemd makes it (for units' namespaces) on the host's /run.
+        self._made_credentials_dir = not HOST_CREDENTIALS.exists()
 
         # Under /run, not /tmp: a unit with PrivateTmp= (DynamicUser= implies
         # it) would not see a runtime directory under /tmp, nor its notify
@@ -900,6 +913,12 @@ class UserManager:
         if self.runtime_dir is not None:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             self.runtime_dir = None
+        if self._made_credentials_dir:
+            self._made_credentials_dir = False
+            try:
+                HOST_CREDENTIALS.rmdir()
+            except OSError:
+                pass
         if self._owns_base and not self.keep_files:
             shutil.rmtree(self.base_dir, ignore_errors=True)
         if leftovers:
