@@ -412,8 +412,17 @@ def test_onlyTheMasterSpeaksToSystemd(twistd: Any, receiver: NotifyReceiver) -> 
         )
 
 
-def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver) -> None:
-    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+@pytest.mark.parametrize("grace", ["0", "30"])
+def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver, grace: str) -> None:
+    """
+    A second SIGTERM, during the drain or during the health grace, has the
+    workers abort what is left at once (not after their own grace, nor the
+    master's SIGKILL 5 s later); the last status line and the exit status
+    say so.
+    """
+    server, port = startWorkers(
+        twistd, receiver, "--status-interval", "0.2", "--health-grace", grace
+    )
     answers: list[bytes | Exception] = []
 
     def slow() -> None:
@@ -427,11 +436,13 @@ def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver) -> None:
     receiver.expect(lambda m: "; 1 in flight;" in m.get("STATUS", ""), timeout=20)
     server.process.send_signal(signal.SIGTERM)
     receiver.expect("STOPPING", "1", timeout=10)
+    forced = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     receiver.expect("STATUS", "Stopping now: aborting what is left", timeout=10)
     # The exit status and the last status line say what happened; the
     # aborted request is not counted as served.
     assert server.wait(30) == 1
+    assert time.monotonic() - forced < 5.0
     client.join(30)
     assert len(answers) == 1 and isinstance(answers[0], Exception)
     served = len([a for a in answers if isinstance(a, bytes)])

@@ -12,7 +12,8 @@ drains as C{twistd sdweb} does.
 
 The master writes to its standard input: C{stopping} when the whole
 service begins to stop (the health checks fail from then on, while it
-serves on through the master's health grace).  When its standard input
+serves on through the master's health grace), C{force} when the stop is
+forced (what is left is aborted once the drain begins).  When its standard input
 closes, it drains at once: the master has closed its sockets (the service
 stops), is replacing it (the service serves on, so its health checks still
 pass), or is gone.
