@@ -815,3 +815,29 @@ def test_stopRefusesNewConnectionsAtOnce(twistd: Any, receiver: NotifyReceiver) 
     assert response.status == 200 and response.read().startswith(b"pid ")
     assert server.wait(60) == -signal.SIGTERM
     assert receiver.values("STATUS")[-1] == "Stopped: 1 request(s) served"
+
+
+def test_reloadWaitsForALongRequest(twistd: Any, receiver: NotifyReceiver) -> None:
+    """
+    A request that takes longer than the heartbeat limit, in flight on an
+    old worker when a reload replaces it: the old worker drains and goes on
+    reporting (its counts, its heartbeat), so it is not killed as hung, and
+    the request gets its answer.
+    """
+    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    before = childPids(server.process.pid)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", "/slow?s=7")
+    receiver.expect(lambda m: "; 1 in flight;" in m.get("STATUS", ""), timeout=20)
+    seen = len(receiver.receiveAvailable())
+    server.process.send_signal(signal.SIGHUP)
+    receiver.expect("READY", "1", timeout=60, after=seen)
+    # The draining worker's request is still counted as in flight.
+    receiver.expect(
+        lambda m: "; 1 in flight;" in m.get("STATUS", ""), timeout=10, after=seen
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    assert pidOf(response.read()) in before
+    assert "silent for" not in server.output()
+    assert server.process.poll() is None

@@ -31,7 +31,7 @@ from typing import Any, cast
 from twisted.application.app import startApplication
 from twisted.application.service import Application
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamServerEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import LoopingCall
@@ -43,6 +43,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from txsdnotify.service import WebService
 from txsdnotify.systemd.journal import journalObserver, journalStream
@@ -65,11 +66,14 @@ __all__ = [
 log = Logger()
 
 
+@implementer(IHalfCloseableProtocol)
 class MasterLink(Protocol):
     """
     The worker's end of the pipes to its master: messages go out on
     L{CONTROL_FD}; the master closes our standard input to have us stop
-    (draining), and it closes too when the master is gone.
+    (draining), and it closes too when the master is gone.  Half-closeable:
+    once our standard input has closed, the reports (the counts and the
+    heartbeat) still go out while the worker drains.
     """
 
     def __init__(
@@ -100,6 +104,11 @@ class MasterLink(Protocol):
         Standard input closed: the master wants us to stop, or is gone.
         """
         self._onClosed()
+
+    def writeConnectionLost(self) -> None:
+        """
+        The master no longer reads our messages (it is gone).
+        """
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """
