@@ -216,17 +216,24 @@ def test_noGraceLosesRequests(
     assert counts["ok"] > 100, counts
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_agentCheckDrainsAtOnce(
-    twistd: Any, receiver: NotifyReceiver, haproxyFactory: Callable[..., HAProxy]
+    twistd: Any,
+    receiver: NotifyReceiver,
+    haproxyFactory: Callable[..., HAProxy],
+    workers: str,
 ) -> None:
     """
     With --agent-port, HAProxy puts the server in DRAIN within an
     agent-inter of the stop, long before its slow health checks would
-    notice; a new process says "up ready" and it is back.
+    notice; a new process says "up ready" and it is back.  The same with
+    --workers 2, where the master answers the agent.
     """
     need("haproxy")
     port, agentPort = freePort(), freePort()
     args = [
+        "--workers",
+        workers,
         "--port",
         f"tcp:{port}:interface=127.0.0.1",
         "--health",

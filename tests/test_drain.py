@@ -23,7 +23,7 @@ from twisted.web._http2 import H2Connection
 from twisted.web.server import Site
 
 from txsdnotify.web.drain import Arrival, Drain, DrainResult, arrival
-from txsdnotify.web.tracking import USED, TrackingFactory, channelOf
+from txsdnotify.web.tracking import TrackingFactory, channelOf
 
 
 def setUp() -> tuple[Root, TrackingFactory, Clock]:
@@ -686,7 +686,7 @@ def test_silentTLSPeerClosedAfterTheGrace(tmp_path: Path) -> None:
     """
     _, tracker, clock = setUp()
     connection, tls, under = overTLS(tracker, tmp_path)
-    setattr(channelOf(connection), USED, True)
+    tracker.used.add(channelOf(connection))
     tls.disconnecting = True  # close_notify sent, the peer silent
     done = Drain(tracker, clock=clock, grace=2, timeout=30).start()
     clock.advance(1.5)

@@ -388,3 +388,82 @@ def test_twistdHealthOptions(
     log = (tmp_path / "access.log").read_text()
     assert log.count('"GET / HTTP/1.1" 200') == 2, log
     assert "healthz" not in log, log
+
+
+def test_graceWaitEndedEarly() -> None:
+    """
+    Whoever holds the grace may end it early (a worker told to drain by
+    its master): the timer goes, and nothing fires twice.
+    """
+    clock = Clock()
+    lifecycle = Lifecycle(MemoryNotifier())
+    lifecycle.ready("ok")
+    lifecycle.draining("stopping")
+    waited = graceWait(lifecycle, clock, 6)
+    waited.callback(True)
+    assert not clock.getDelayedCalls()
+    clock.advance(10)
+    lifecycle.forced("now")
+    assert waited.result is True
+
+
+def test_healthOfAnotherState() -> None:
+    """
+    What a balancer is told may come from elsewhere than the lifecycle (a
+    worker tells its service's state), and a serving state may still have
+    nothing to serve with (a master without a ready worker): 503 and
+    "drain" then.
+    """
+    from txsdnotify.health import Health
+    from txsdnotify.web.stats import RequestStats
+
+    lifecycle = Lifecycle(MemoryNotifier())
+    lifecycle.ready("ok")
+    workers = [2]
+    health = Health(
+        lifecycle,
+        RequestStats(),
+        Clock(),
+        canServe=lambda: workers[0] > 0,
+        details=lambda: {"workers": workers[0]},
+    )
+    assert health.serving and health.agentLine() == b"up ready\n"
+    assert health.report()["workers"] == 2
+    workers[0] = 0
+    assert not health.serving and health.agentLine() == b"drain\n"
+    workers[0] = 1
+    lifecycle.draining("stopping")
+    health.stateOf = lambda: State.READY
+    assert health.serving and health.report()["state"] == "ready"
+    health.stateOf = lambda: State.DRAINING
+    assert not health.serving and health.agentLine() == b"drain\n"
+
+
+@pytest_twisted.inlineCallbacks
+def test_skipHealthGrace(live: NotifyReceiver) -> Generator[Any, Any, None]:
+    """
+    L{WebService.skipHealthGrace} during the grace closes the ports and
+    drains at once; before a stop, the stop has no grace.
+    """
+    service = makeService(live, Controlled(), healthPath=b"/healthz", healthGrace=60)
+    service.startService()
+    yield service.whenReady()
+    port = portOf(service)
+    stopping = service.stopService()
+    assert (yield fetch(service))[0] == 503
+    assert portAnswers(port)
+    started = reactor.seconds()
+    service.skipHealthGrace()
+    yield stopping
+    assert reactor.seconds() - started < 5
+    assert not portAnswers(port)
+
+    other = makeService(live, Controlled(), healthPath=b"/healthz", healthGrace=60)
+    other.startService()
+    yield other.whenReady()
+    other.skipHealthGrace()
+    seen = len(live.values("STATUS"))
+    started = reactor.seconds()
+    yield other.stopService()
+    assert reactor.seconds() - started < 5
+    assert not [s for s in live.values("STATUS")[seen:] if "health checks" in s]

@@ -627,3 +627,47 @@ def test_tlsLayerInternalsStillThere(pem: tuple[Path, Path]) -> None:
     tls._appSendBuffer.clear()
     endTLSWait(tls)
     assert under.disconnecting
+
+
+@pytest.mark.parametrize(
+    "description, plain",
+    [
+        ("ssl:443:privateKey=k.pem:certKey=c.pem", "tcp:443"),
+        ("ssl:port=8443:privateKey=k.pem:certKey=c.pem", "tcp:8443"),
+        (
+            "ssl:0:privateKey=k.pem:interface=127.0.0.1:backlog=10",
+            "tcp:0:interface=127.0.0.1:backlog=10",
+        ),
+        (
+            "ssl:0:k.pem:c.pem:TLS_METHOD:\\:\\:1:100",
+            "tcp:0:interface=\\:\\:1:backlog=100",
+        ),
+        ("tcp:80", "tcp:80"),
+    ],
+)
+def test_plainDescription(description: str, plain: str) -> None:
+    """
+    The TCP port under an C{ssl:} port, as the master of C{--workers} binds
+    it: same port, interface and backlog.
+    """
+    from txsdnotify.web.tls import plainDescription
+
+    assert plainDescription(description) == plain
+
+
+def test_serverContextServes(pem: tuple[Path, Path]) -> None:
+    """
+    The context built for a worker holds the port's certificate and key.
+    """
+    from OpenSSL import SSL
+
+    from txsdnotify.web.tls import serverContext
+
+    key, cert = pem
+    options = serverContext(f"ssl:0:privateKey={key}:certKey={cert}")
+    context = options.getContext()
+    assert isinstance(context, SSL.Context)
+    loaded = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert options.certificate.digest("sha256").replace(b":", b"").lower() == (
+        loaded.fingerprint(hashes.SHA256()).hex().encode()
+    )

@@ -481,8 +481,17 @@ def test_onlyTheMasterSpeaksToSystemd(twistd: Any, receiver: NotifyReceiver) -> 
         )
 
 
-def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver) -> None:
-    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+@pytest.mark.parametrize("grace", ["0", "30"])
+def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver, grace: str) -> None:
+    """
+    A second SIGTERM, during the drain or during the health grace, has the
+    workers abort what is left at once (not after their own grace, nor the
+    master's SIGKILL 5 s later); the last status line and the exit status
+    say so.
+    """
+    server, port = startWorkers(
+        twistd, receiver, "--status-interval", "0.2", "--health-grace", grace
+    )
     answers: list[bytes | Exception] = []
 
     def slow() -> None:
@@ -496,11 +505,13 @@ def test_secondSigtermForces(twistd: Any, receiver: NotifyReceiver) -> None:
     receiver.expect(lambda m: "; 1 in flight;" in m.get("STATUS", ""), timeout=20)
     server.process.send_signal(signal.SIGTERM)
     receiver.expect("STOPPING", "1", timeout=10)
+    forced = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     receiver.expect("STATUS", "Stopping now: aborting what is left", timeout=10)
     # The exit status and the last status line say what happened; the
     # aborted request is not counted as served.
     assert server.wait(30) == 1
+    assert time.monotonic() - forced < 5.0
     client.join(30)
     assert len(answers) == 1 and isinstance(answers[0], Exception)
     served = len([a for a in answers if isinstance(a, bytes)])
@@ -1200,3 +1211,29 @@ def test_replacedWorkerAnswersAnIdleKeepAliveConnection(
     finally:
         connection.close()
     waitUntil(lambda: mine not in childPids(server.process.pid), timeout=30)
+
+
+def test_reloadWaitsForALongRequest(twistd: Any, receiver: NotifyReceiver) -> None:
+    """
+    A request that takes longer than the heartbeat limit, in flight on an
+    old worker when a reload replaces it: the old worker drains and goes on
+    reporting (its counts, its heartbeat), so it is not killed as hung, and
+    the request gets its answer.
+    """
+    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    before = childPids(server.process.pid)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", "/slow?s=7")
+    receiver.expect(lambda m: "; 1 in flight;" in m.get("STATUS", ""), timeout=20)
+    seen = len(receiver.receiveAvailable())
+    server.process.send_signal(signal.SIGHUP)
+    receiver.expect("READY", "1", timeout=60, after=seen)
+    # The draining worker's request is still counted as in flight.
+    receiver.expect(
+        lambda m: "; 1 in flight;" in m.get("STATUS", ""), timeout=10, after=seen
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    assert pidOf(response.read()) in before
+    assert "silent for" not in server.output()
+    assert server.process.poll() is None

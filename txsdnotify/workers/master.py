@@ -377,14 +377,17 @@ class WorkerMaster(MultiService):
                 " before the ports close",
                 self.statusLine.extendUsec(self.stopTimeout),
             )
-            self.log.info(
-                "sdweb stopping: failing health checks, serving {grace}s more",
-                grace=grace,
-            )
-            await graceWait(self.lifecycle, self.reactor, grace)
-            self.lifecycle.status(
-                self._stoppingText(), self.statusLine.extendUsec(self.drainTimeout)
-            )
+            if draining:
+                # Not after a failed start: nothing was served.
+                self.log.info(
+                    "sdweb stopping: failing health checks, serving {grace}s more",
+                    grace=grace,
+                )
+                await graceWait(self.lifecycle, self.reactor, grace)
+                self.lifecycle.status(
+                    self._stoppingText(),
+                    self.statusLine.extendUsec(self.drainTimeout),
+                )
         else:
             draining = self.lifecycle.draining(
                 self._stoppingText(), self.statusLine.extendUsec(self.stopTimeout)

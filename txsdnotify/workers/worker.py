@@ -15,7 +15,8 @@ makes from every worker's figures.
 
 The master writes to its standard input: C{stopping} when the whole
 service begins to stop (the health checks fail from then on, while it
-serves on through the master's health grace).  When its standard input
+serves on through the master's health grace), C{force} when the stop is
+forced (what is left is aborted once the drain begins).  When its standard input
 closes, it drains at once: the master has closed its sockets (the service
 stops), is replacing it (the service serves on, so its health checks still
 pass), or is gone.
@@ -34,7 +35,7 @@ from twisted.application.app import startApplication
 from twisted.application.service import Application
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamServerEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import LoopingCall
@@ -46,6 +47,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from txsdnotify.service import WebService
 from txsdnotify.systemd.journal import journalObserver, journalStream
@@ -79,13 +81,16 @@ Seconds a worker waits for the master's metrics before it answers 503.
 """
 
 
+@implementer(IHalfCloseableProtocol)
 class MasterLink(Protocol):
     """
     The worker's end of the pipes to its master: messages go out on
     L{CONTROL_FD}; the master closes our standard input to have us stop
     (draining), and it closes too when the master is gone.  Before closing
     it, the master may say how long to keep idle keep-alive connections
-    (a C{drain} message), given to C{onIdleGrace}.
+    (a C{drain} message), given to C{onIdleGrace}.  Half-closeable: once our
+    standard input has closed, the reports (the counts and the heartbeat)
+    still go out while the worker drains.
     """
 
     def __init__(
@@ -153,6 +158,11 @@ class MasterLink(Protocol):
         Standard input closed: the master wants us to stop, or is gone.
         """
         self._onClosed()
+
+    def writeConnectionLost(self) -> None:
+        """
+        The master no longer reads our messages (it is gone).
+        """
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """
