@@ -27,7 +27,7 @@ from test_systemd_units import (  # noqa: F401 - the fixture
     get,
     sdweb,
 )
-from test_workers import childPids, pidOf, refusedWithin
+from test_workers import childPids, flipApp, pidOf, refusedWithin
 
 
 def test_workers_unit(sdweb: SdwebFactory) -> None:  # noqa: F811
@@ -150,3 +150,39 @@ def test_workers_fd_store_restarts_lose_no_request(
         user_manager, units, tmp_path, ["--fd-store", "--workers", "2"]
     )
     assertStoredRestartsLoseNoRequest(user_manager, service, port, tmp_path)
+
+
+def test_workers_broken_reload_keeps_the_old_workers(
+    sdweb: SdwebFactory,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """
+    C{systemctl reload} into code that no longer imports: the unit stays
+    active under the same main PID, the status says the reload failed, and
+    the old workers serve on.
+    """
+    site, app = flipApp(tmp_path)
+    unit = sdweb(
+        "--workers",
+        "2",
+        "--pythonpath",
+        str(site),
+        "--class",
+        "flipapp.Pid",
+        "--status-interval",
+        "0.2",
+    )
+    unit.start()
+    master = unit.main_pid()
+    workers = childPids(master)
+    assert len(workers) == 2
+    app.write_text("raise RuntimeError('flipapp is broken now')\n")
+    unit.systemctl("reload")
+    unit.wait_for("StatusText", lambda v: "Reload failed" in v)
+    assert "flipapp is broken now" in unit.prop("StatusText")
+    assert unit.show("ActiveState", "MainPID") == {
+        "ActiveState": "active",
+        "MainPID": str(master),
+    }
+    assert childPids(master) == workers
+    assert pidOf(get(unit.url())[1]) in workers
