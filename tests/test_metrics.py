@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -33,6 +34,8 @@ from conftest import (
 from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 from test_service import live, makeService, portOf
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 
 from txsdnotify.metrics import Metrics
@@ -321,9 +324,15 @@ def test_libraryRegistry(live: NotifyReceiver) -> Generator[Any, Any, None]:
         for _ in range(4):
             response = yield treq.get(base + "/", persistent=False)
             yield response.content()
+        held = socket.create_connection(("127.0.0.1", portOf(service)))
+        yield deferLater(reactor, 0.2, lambda: None)
         response = yield treq.get(base + "/metrics", persistent=False)
         body = yield response.content()
+        held.close()
         samples = parse(body.decode())
+        # The one held open and the scrape's own.
+        assert one(samples, "sdweb_http_connections", kind="http/1.1") == 2
+        assert one(samples, "sdweb_http_connections", kind="h2") == 0
         assert one(samples, "shop_orders_total") == 3
         assert total(samples, "sdweb_http_requests_total") == 4
         assert service.tracker.stats.completed == 4
