@@ -67,8 +67,6 @@ L{txsdnotify.web.tracking.connectionKinds}, as named in L{Metrics.gauges}.
 
 _KIND_LABELS = {"http1": "http/1.1", "http2": "h2", "upgraded": "upgraded"}
 
-_CLASS_LABELS = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
-
 INSTALL_HINT = "pip install 'txsdnotify[metrics]'"
 
 
@@ -216,11 +214,12 @@ class _Collector:
 
         requests = CounterMetricFamily(
             f"{name}_requests",
-            "HTTP requests whose response was sent, by status class.",
+            "HTTP requests whose response was sent, by status code.",
             labels=["code"],
         )
-        for label, count in zip(_CLASS_LABELS, stats.byClass):
-            requests.add_metric([label], count)
+        for code, count in enumerate(stats.byCode):
+            if count:
+                requests.add_metric([str(code) if code else "other"], count)
         yield requests
 
         buckets: list[tuple[str, float]] = []

@@ -272,6 +272,7 @@ class WebService(MultiService):
         reactor: Any,
         inherited: Sequence[InheritedSocket],
     ) -> None:
+        self.tracker.timed = True
         metrics = self.metrics = Metrics(
             self.lifecycle,
             self.tracker.stats,

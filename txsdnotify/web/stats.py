@@ -42,11 +42,13 @@ The upper bounds (seconds, inclusive) of the request duration histogram's
 buckets; a last bucket takes what is longer.
 """
 
-CLASSES = 6
+CODES = 1000
 """
-The length of L{RequestStats.byClass}: index 1 to 5 for the status classes
-1xx to 5xx, index 0 for any other code.
+The length of L{RequestStats.byCode}: one count per status code 1 to 999;
+index 0 counts any other.
 """
+
+FIRST_BUCKET = DURATION_BUCKETS[0]
 
 
 class RequestStats:
@@ -62,13 +64,16 @@ class RequestStats:
         requests.
     @ivar connectionsOpened: Connections accepted.
     @ivar connectionsClosed: Connections closed.
-    @ivar byClass: The completed requests by status class: C{byClass[2]}
-        counts the 2xx responses, C{byClass[0]} codes outside 100-599.
+    @ivar byCode: The completed requests by status code: C{byCode[404]}
+        counts the 404 responses, C{byCode[0]} codes of 1000 and more.
     @ivar durations: The completed requests by duration (from the moment
         the request was received to its response finishing), one count per
         bucket of L{DURATION_BUCKETS} and a last one for longer requests;
         not cumulative.
     @ivar durationSum: The seconds the completed requests took, summed.
+
+    The lists are changed in place, never replaced: the request tracking
+    holds on to them.
     """
 
     __slots__ = (
@@ -78,7 +83,7 @@ class RequestStats:
         "connectionsOpened",
         "connectionsClosed",
         "aborted",
-        "byClass",
+        "byCode",
         "durations",
         "durationSum",
     )
@@ -90,14 +95,17 @@ class RequestStats:
         self.connectionsOpened = 0
         self.connectionsClosed = 0
         self.aborted = 0
-        self.byClass = [0] * CLASSES
+        self.byCode = [0] * CODES
         self.durations = [0] * (len(DURATION_BUCKETS) + 1)
         self.durationSum = 0.0
 
     def responseSent(self, code: int, seconds: float, length: int) -> None:
         """
-        A request's response was sent: count it, its status class, its
-        duration and its body's length.  O(1), allocates nothing but floats.
+        A request's response was sent: count it, its status code, its
+        duration and its body's length.  O(1), allocates nothing but floats
+        (and ints past 256, as any counter).  The request tracking writes
+        the same lines out in its C{finish} rather than call this (a call
+        costs as much as the counting); other paths call it.
 
         @param code: Its status code.
         @param seconds: How long it took.
@@ -105,9 +113,13 @@ class RequestStats:
         """
         self.completed += 1
         self.bytesSent += length
-        kind = code // 100
-        self.byClass[kind if 0 < kind < CLASSES else 0] += 1
-        self.durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        try:
+            self.byCode[code] += 1
+        except IndexError:
+            self.byCode[0] += 1
+        self.durations[
+            0 if seconds <= FIRST_BUCKET else bisect_left(DURATION_BUCKETS, seconds)
+        ] += 1
         self.durationSum += seconds
 
     def responseAborted(self, length: int) -> None:
@@ -129,8 +141,10 @@ class RequestStats:
         self.connectionsOpened += other.connectionsOpened
         self.connectionsClosed += other.connectionsClosed
         self.aborted += other.aborted
-        for i, count in enumerate(other.byClass):
-            self.byClass[i] += count
+        byCode = self.byCode
+        for i, count in enumerate(other.byCode):
+            if count:
+                byCode[i] += count
         for i, count in enumerate(other.durations):
             self.durations[i] += count
         self.durationSum += other.durationSum
@@ -144,7 +158,11 @@ class RequestStats:
         for part in parts:
             total.add(part)
         for name in self.__slots__:
-            setattr(self, name, getattr(total, name))
+            value = getattr(total, name)
+            if isinstance(value, list):
+                getattr(self, name)[:] = value
+            else:
+                setattr(self, name, value)
 
     def requestBegan(self) -> None:
         """

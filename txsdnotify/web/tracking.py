@@ -11,6 +11,7 @@ increments; nothing is logged or allocated for the statistics.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from time import monotonic
 from typing import Any, Callable, Protocol
 
@@ -26,7 +27,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from txsdnotify.web.http2 import isH2
-from txsdnotify.web.stats import RequestStats
+from txsdnotify.web.stats import DURATION_BUCKETS, FIRST_BUCKET, RequestStats
 
 __all__ = [
     "ABORTED_STATUS",
@@ -103,24 +104,23 @@ def channelOf(connection: object) -> Any:
 
 
 # Set on a request while it is processed (its body has arrived) and not yet
-# answered: the drain and the figures agree that this is "in flight".  The
-# request is an instance of sdweb's own subclass, whose constructor sets it:
-# nothing is added to Twisted's objects after they were made (CPython 3.11
-# then falls back from inline attribute values to a dict for them).  What
-# belongs to a channel is kept beside it, in the tracker.
+# answered: the drain and the figures agree that this is "in flight".  Its
+# value is True, or with TrackingFactory.timed when processing began
+# (time.monotonic(), never 0 on Linux), for the request's duration: one
+# attribute, not two.  False or 0.0 once it has ended.  The request is an
+# instance of sdweb's own subclass, whose constructor sets it: nothing is
+# added to Twisted's objects after they were made (CPython 3.11 then falls
+# back from inline attribute values to a dict for them).  What belongs to a
+# channel is kept beside it, in the tracker.
 PROCESSING = "_txsdnotifyProcessing"
 
-
-# Set on a request when it is processed: when (time.monotonic), for its
-# duration.
-STARTED = "_txsdnotifyStarted"
 
 
 def isProcessing(request: object) -> bool:
     """
     Whether C{request} is being processed: fully received, not yet answered.
     """
-    return getattr(request, PROCESSING, False)
+    return bool(getattr(request, PROCESSING, False))
 
 
 @implementer(IProtocolFactory, ILoggingContext, IProtocolNegotiationFactory)
@@ -136,6 +136,10 @@ class TrackingFactory:
         open until their new protocol says they are gone.
     @ivar drain: The drain in progress, told about new requests and closed
         connections; L{None} while serving normally.
+    @ivar timed: Whether each request is also timed and counted by status
+        code (C{stats.byCode}, C{stats.durations}): costs more per request,
+        so only when something reads them (metrics); set it before
+        listening.
     @ivar answerFirst: Wraps the counting request factory in one that may
         answer some requests itself, uncounted (the health checks); set it
         before listening.
@@ -156,6 +160,7 @@ class TrackingFactory:
         self._connectionOf: dict[Any, IProtocol] = {}
         self.upgraded: dict[IProtocol, Any] = {}
         self.drain: DrainObserver | None = None
+        self.timed = False
         self.answerFirst: Callable[[Callable[..., Any]], Callable[..., Any]] | None = (
             None
         )
@@ -374,8 +379,7 @@ def _began(request: Any, tracker: TrackingFactory) -> Any:
     @return: Its channel, to see afterwards whether it switched protocols.
     """
     tracker.stats.requestBegan()
-    setattr(request, PROCESSING, True)
-    setattr(request, STARTED, monotonic())
+    setattr(request, PROCESSING, monotonic() if tracker.timed else True)
     channel = request.channel
     tracker.used.add(channel)
     drain = tracker.drain
@@ -398,12 +402,18 @@ def _ended(request: Any, stats: RequestStats, sent: bool) -> None:
     C{request} was answered (C{sent}), or its connection closed before:
     count it once.
     """
-    if getattr(request, PROCESSING, False):
+    started = getattr(request, PROCESSING, False)
+    if started:
         setattr(request, PROCESSING, False)
         length = getattr(request, "sentLength", 0)
-        if sent:
-            seconds = monotonic() - getattr(request, STARTED, 0.0)
-            stats.responseSent(request.code, seconds, length)
+        if started is True:  # not timed
+            if sent:
+                stats.completed += 1
+                stats.bytesSent += length
+            else:
+                stats.responseAborted(length)
+        elif sent:
+            stats.responseSent(request.code, monotonic() - started, length)
         else:
             stats.responseAborted(length)
 
@@ -463,6 +473,8 @@ def trackingRequestFactory(base: Any, tracker: TrackingFactory) -> Callable[...,
 
 
 def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
+    if tracker.timed:
+        return _timedRequestClass(base, tracker)
     stats = tracker.stats
     used = tracker.used
     baseInit = base.__init__  # type: ignore[misc]
@@ -474,18 +486,15 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     # written out rather than shared (a call, a setattr() or a super() costs
     # more than the counting itself): a request counts once it is processed
     # (its body has arrived) and ends once it is finished or its client is
-    # gone.  The attribute names are PROCESSING and STARTED, set in the
-    # constructor.
+    # gone.  The attribute's name is PROCESSING, set in the constructor.
     class TrackedRequest(base):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             baseInit(self, *args, **kwargs)
             self._txsdnotifyProcessing = False
-            self._txsdnotifyStarted = 0.0
 
         def process(self) -> None:
             stats.requestBegan()
             self._txsdnotifyProcessing = True
-            self._txsdnotifyStarted = monotonic()
             channel = self.channel
             used.add(channel)
             if tracker.drain is not None:
@@ -498,11 +507,8 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
             baseFinish(self)
             if self._txsdnotifyProcessing:
                 self._txsdnotifyProcessing = False
-                stats.responseSent(
-                    self.code,
-                    monotonic() - self._txsdnotifyStarted,
-                    self.sentLength,
-                )
+                stats.completed += 1
+                stats.bytesSent += self.sentLength
 
         def connectionLost(self, reason: Failure) -> None:
             if self._txsdnotifyProcessing:
@@ -513,6 +519,67 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     TrackedRequest.__name__ = TrackedRequest.__qualname__ = "Tracked" + base.__name__
     TrackedRequest.__module__ = base.__module__
     return TrackedRequest
+
+
+def _timedRequestClass(base: type, tracker: TrackingFactory) -> type:
+    """
+    As L{_trackingRequestClass}, and each request is timed and counted by
+    status code (L{RequestStats.responseSent}, written out): PROCESSING
+    holds when processing began.
+    """
+    stats = tracker.stats
+    # RequestStats never replaces these lists (it changes them in place).
+    byCode, durations = stats.byCode, stats.durations
+    used = tracker.used
+    baseInit = base.__init__  # type: ignore[misc]
+    baseProcess = base.process  # type: ignore[attr-defined]
+    baseFinish = base.finish  # type: ignore[attr-defined]
+    baseConnectionLost = base.connectionLost  # type: ignore[attr-defined]
+
+    class TimedRequest(base):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            baseInit(self, *args, **kwargs)
+            self._txsdnotifyProcessing = 0.0
+
+        def process(self) -> None:
+            stats.started += 1
+            self._txsdnotifyProcessing = monotonic()
+            channel = self.channel
+            used.add(channel)
+            if tracker.drain is not None:
+                tracker.drain.requestArrived(self)
+            baseProcess(self)
+            if channel.transport is None and self._txsdnotifyProcessing:
+                tracker.switchedProtocols(self)
+
+        def finish(self) -> None:
+            baseFinish(self)
+            started = self._txsdnotifyProcessing
+            if started:
+                self._txsdnotifyProcessing = 0.0
+                seconds = monotonic() - started
+                stats.completed += 1
+                stats.bytesSent += self.sentLength
+                try:
+                    byCode[self.code] += 1
+                except IndexError:
+                    byCode[0] += 1
+                durations[
+                    0
+                    if seconds <= FIRST_BUCKET
+                    else bisect_left(DURATION_BUCKETS, seconds)
+                ] += 1
+                stats.durationSum += seconds
+
+        def connectionLost(self, reason: Failure) -> None:
+            if self._txsdnotifyProcessing:
+                _logUnfinished(self)
+                _ended(self, stats, self.finished)
+            baseConnectionLost(self, reason)
+
+    TimedRequest.__name__ = TimedRequest.__qualname__ = "Tracked" + base.__name__
+    TimedRequest.__module__ = base.__module__
+    return TimedRequest
 
 
 def _trackingRequestCallable(
@@ -527,7 +594,7 @@ def _trackingRequestCallable(
         def tracked() -> None:
             channel = _began(request, tracker)
             process()
-            if channel.transport is None and getattr(request, PROCESSING, False):
+            if channel.transport is None and isProcessing(request):
                 tracker.switchedProtocols(request)
 
         def ended(result: object) -> None:

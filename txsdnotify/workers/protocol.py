@@ -58,8 +58,6 @@ _COUNTERS = (
     "aborted",
 )
 
-_LISTS = ("byClass", "durations")
-
 
 def encode(kind: str, **fields: object) -> bytes:
     """
@@ -76,8 +74,8 @@ def countsMessage(
     such as open connections by kind) if given.
     """
     fields: dict[str, object] = {name: getattr(stats, name) for name in _COUNTERS}
-    for name in _LISTS:
-        fields[name] = getattr(stats, name)
+    fields["byCode"] = {str(code): n for code, n in enumerate(stats.byCode) if n}
+    fields["durations"] = stats.durations
     fields["durationSum"] = stats.durationSum
     if gauges:
         fields["gauges"] = dict(gauges)
@@ -121,14 +119,24 @@ def statsFromMessage(message: dict[str, Any], into: RequestStats) -> None:
         value = message.get(name)
         if _count(value):
             setattr(into, name, value)
-    for name in _LISTS:
-        values = message.get(name)
-        if (
-            isinstance(values, list)
-            and len(values) == len(getattr(into, name))
-            and all(_count(v) for v in values)
-        ):
-            setattr(into, name, values)
+    byCode = message.get("byCode")
+    if isinstance(byCode, dict):
+        codes = [0] * len(into.byCode)
+        for code, count in byCode.items():
+            if not (isinstance(code, str) and code.isdigit() and _count(count)):
+                break
+            if int(code) >= len(codes):
+                break
+            codes[int(code)] = count
+        else:
+            into.byCode[:] = codes
+    values = message.get("durations")
+    if (
+        isinstance(values, list)
+        and len(values) == len(into.durations)
+        and all(_count(v) for v in values)
+    ):
+        into.durations[:] = values
     seconds = message.get("durationSum")
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
         if seconds >= 0:
