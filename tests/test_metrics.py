@@ -397,7 +397,13 @@ def test_exactCounts(
         assert one(samples, "sdweb_http_requests_in_flight") == 0
         if workers > 1:
             assert one(samples, "sdweb_workers_ready") == workers
-    receiver.expect(lambda m: " 500 req;" in " " + m.get("STATUS", ""), timeout=30)
+    receiver.expect(
+        lambda m: (
+            m.get("STATUS", "").startswith("Total requests: 500;")
+            or "; 500 req;" in m.get("STATUS", "")
+        ),
+        timeout=30,
+    )
     if workers == 1:
         # With workers, each answers from its own figures.
         assert healthRequests(port) == 500

@@ -384,9 +384,9 @@ def test_deadWorkerReplacedAtOnce() -> None:
     third = reactor.spawned[2]
     assert third.protocol.slot == 0
     assert [w.slot for w in pool.workers] == [1, 0]
-    assert pool.figure() == (
-        f"Workers: 1 ready, 1 starting; 1 replaced (last: worker {first.pid}"
-        " was killed by signal 9 (SIGKILL))"
+    assert pool.figure() == "1/2 workers, 1 starting"
+    assert pool.history() == (
+        f"1 replaced (last: worker {first.pid} was killed by signal 9 (SIGKILL))"
     )
     third.ready()
     assert pool.readyCount() == 2
@@ -412,15 +412,18 @@ def test_degradedWhileAnotherServes() -> None:
         assert len(reactor.live()) == 1
     assert given == []
     assert pool.figure() == (
-        f"Workers: 1 ready; 1 replaced (last: worker {first.pid} was killed by"
-        " signal 9 (SIGKILL)); degraded: 1 of 2 workers; replacement failing:"
+        "1/2 workers; degraded: 1 of 2 workers; replacement failing:"
         " importing 'app' failed"
+    )
+    assert pool.history() == (
+        f"1 replaced (last: worker {first.pid} was killed by signal 9 (SIGKILL))"
     )
     reactor.advance(0.01)
     reactor.spawned[-1].ready()
     assert pool.startFailures == [0, 0]
     assert pool.failing == [None, None]
-    assert pool.figure().endswith("(SIGKILL))")
+    assert pool.figure() == "2/2 workers"
+    assert str(pool.history()).endswith("(SIGKILL))")
 
 
 def test_figureShowsTheLastPlaceFailing() -> None:
@@ -502,8 +505,9 @@ def test_countsSummedAndKept() -> None:
     assert (stats.started, stats.completed, stats.bytesSent) == (6, 5, 110)
     assert (stats.connectionsOpened, stats.connectionsClosed) == (4, 2)
     first.kill()
-    # What was in flight on it is lost; what it did stays.
-    assert (stats.started, stats.completed, stats.bytesSent) == (5, 5, 110)
+    # What was in flight on it is aborted; what it did stays.
+    assert (stats.started, stats.completed, stats.bytesSent) == (6, 5, 110)
+    assert (stats.aborted, stats.inFlight) == (1, 0)
     assert (stats.connectionsOpened, stats.connectionsClosed) == (4, 3)
     assert first.protocol.stats.completed == 0
 
@@ -602,7 +606,7 @@ def test_recycledAfterMaxRequests() -> None:
     )
     new = reactor.spawned[-1]
     assert new.protocol.slot == 0 and new.protocol in pool.candidates
-    assert pool.figure() == "Workers: 2 ready, 1 starting"
+    assert pool.figure() == "2/2 workers, 1 starting"
     reactor.advance(1)
     # One replacement per worker at a time.
     assert len(reactor.spawned) == 3
@@ -617,7 +621,8 @@ def test_recycledAfterMaxRequests() -> None:
     assert pool.workers == [second.protocol, new.protocol]
     assert pool.leaving == [first.protocol]
     assert pool.recycled == 1
-    assert pool.figure() == "Workers: 2 ready, 1 stopping; 1 recycled"
+    assert pool.figure() == "2/2 workers, 1 stopping"
+    assert pool.history() == "1 recycled"
     first.exit(0)
     assert pool.replaced == 0 and pool.leaving == []
 
@@ -671,7 +676,7 @@ def test_failedRecyclingKeepsTheOldWorker() -> None:
     assert pool.startFailures == [1, 0]
     assert pool.failing == ["broken", None]
     assert pool.recycled == 0
-    assert pool.figure() == "Workers: 2 ready; replacement failing: broken"
+    assert pool.figure() == "2/2 workers; replacement failing: broken"
     assert any("serves on" in t for t in log.texts())
     # The next try waits for the back-off.
     assert first.protocol.recycleAfter == reactor.seconds() + 0.5
@@ -773,7 +778,7 @@ def test_replaceAllOneAtATime() -> None:
     assert len(reactor.spawned) == 3
     a = reactor.spawned[2]
     assert a.protocol.slot == 0
-    assert pool.figure() == "Workers: 2 ready, 1 starting"
+    assert pool.figure() == "2/2 workers, 1 starting"
     assert not first.stdinClosed and not second.stdinClosed
     a.ready()
     assert first.stdinClosed and not second.stdinClosed

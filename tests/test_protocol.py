@@ -58,6 +58,10 @@ def test_encode() -> None:
         "bytesSent": 100,
         "connectionsOpened": 5,
         "connectionsClosed": 4,
+        "aborted": 0,
+        "byCode": {},
+        "durations": [0] * len(stats.durations),
+        "durationSum": 0.0,
     }
     assert drainMessage(1.5) == b'{"kind":"drain","idleGrace":1.5}\n'
 

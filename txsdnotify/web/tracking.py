@@ -115,7 +115,6 @@ def channelOf(connection: object) -> Any:
 PROCESSING = "_txsdnotifyProcessing"
 
 
-
 def isProcessing(request: object) -> bool:
     """
     Whether C{request} is being processed: fully received, not yet answered.
