@@ -19,6 +19,7 @@ from test_twistd import TRACEBACK, startServer
 
 from txsdnotify.cli.tap import Options, makeSite
 from txsdnotify.testing import NotifyReceiver
+from txsdnotify.web.accesslog import openAccessLog
 
 
 def totalRequests(status: str) -> int:
@@ -137,3 +138,25 @@ def test_logfileDashMeansTwistdsLog(tmp_path: Path) -> None:
     site = makeSite(config)
     assert site.logPath is None
     assert type(site).__name__ == "Site"
+
+
+def test_processesAppendToOneLog(tmp_path: Path) -> None:
+    """
+    Two access logs open on one file (two workers' sites) write every line,
+    none over another's: the file is opened for appending.  This also fails
+    if Twisted changes how L{LogFile} opens its file (C{_openFile}, C{_file}).
+    """
+    path = tmp_path / "access.log"
+    path.write_bytes(b"old line\n")
+    first, second = openAccessLog(str(path)), openAccessLog(str(path))
+    for i in range(100):
+        first.write(f"first {i}\n")
+        second.write(f"second {i}\n")
+    first.close()
+    second.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 201
+    assert lines[0] == "old line"
+    assert sorted(lines[1:]) == sorted(
+        [f"first {i}" for i in range(100)] + [f"second {i}" for i in range(100)]
+    )

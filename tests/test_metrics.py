@@ -411,13 +411,8 @@ def test_exactCounts(
     server.wait(60)
     assert receiver.values("STATUS")[-1].startswith("Stopped: 500 request(s) served")
     lines = (tmp_path / "access.log").read_text().splitlines()
-    if workers == 1:
-        assert len(lines) == 500
-    else:
-        # Twisted's Site writes its access log through twisted.python.logfile,
-        # which does not append: workers writing one file overwrite each
-        # other's lines, so only the ones that survive can be checked.
-        assert 0 < len(lines) <= 500
+    # With workers too: each appends to the one file.
+    assert len(lines) == 500
     assert not [line for line in lines if "/metrics" in line or "/healthz" in line]
     assert TRACEBACK not in server.output()
 

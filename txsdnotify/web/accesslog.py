@@ -9,6 +9,13 @@ logrotate, which then reloads the service (C{systemctl reload}: the file is
 reopened), or is not a file at all (the journal).  L{AccessLogSite} writes
 one file and leaves its rotation to them; L{checkAccessLog} says in one line
 why a log file cannot be opened, before any port is bound.
+
+The file is opened for appending (C{O_APPEND}): with C{--workers N}, N
+processes write the one file, and each line lands at its end.  Twisted's
+L{LogFile} opens an existing file for writing at the offset it found, so
+the workers wrote over each other's lines; L{AppendingLogFile} is the one
+place that changes how Twisted opens it (C{LogFile._openFile}, C{._file}),
+and C{tests/test_accesslog.py} fails if Twisted changes that.
 """
 
 from __future__ import annotations
@@ -16,7 +23,13 @@ from __future__ import annotations
 from twisted.python.logfile import LogFile
 from twisted.web.server import Site
 
-__all__ = ["AccessLogError", "AccessLogSite", "checkAccessLog", "openAccessLog"]
+__all__ = [
+    "AccessLogError",
+    "AccessLogSite",
+    "AppendingLogFile",
+    "checkAccessLog",
+    "openAccessLog",
+]
 
 
 class AccessLogError(Exception):
@@ -25,12 +38,26 @@ class AccessLogError(Exception):
     """
 
 
+class AppendingLogFile(LogFile):
+    """
+    A L{LogFile} whose file is opened in append mode: several processes can
+    write it, each line going to its end.
+    """
+
+    def _openFile(self) -> None:
+        # Twisted's: creates the file with its mode, and sets self.size.
+        super()._openFile()
+        self._file.close()
+        self._file = open(self.path, "ab", 0)
+        self.size = self._file.tell()
+
+
 def openAccessLog(path: str) -> LogFile:
     """
     Open the access log file at C{path} for appending, never rotated by
     size.
     """
-    return LogFile.fromFullPath(path, rotateLength=None)
+    return AppendingLogFile.fromFullPath(path, rotateLength=None)
 
 
 def checkAccessLog(path: str) -> None:
