@@ -314,13 +314,15 @@ def test_sendNowPrivatesOfTwisted(live: NotifyReceiver) -> Generator[Any, Any, N
     service.startService()
     yield service.whenReady()
     client = socket.create_connection(("127.0.0.1", portOf(service)))
-    client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    # The connection is looked at before the request: answered, an HTTP/1.0
+    # connection would be gone at once.
     while not service.tracker.connections:
         yield sleep(0.01)
     (connection,) = service.tracker.connections
     assert isinstance(connection, HTTP11Connection)
     assert canSendNow(connection.transport)
     assert connection.sendNow
+    client.sendall(b"GET / HTTP/1.0\r\n\r\n")
     data = yield readToEnd(client)
     assert data.endswith(b"hello\n")
     client.close()
