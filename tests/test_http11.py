@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_twisted
 from apps import wsgiapps
 from conftest import freePort, processEnv, waitUntil
-from test_service import live, makeService, portOf, readToEnd, sleep
+from test_service import live
 from test_tls import curlWithHTTP2, makeCertificate
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -28,10 +26,8 @@ from txsdnotify.testing import NotifyReceiver
 from txsdnotify.wsgi.container import WSGIApplication
 from txsdnotify.wsgi.http11 import (
     Batcher,
-    HTTP11Connection,
     Limits,
     accessLogOf,
-    canSendNow,
 )
 
 __all__ = ["live"]
@@ -281,50 +277,6 @@ def test_badLimit(twistd: Any, value: str) -> None:
     lines = process.output().strip().splitlines()
     assert len(lines) == 1, lines
     assert "--limit-request-line wants a whole number >= 0" in lines[0]
-
-
-@pytest_twisted.inlineCallbacks
-def test_idleTimeout(live: NotifyReceiver) -> Generator[Any, Any, None]:
-    """
-    An idle connection is closed after the site's timeout.
-    """
-    site = Site(WSGIApplication(wsgiapps.app))
-    site.timeOut = 1
-    service = makeService(live, site, httpParser="fast")
-    service.startService()
-    yield service.whenReady()
-    client = socket.create_connection(("127.0.0.1", portOf(service)))
-    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    started = time.monotonic()
-    data = yield readToEnd(client, timeout=10)
-    assert data.endswith(b"hello\n")
-    assert 1 <= time.monotonic() - started < 5
-    client.close()
-    yield service.stopService()
-
-
-@pytest_twisted.inlineCallbacks
-def test_sendNowPrivatesOfTwisted(live: NotifyReceiver) -> Generator[Any, Any, None]:
-    """
-    The fast path writes a response straight to the socket of a real TCP
-    connection (the one place reading Twisted's private buffers): fails
-    loudly if Twisted renames them.
-    """
-    service = makeService(live, Site(WSGIApplication(wsgiapps.app)), httpParser="fast")
-    service.startService()
-    yield service.whenReady()
-    client = socket.create_connection(("127.0.0.1", portOf(service)))
-    client.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    while not service.tracker.connections:
-        yield sleep(0.01)
-    (connection,) = service.tracker.connections
-    assert isinstance(connection, HTTP11Connection)
-    assert canSendNow(connection.transport)
-    assert connection.sendNow
-    data = yield readToEnd(client)
-    assert data.endswith(b"hello\n")
-    client.close()
-    yield service.stopService()
 
 
 def test_batcherKeepsOrderAndSharesWakeUps() -> None:
