@@ -293,11 +293,16 @@ def test_closeRaisingAfterTheApplicationKeepsThe500(
     ]
 
 
-def readAll(url: str) -> tuple[int, bytes | Exception]:
+def readAll(url: str) -> tuple[int | None, bytes | Exception]:
     host, port = url.split("//")[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     conn.request("GET", "/")
-    response = conn.getresponse()
+    try:
+        response = conn.getresponse()
+    except ConnectionResetError as e:
+        # Reset before the client read the status line: what it had
+        # received went with the reset.
+        return None, e
     try:
         return response.status, response.read()
     except Exception as e:
@@ -318,7 +323,7 @@ def test_excInfoOnceStreamingReraises(
         yield b"never"
 
     status, body = yield deferToThread(readAll, serve(app))
-    assert status == 200
+    assert status in (200, None)
     assert isinstance(body, (http.client.IncompleteRead, ConnectionResetError))
     assert [e["log_failure"].value.args for e in failures] == [("too late",)]
 
