@@ -59,7 +59,7 @@ class OwnConnection(Protocol):
     """
     A connection that is not Twisted's C{HTTPChannel} (sdweb's fast
     HTTP/1.1 path): it counts its requests into the tracker's C{stats}
-    itself (L{RequestStats.requestBegan}, L{RequestStats.requestEnded}),
+    itself (L{RequestStats.requestBegan}, L{RequestStats.responseSent}),
     reads C{tracker.drain} when a request arrives, calls
     L{TrackingFactory.release} when it is lost, and a drain asks it these.
     """
