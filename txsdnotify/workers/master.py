@@ -49,7 +49,7 @@ from txsdnotify.systemd.watchdog import WatchdogService, watchdogInterval
 from txsdnotify.web.stats import StatusFigures
 from txsdnotify.web.tls import isSSLPort, plainDescription
 from txsdnotify.workers.pool import WorkerPool, WorkerProcess, currentEnvironment
-from txsdnotify.workers.protocol import encode
+from txsdnotify.workers.protocol import FORCE_SIGNAL, encode
 
 __all__ = ["WorkerMaster", "makeMaster"]
 
@@ -349,13 +349,15 @@ class WorkerMaster(MultiService):
             return
         self.log.warn("sdweb: stop forced; the workers abort what is left")
         # Those still in the health grace hear it before they are told to
-        # drain; those draining already are sent SIGTERM, as one process.
+        # drain; those whose standard input is closed already are sent
+        # FORCE_SIGNAL (not SIGTERM: a worker that has not yet read the end
+        # of its standard input would take a SIGTERM for the first stop).
         force = encode("force")
         for worker in self.pool.live():
             if worker.listening:
                 worker.send(force)
             else:
-                worker.signal(signal.SIGTERM)
+                worker.signal(FORCE_SIGNAL)
         self.reactor.callLater(FORCE_WAIT, self.pool.signalAll, signal.SIGKILL)
 
     def stopService(self) -> Deferred[None]:

@@ -22,12 +22,14 @@ short on a stop).
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from txsdnotify.web.stats import RequestStats
 
 __all__ = [
+    "FORCE_SIGNAL",
     "CONTROL_FD",
     "LineDecoder",
     "countsMessage",
@@ -37,6 +39,12 @@ __all__ = [
     "idleGraceFrom",
     "statsFromMessage",
 ]
+
+FORCE_SIGNAL = signal.SIGUSR2
+"""
+What the master sends a worker whose standard input it has closed already
+(it is draining) to have it abort what is left: a forced stop.
+"""
 
 CONTROL_FD = 3
 """

@@ -54,6 +54,7 @@ from txsdnotify.systemd.journal import journalObserver, journalStream
 from txsdnotify.systemd.lifecycle import State
 from txsdnotify.workers.protocol import (
     CONTROL_FD,
+    FORCE_SIGNAL,
     LineDecoder,
     countsMessage,
     encode,
@@ -273,9 +274,13 @@ class _StopOnce:
         """
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._signalled)
+        signal.signal(FORCE_SIGNAL, self._forceSignalled)
 
     def _signalled(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self._signalledStop)
+
+    def _forceSignalled(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self._force)
 
 
 class InheritedEndpoint(AdoptedStreamServerEndpoint):
