@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import freePort, need, portAnswers
+from conftest import IN_CI, freePort, need, portAnswers
 from systemd_harness import (
     UserManager,
     every_manager,
@@ -171,7 +171,10 @@ def serviceVenv() -> Path:
     C{PrivateTmp=}), built once per change of the sources and reused.
     """
     if os.geteuid() != 0:
-        pytest.skip("builds a venv under /opt: needs root")
+        message = "builds a venv under /opt: needs root"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
     target = VENV_ROOT / f"{VENV_PREFIX}{sourceKey()}"
     with open(VENV_ROOT / f"{VENV_PREFIX}lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
