@@ -433,6 +433,10 @@ def test_promtool(
     text = scrape(metricsPort)
     assert "sdweb_wsgi_threads_busy" in text
     assert ("sdweb_workers_ready" in text) == (workers > 1)
+    # The WSGI request went through the fast HTTP/1.1 path: timed too.
+    samples = parse(text)
+    assert one(samples, "sdweb_http_request_duration_seconds_count") == 1
+    assert one(samples, "sdweb_http_requests_total", code="200") == 1
     checked = subprocess.run(
         [promtool, "check", "metrics"],
         input=text.encode(),

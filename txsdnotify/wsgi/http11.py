@@ -126,6 +126,9 @@ class Counters(Protocol):
     The request figures (C{txsdnotify.web.stats.RequestStats}).
     """
 
+    completed: int
+    bytesSent: int
+
     def requestBegan(self) -> None:
         """
         A request is being processed.
@@ -162,6 +165,12 @@ class Owner(Protocol):
     def drain(self) -> object | None:
         """
         The drain in progress, or L{None}.
+        """
+
+    @property
+    def timed(self) -> bool:
+        """
+        Whether each request is timed and counted by status (metrics on).
         """
 
     def release(self, connection: Any) -> None:
@@ -691,7 +700,8 @@ class HTTP11Connection(TwistedProtocol):
             return
         self.server.owner.stats.requestBegan()
         item.counted = True
-        item.began = monotonic()
+        if self.server.owner.timed:
+            item.began = monotonic()
         self.server.submit(item.run)
 
     def _persistent(self, keepAlive: bool) -> bool:
@@ -869,10 +879,14 @@ class HTTP11Connection(TwistedProtocol):
         if aborted:
             stats.responseAborted(response.sentBytes)
             response.code = ABORTED_STATUS
-        else:
+        elif response.began:
             stats.responseSent(
                 response.code, monotonic() - response.began, response.sentBytes
             )
+        else:
+            # Not timed (no metrics): the twisted.web path's counting.
+            stats.completed += 1
+            stats.bytesSent += response.sentBytes
         logFile, date = self.server.accessLog()
         if logFile is not None:
             env = response.environ
