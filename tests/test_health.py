@@ -1,7 +1,8 @@
 """
-Health checks for load balancers, in this process: /healthz through a whole
-lifecycle, the grace before the ports close, a health port and HAProxy's
-agent-check; and the same options through a real twistd.
+Health checks for load balancers over real ports, in this process: /healthz
+through a whole lifecycle, the grace before the ports close, a health port
+and HAProxy's agent-check; and the same options through a real twistd.  The
+answers themselves, state by state, are in test_healthcheck.py.
 """
 
 from __future__ import annotations
@@ -27,14 +28,12 @@ from test_service import (
 )
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.web.server import Site
 
-from txsdnotify.health import graceWait
 from txsdnotify.service import WebService
-from txsdnotify.systemd.lifecycle import Lifecycle, State
+from txsdnotify.systemd.lifecycle import State
 from txsdnotify.systemd.notify import Notifier
-from txsdnotify.testing import MemoryNotifier, NotifyReceiver
+from txsdnotify.testing import NotifyReceiver
 
 __all__ = ["live"]
 
@@ -307,28 +306,6 @@ def test_healthPortAndAgentPort(live: NotifyReceiver) -> Generator[Any, Any, Non
     yield stopped
 
 
-def test_graceWaitOnAClock() -> None:
-    """
-    The grace runs on the clock it is given, and a forced stop ends it.
-    """
-    clock = Clock()
-    lifecycle = Lifecycle(MemoryNotifier())
-    lifecycle.ready("ok")
-    lifecycle.draining("stopping")
-    waited = graceWait(lifecycle, clock, 6)
-    clock.advance(5.9)
-    assert not waited.called
-    clock.advance(0.1)
-    assert waited.result is True
-
-    forced = graceWait(lifecycle, clock, 6)
-    clock.advance(1)
-    lifecycle.forced("now")
-    assert forced.result is False
-    assert not clock.getDelayedCalls()
-    assert graceWait(lifecycle, clock, 6).result is False
-
-
 def test_twistdHealthOptions(
     twistd: Any, receiver: NotifyReceiver, tmp_path: Path
 ) -> None:
@@ -388,55 +365,6 @@ def test_twistdHealthOptions(
     log = (tmp_path / "access.log").read_text()
     assert log.count('"GET / HTTP/1.1" 200') == 2, log
     assert "healthz" not in log, log
-
-
-def test_graceWaitEndedEarly() -> None:
-    """
-    Whoever holds the grace may end it early (a worker told to drain by
-    its master): the timer goes, and nothing fires twice.
-    """
-    clock = Clock()
-    lifecycle = Lifecycle(MemoryNotifier())
-    lifecycle.ready("ok")
-    lifecycle.draining("stopping")
-    waited = graceWait(lifecycle, clock, 6)
-    waited.callback(True)
-    assert not clock.getDelayedCalls()
-    clock.advance(10)
-    lifecycle.forced("now")
-    assert waited.result is True
-
-
-def test_healthOfAnotherState() -> None:
-    """
-    What a balancer is told may come from elsewhere than the lifecycle (a
-    worker tells its service's state), and a serving state may still have
-    nothing to serve with (a master without a ready worker): 503 and
-    "drain" then.
-    """
-    from txsdnotify.health import Health
-    from txsdnotify.web.stats import RequestStats
-
-    lifecycle = Lifecycle(MemoryNotifier())
-    lifecycle.ready("ok")
-    workers = [2]
-    health = Health(
-        lifecycle,
-        RequestStats(),
-        Clock(),
-        canServe=lambda: workers[0] > 0,
-        details=lambda: {"workers": workers[0]},
-    )
-    assert health.serving and health.agentLine() == b"up ready\n"
-    assert health.report()["workers"] == 2
-    workers[0] = 0
-    assert not health.serving and health.agentLine() == b"drain\n"
-    workers[0] = 1
-    lifecycle.draining("stopping")
-    health.stateOf = lambda: State.READY
-    assert health.serving and health.report()["state"] == "ready"
-    health.stateOf = lambda: State.DRAINING
-    assert not health.serving and health.agentLine() == b"drain\n"
 
 
 @pytest_twisted.inlineCallbacks

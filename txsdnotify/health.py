@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_health -*-
+# -*- test-case-name: tests.test_healthcheck, tests.test_health -*-
 """
 What a load balancer asks a server: may I send you requests?
 
