@@ -127,6 +127,26 @@ def serving(
     return tracker
 
 
+# Paths that are not the health path: before it, after it, below it.
+OTHERS = [b"/", b"/health", b"/other", b"/healthz/more"]
+
+
+def reachTheSite(
+    tracker: TrackingFactory, connection: Any, transport: StringTransport
+) -> tuple[int, list[bytes]]:
+    """
+    Send each of L{OTHERS} on C{connection}, which must reach the site:
+    how many requests C{tracker} then counted, and what the site logged.
+    """
+    for path in OTHERS:
+        transport.clear()
+        connection.dataReceived(request(b"GET", path))
+        assert parse(transport.value())[::2] == (200, b"ok"), path
+    site = tracker.site
+    assert isinstance(site, LoggedSite)
+    return tracker.stats.started, site.logged
+
+
 @pytest.mark.parametrize("state", list(State))
 def test_answerOfEachState(state: State) -> None:
     """
@@ -271,8 +291,9 @@ def test_healthOfAnotherState() -> None:
 def test_onTheSitePorts() -> None:
     """
     On the application's own ports the health path is answered before the
-    site sees it, neither counted nor written to the access log, with the
-    headers of the answer; other paths reach the site as before.
+    site sees it (whatever its query string), neither counted nor written
+    to the access log, with the headers of the answer; other paths (before
+    it, after it, below it) reach the site as before.
     """
     lifecycle = lifecycleIn(State.READY)
     tracker = serving(Health(lifecycle, RequestStats(), Clock()))
@@ -288,9 +309,10 @@ def test_onTheSitePorts() -> None:
     assert (tracker.stats.started, site.logged) == (0, [])
 
     transport.clear()
-    connection.dataReceived(request(b"GET", b"/other"))
-    assert parse(transport.value())[::2] == (200, b"ok")
-    assert (tracker.stats.started, site.logged) == (1, [b"/other"])
+    connection.dataReceived(request(b"GET", b"/healthz?from=haproxy"))
+    assert parse(transport.value())[0] == 200
+    assert (tracker.stats.started, site.logged) == (0, [])
+    assert reachTheSite(tracker, connection, transport) == (len(OTHERS), OTHERS)
 
 
 def test_headOnTheSitePorts() -> None:
@@ -345,10 +367,7 @@ def test_requestFactoryNotAClass() -> None:
     tracker = serving(Health(lifecycleIn(State.READY), RequestStats(), Clock()), site)
     connection, transport = ask(tracker, request(b"GET", b"/healthz"))
     assert parse(transport.value())[0] == 200
-    transport.clear()
-    connection.dataReceived(request(b"GET", b"/x"))
-    assert parse(transport.value())[::2] == (200, b"ok")
-    assert (tracker.stats.started, site.logged) == (1, [b"/x"])
+    assert reachTheSite(tracker, connection, transport) == (len(OTHERS), OTHERS)
 
 
 def test_requestClassKeepsItsName() -> None:
@@ -397,13 +416,17 @@ def test_healthPortsAreQuiet() -> None:
         health = Health(lifecycleIn(State.READY), RequestStats(), Clock())
         site = healthSite(health, b"/healthz")
         site.reactor = Clock()
-        for factory in (site, AgentFactory(health)):
+        agent = AgentFactory(health)
+        for factory in (site, agent):
             factory.doStart()
+        _, transport = ask(site, request(b"GET", b"/healthz"))
+        ask(agent, b"")
+        for factory in (site, agent):
             factory.doStop()
-        site.log(cast(Request, DummyRequest([b"healthz"])))
     finally:
         globalLogPublisher.removeObserver(observer)
     assert events == []
+    assert parse(transport.value())[0] == 200
 
 
 @pytest.mark.parametrize("state", list(State))

@@ -283,7 +283,8 @@ def healthSite(health: Health, path: bytes) -> Site:
 class _AgentAnswer(Protocol):
     def connectionMade(self) -> None:
         factory = self.factory
-        assert isinstance(factory, AgentFactory) and self.transport is not None
+        assert isinstance(factory, AgentFactory)
+        assert self.transport is not None
         self.transport.write(factory.health.agentLine())
         self.transport.loseConnection()
 
