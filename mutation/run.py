@@ -37,6 +37,7 @@ MODULES: dict[str, list[str]] = {
     "signals": ["test_signalrouter.py"],
     "workers.pool": ["test_pool.py"],
     "workers.protocol": ["test_protocol.py"],
+    "workers.master": ["test_master.py"],
 }
 
 CONFIG = """\
