@@ -32,7 +32,7 @@ from txsdnotify.systemd.failures import ListenFailed
 from txsdnotify.systemd.lifecycle import Lifecycle, State
 from txsdnotify.systemd.watchdog import WatchdogService
 from txsdnotify.testing import MemoryNotifier
-from txsdnotify.workers.master import FORCE_WAIT, WorkerMaster, _WatchdogGate
+from txsdnotify.workers.master import WorkerMaster, _WatchdogGate
 from txsdnotify.workers.pool import WorkerPool, WorkerProcess, WorkerState
 from txsdnotify.workers.protocol import FORCE_SIGNAL, LineDecoder, encode
 
@@ -261,6 +261,19 @@ def test_readyOnceEveryWorkerIsReady() -> None:
     assert "sdweb ready: 2 workers serving on tcp:8080 (127.0.0.1:8080)" in (
         log.texts()
     )
+
+
+def test_connectionsRefused() -> None:
+    """
+    A connection the master accepts on the workers' ports after all (none
+    should be: it never reads them) is closed at once.
+    """
+    m, reactor, notifier = running()
+    factory = reactor.port(8080).factory
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    assert transport.disconnecting
 
 
 def test_statusLineEveryInterval() -> None:
@@ -567,7 +580,7 @@ def test_forcedWhileDraining() -> None:
     signalled(signal.SIGTERM)
     assert [p.signals for p in reactor.spawned] == [[FORCE_SIGNAL]] * 2
     assert len(reactor.getDelayedCalls()) == calls + 1
-    reactor.advance(FORCE_WAIT - 0.1)
+    reactor.advance(4.9)
     assert [p.signals for p in reactor.spawned] == [[FORCE_SIGNAL]] * 2
     reactor.advance(0.1)
     assert [p.signals for p in reactor.spawned] == [[FORCE_SIGNAL, signal.SIGKILL]] * 2
@@ -584,7 +597,7 @@ def test_forcedInTheGrace() -> None:
     A second C{SIGTERM} in the health grace: the workers hear it before
     they are told to drain, the grace ends; nothing aborted, no exit status.
     """
-    m, reactor, notifier = running(healthGrace=5)
+    m, reactor, notifier = running(healthGrace=1)
     first, second = reactor.spawned
     d = m.stopService()
     assert not first.stdinClosed
