@@ -837,7 +837,8 @@ def test_watchdog() -> None:
     d = m.stopService()
     reactor.advance(0)
     exitAll(reactor)
-    assert d.called
+    assert d.called and not m.running
+    assert reactor.getDelayedCalls() == []
     reactor.advance(5)
     assert notifier.values("WATCHDOG") == ["1"]
     other, otherReactor, otherNotifier = running()
@@ -888,7 +889,7 @@ def test_optionsGivenToThePool() -> None:
             "--max-worker-memory",
             "300",
             "--drain-timeout",
-            "8",
+            "9",
             "--status-interval",
             "0.5",
         )
@@ -899,7 +900,7 @@ def test_optionsGivenToThePool() -> None:
     assert pool.workerTimeout == 7.5
     assert (pool.maxRequests, pool.maxRequestsJitter) == (500, 20)
     assert pool.maxMemory == 300 * 2**20
-    assert pool.replacedIdleGrace == 4
+    assert pool.replacedIdleGrace == 4.5
     assert pool.reportInterval == 0.25
 
 
