@@ -912,6 +912,8 @@ def test_poolDefaults() -> None:
     assert (pool.maxRequests, pool.maxRequestsJitter, pool.maxMemory) == (0, 0, 0)
     assert pool.replacedIdleGrace == 15
     assert pool.reportInterval == 0.5
+    # The workers start where sdweb was started (before any --chdir).
+    assert pool.path == os.getcwd()
 
 
 def test_reportIntervalBounds() -> None:
