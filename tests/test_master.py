@@ -600,6 +600,10 @@ def test_forcedInTheGrace() -> None:
     m, reactor, notifier = running(healthGrace=1)
     first, second = reactor.spawned
     d = m.stopService()
+    assert statuses(notifier)[-1] == (
+        "Stopping: failing health checks, serving 1s more before the ports close"
+    )
+    reactor.advance(0)
     assert not first.stdinClosed
     signalled(signal.SIGTERM)
     assert first.kinds() == ["stopping", "force"]
