@@ -38,6 +38,7 @@ MODULES: dict[str, list[str]] = {
     "workers.pool": ["test_pool.py"],
     "workers.protocol": ["test_protocol.py"],
     "health": ["test_healthcheck.py"],
+    "workers.master": ["test_master.py"],
 }
 
 CONFIG = """\

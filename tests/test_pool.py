@@ -121,6 +121,8 @@ class ProcessReactor(Clock):
     A clock that also spawns (fake) processes.
     """
 
+    processClass = FakeProcess
+
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[FakeProcess] = []
@@ -138,7 +140,7 @@ class ProcessReactor(Clock):
         assert isinstance(protocol, WorkerProcess)
         assert executable == sys.executable
         self.nextPid += 1
-        process = FakeProcess(protocol, self.nextPid, args, env, path, childFDs)
+        process = self.processClass(protocol, self.nextPid, args, env, path, childFDs)
         self.spawned.append(process)
         protocol.makeConnection(process)
         return process

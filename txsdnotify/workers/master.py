@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.test_master,tests.test_workers -*-
 """
 The master of C{twistd -n sdweb --workers N}: one face to systemd for N
 worker processes.
@@ -483,13 +483,12 @@ def _listenNow(
     Bind C{listeners} now (with their own factory, or C{factory}); fail
     with one line if one cannot be bound.
     """
-    listening = listenAll(listeners, factory)
-    outcome: list[object] = []
-    listening.addBoth(outcome.append)
-    if outcome and isinstance(outcome[0], Failure):
-        error = outcome[0].value
+    failed: list[Failure] = []
+    listenAll(listeners, factory).addErrback(failed.append)
+    for failure in failed:
+        error = failure.value
         assert isinstance(error, ListenError)
-        lifecycle.failed(outcome[0])
+        lifecycle.failed(failure)
         raise ListenFailed(f"sdweb: {error}")
 
 
