@@ -78,6 +78,14 @@ class OwnConnection(Protocol):
         Whether a request is being processed on it.
         """
 
+    def drainIdle(self) -> bool:
+        """
+        Whether it is an idle keep-alive connection: it has answered a
+        request, and nothing is being answered and no byte of another
+        request has arrived (what a drain's idle grace keeps open, and
+        closes when it ends).
+        """
+
     def drainClose(self) -> None:
         """
         Close now, unless a request is being processed (then close after it).

@@ -982,6 +982,20 @@ class HTTP11Connection(TwistedProtocol):
         """
         return self.current is not None
 
+    def drainIdle(self) -> bool:
+        """
+        Whether it has answered a request and waits for the next: nothing
+        being answered, no byte of a request arrived (which the drain's idle
+        grace keeps open; a request that arrives in it is answered with
+        C{Connection: close}).
+        """
+        return (
+            self.used
+            and self.current is None
+            and not self.receiving
+            and not self.closing
+        )
+
     def drainClose(self) -> None:
         """
         Close now if nothing is being answered.
