@@ -67,7 +67,8 @@ class OwnConnection(Protocol):
     def drainBegan(self) -> bool:
         """
         A drain began: close at once if idle, close after the response under
-        way (and the pipelined ones behind it) if busy.
+        way (and the pipelined ones behind it) if busy.  Not called for an
+        idle connection (L{drainIdle}) that the drain's idle grace keeps.
 
         @return: Whether it waits for the drain's grace: no request yet, or
             one still arriving.

@@ -152,7 +152,7 @@ class Owner(Protocol):
     the drain in progress in C{drain} (L{None} while serving; read when a
     response's headers are written) and C{release(connection)}, called when a
     connection is lost.  A drain calls back the connection's C{drainBegan},
-    C{drainBusy} and C{drainClose}.
+    C{drainBusy}, C{drainIdle} and C{drainClose}.
     """
 
     @property
