@@ -3,9 +3,11 @@ Reloads of ``twistd -n sdweb --workers 2`` under keep-alive load: what each
 kind of client sees.
 
     python bench/keepalive_reload.py [--client wrk|httpclient|haproxy]
-        [--reloads 5] [--connections 16]
+        [--reloads 5] [--connections 16] [--http-parser fast|twisted]
 
-The server serves tests/apps/pidapp.py's resource; a notification socket
+The server serves tests/apps/pidapp.py's resource (``--class pidapp.Pid``,
+on twisted.web), or with ``--http-parser`` the same as a WSGI application
+(``--wsgi pidapp.wsgi``) on that HTTP path; a notification socket
 stands in for systemd, so that each reload (SIGHUP) is waited for until
 ``READY=1``, and until the old workers are gone, before the next one.  The
 clients keep their connections open (HTTP/1.1 keep-alive):
@@ -68,8 +70,18 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def served(httpParser: str | None) -> list[str]:
+    """
+    What the workers serve: the resource, or the WSGI application on the
+    HTTP path C{httpParser}.
+    """
+    if httpParser is None:
+        return ["--class", "pidapp.Pid"]
+    return ["--wsgi", "pidapp.wsgi", "--http-parser", httpParser]
+
+
 def startServer(
-    port: int, receiver: NotifyReceiver, log: Path
+    port: int, receiver: NotifyReceiver, log: Path, app: list[str]
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "apps"), str(REPO)])
@@ -77,7 +89,7 @@ def startServer(
     twistd = Path(sys.executable).parent / "twistd"
     server = subprocess.Popen(
         [str(twistd), "-n", "--pidfile=", "sdweb", "--workers", "2"]
-        + ["--port", f"tcp:{port}:interface={HOST}", "--class", "pidapp.Pid"],
+        + ["--port", f"tcp:{port}:interface={HOST}", *app],
         env=env,
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
@@ -224,11 +236,18 @@ def main() -> None:
         help="httpclient: wait up to this many seconds (at random) between requests",
     )
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--http-parser",
+        choices=["fast", "twisted"],
+        default=None,
+        help="serve pidapp.wsgi on this HTTP path (default: the pidapp.Pid resource)",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="keepalive-"))
     receiver = NotifyReceiver()
     port = freePort()
-    server = startServer(port, receiver, tmp / "twistd.log")
+    app = served(args.http_parser)
+    server = startServer(port, receiver, tmp / "twistd.log", app)
     haproxy = None
     try:
         target = port
@@ -267,7 +286,7 @@ def main() -> None:
     if args.think:
         client += f" (think up to {args.think:g} s)"
     print(
-        f"{client}: {args.reloads} reloads in {seconds:.0f} s,"
+        f"{client} against {' '.join(app)}: {args.reloads} reloads in {seconds:.0f} s,"
         f" {args.connections} keep-alive connections: {ok} answered,"
         f" {failed} failed {said}"
     )

@@ -1,18 +1,23 @@
 """
 HTTP connections over an in-memory transport, for tests of the tracking and
-the drain: no sockets, no reactor.
+the drain: no sockets, no reactor; twisted.web's, or the fast HTTP/1.1
+path's (L{fastTracker}).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from txsdnotify.web.tracking import TrackingFactory
+from txsdnotify.wsgi.container import WSGIApplication
+from txsdnotify.wsgi.http11 import HTTP11Factory
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -53,3 +58,60 @@ def connect(tracker: TrackingFactory) -> tuple[Any, StringTransport]:
     transport = StringTransport()
     connection.makeConnection(transport)
     return connection, transport
+
+
+class InlineReactor(Clock):
+    """
+    A fake clock that also stands in for the reactor of a WSGI container:
+    what the container's threads hand to the reactor runs at once.
+    """
+
+    def callFromThread(self, f: Callable[..., object], *args: Any, **kw: Any) -> None:
+        """
+        Run C{f} now.
+        """
+        f(*args, **kw)
+
+    def addSystemEventTrigger(self, *args: Any, **kw: Any) -> None:
+        """
+        Never shuts down: nothing to trigger.
+        """
+
+
+class InlineThreads:
+    """
+    A WSGI container's threads that run each request at once, in the caller.
+    """
+
+    def submit(self, job: Callable[[], object]) -> None:
+        """
+        Run C{job} now.
+        """
+        job()
+
+    def stop(self) -> None:
+        """
+        Nothing to stop.
+        """
+
+
+def hello(
+    environ: dict[str, Any], start_response: Callable[..., object]
+) -> list[bytes]:
+    """
+    A WSGI application answering C{ok}, as L{Root} does.
+    """
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def fastTracker(clock: InlineReactor) -> TrackingFactory:
+    """
+    A tracker whose connections are the fast HTTP/1.1 path's, serving
+    L{hello} (as C{WebService} sets it up), scheduled by C{clock}.
+    """
+    container = WSGIApplication(hello, InlineThreads(), clock)  # type: ignore[arg-type]
+    site = Site(container)
+    tracker = TrackingFactory(site)
+    tracker.connectionFactory = HTTP11Factory(container, tracker, site, reactor=clock)
+    return tracker

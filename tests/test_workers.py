@@ -1160,7 +1160,7 @@ def test_forcedStopKillsAStuckWorker(
 
 
 def test_reloadsUnderKeepAliveLoseNothing(
-    twistd: Any, receiver: NotifyReceiver, tmp_path: Path
+    twistd: Any, receiver: NotifyReceiver, tmp_path: Path, served: list[str]
 ) -> None:
     """
     Reloads under keep-alive load from clients that do not retry
@@ -1168,7 +1168,9 @@ def test_reloadsUnderKeepAliveLoseNothing(
     request arriving on an idle connection of a draining worker is answered
     with Connection: close, so none fails.
     """
-    server, port = startWorkers(twistd, receiver, "--status-interval", "0.2")
+    server, port = startWorkers(
+        twistd, receiver, "--status-interval", "0.2", served=served
+    )
     master = server.process.pid
     with steadyLoad(
         f"http://127.0.0.1:{port}/", tmp_path / "stop", threads=8, keepAlive=True
@@ -1186,33 +1188,67 @@ def test_reloadsUnderKeepAliveLoseNothing(
     assert failed == 0, counts
 
 
-def test_replacedWorkerAnswersAnIdleKeepAliveConnection(
-    twistd: Any, receiver: NotifyReceiver
-) -> None:
+def keptAliveOnOneWorker(
+    port: int, count: int
+) -> tuple[int, list[http.client.HTTPConnection]]:
     """
-    A worker being replaced keeps an idle keep-alive connection open for
-    half the drain timeout: a request sent on it 3 s after the worker began
-    to drain is answered, with Connection: close, by that worker.
+    C{count} keep-alive connections, each answered once, all by one worker
+    (which worker accepts is the kernel's choice): its pid and them.
     """
-    server, port = startWorkers(
-        twistd, receiver, "--status-interval", "0.2", "--drain-timeout", "20"
-    )
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
+    byWorker: dict[int, list[http.client.HTTPConnection]] = {}
+    for _ in range(100):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         connection.request("GET", "/")
         response = connection.getresponse()
-        mine = pidOf(response.read())
+        pid = pidOf(response.read())
         assert not response.will_close
+        mine = byWorker.setdefault(pid, [])
+        mine.append(connection)
+        if len(mine) == count:
+            for other in byWorker.values():
+                if other is not mine:
+                    for each in other:
+                        each.close()
+            return pid, mine
+    raise AssertionError(f"no worker took {count} of 100 connections")
+
+
+def test_replacedWorkerAnswersAnIdleKeepAliveConnection(
+    twistd: Any, receiver: NotifyReceiver, served: list[str]
+) -> None:
+    """
+    A worker being replaced keeps its idle keep-alive connections open for
+    half the drain timeout (15 s here): a request sent on one 3 s after the
+    worker began to drain is answered, with Connection: close, by that
+    worker, which then closes the connection (at once, not when the idle
+    grace ends); one left idle is closed when the idle grace ends (not at
+    the drain timeout).
+    """
+    server, port = startWorkers(
+        twistd, receiver, "--drain-timeout", "30", served=served
+    )
+    mine, (connection, idle) = keptAliveOnOneWorker(port, 2)
+    # Copies of the sockets, which see the worker close them.
+    closing, idleClosing = connection.sock.dup(), idle.sock.dup()
+    try:
         server.process.send_signal(signal.SIGHUP)
         waitUntil(lambda: f"; worker {mine} drains" in server.output(), timeout=60)
+        drains = time.monotonic()
         # Longer than a stop's idle grace (1 s).
         time.sleep(3)
         connection.request("GET", "/")
         response = connection.getresponse()
         assert pidOf(response.read()) == mine
         assert response.getheader("Connection") == "close"
+        closing.settimeout(8)
+        assert closing.recv(1) == b""
+        idleClosing.settimeout(60)
+        assert idleClosing.recv(1) == b""
+        closed = time.monotonic() - drains
+        assert 13 <= closed <= 27, closed
     finally:
-        connection.close()
+        for each in (connection, idle, closing, idleClosing):
+            each.close()
     waitUntil(lambda: mine not in childPids(server.process.pid), timeout=30)
 
 

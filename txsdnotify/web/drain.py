@@ -305,6 +305,8 @@ class Drain:
             return None
         own = ownConnection(connection)
         if own is not None:
+            if self.idleGrace > 0 and own.drainIdle():
+                return _Wait.IDLE
             return _Wait.GRACE if own.drainBegan() else None
         channel = channelOf(connection)
         if isH2(channel):
@@ -363,6 +365,9 @@ class Drain:
             if state is Arrival.HEAD:
                 self._cut(connection, state, cut)
             elif state is Arrival.NOTHING:
+                if self._keptIdle(connection, channel):
+                    # Its end is the idle grace's.
+                    continue
                 _close(connection)
                 # It has had the grace already: no second one for its
                 # close_notify.
@@ -436,9 +441,27 @@ class Drain:
             if now - since >= self.grace:
                 endTLSWait(transport)
 
+    def _keptIdle(self, connection: IProtocol, channel: Any) -> bool:
+        """
+        Whether C{connection} (with no request) is an idle keep-alive one
+        that the idle grace keeps open.
+        """
+        if self.idleGrace <= 0:
+            return False
+        own = ownConnection(connection)
+        if own is not None:
+            return own.drainIdle()
+        return channel in self.tracker.used
+
     def _endIdleGrace(self) -> None:
         for connection in list(self.tracker.connections):
             if connection in self.tracker.upgraded:
+                continue
+            own = ownConnection(connection)
+            if own is not None:
+                # A request that began to arrive is answered, with close.
+                if own.drainIdle():
+                    own.drainClose()
                 continue
             channel = channelOf(connection)
             if isH2(channel) or channel not in self.tracker.used:

@@ -67,7 +67,8 @@ class OwnConnection(Protocol):
     def drainBegan(self) -> bool:
         """
         A drain began: close at once if idle, close after the response under
-        way (and the pipelined ones behind it) if busy.
+        way (and the pipelined ones behind it) if busy.  Not called for an
+        idle connection (L{drainIdle}) that the drain's idle grace keeps.
 
         @return: Whether it waits for the drain's grace: no request yet, or
             one still arriving.
@@ -76,6 +77,14 @@ class OwnConnection(Protocol):
     def drainBusy(self) -> bool:
         """
         Whether a request is being processed on it.
+        """
+
+    def drainIdle(self) -> bool:
+        """
+        Whether it is an idle keep-alive connection: it has answered a
+        request, and nothing is being answered and no byte of another
+        request has arrived (what a drain's idle grace keeps open, and
+        closes when it ends).
         """
 
     def drainClose(self) -> None:

@@ -152,7 +152,7 @@ class Owner(Protocol):
     the drain in progress in C{drain} (L{None} while serving; read when a
     response's headers are written) and C{release(connection)}, called when a
     connection is lost.  A drain calls back the connection's C{drainBegan},
-    C{drainBusy} and C{drainClose}.
+    C{drainBusy}, C{drainIdle} and C{drainClose}.
     """
 
     @property
@@ -981,6 +981,20 @@ class HTTP11Connection(TwistedProtocol):
         Whether a request is being answered.
         """
         return self.current is not None
+
+    def drainIdle(self) -> bool:
+        """
+        Whether it has answered a request and waits for the next: nothing
+        being answered, no byte of a request arrived (which the drain's idle
+        grace keeps open; a request that arrives in it is answered with
+        C{Connection: close}).
+        """
+        return (
+            self.used
+            and self.current is None
+            and not self.receiving
+            and not self.closing
+        )
 
     def drainClose(self) -> None:
         """
