@@ -187,6 +187,38 @@ def test_heldResponseNotKeptByABlockedJob(monkeypatch: pytest.MonkeyPatch) -> No
     pool.stop()
 
 
+def test_heldResponsesGoOnceHOLDOld(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A thread that has held a response for L{HOLD} seconds hands it over
+    before its next job, even while jobs still wait.
+    """
+    clock = Clock()
+    monkeypatch.setattr(threads, "time", clock)
+    reactor = FakeReactor(runNow=True)
+    pool = RequestThreads(1, reactor)
+    events: list[str] = []
+    finished = threading.Event()
+
+    def first() -> None:
+        pool.callAfterJob(events.append, "a")
+
+    def long() -> None:
+        clock.ahead = HOLD  # this job took HOLD seconds
+        pool.callAfterJob(events.append, "b")
+
+    def last() -> None:
+        events.append("last began")
+        pool.callAfterJob(finished.set)
+
+    for job in (first, long, last):
+        pool.submit(job)
+    reactor.runLater(0)
+    assert finished.wait(WAIT)
+    assert events == ["a", "b", "last began"]
+    assert len(reactor.wakeUps) == 2
+    pool.stop()
+
+
 @pytest.mark.parametrize("size", [1, 3])
 def test_stopEndsIdleThreads(size: int) -> None:
     """
