@@ -512,12 +512,15 @@ def runWrk(
     duration: int,
     latency: bool = True,
     headers: Sequence[str] = (),
+    timeout: int | None = None,
 ) -> WrkResult:
     """
     Run C{wrk -t1} once against C{url} and parse its report.
 
     @param latency: Pass C{--latency} (the percentiles are only parsed then).
     @param headers: Request headers (C{"Connection: close"}), one C{-H} each.
+    @param timeout: Seconds after which wrk counts a request as timed out
+        (and leaves it out of the latency figures); wrk's default is 2.
     """
     argv = [
         "wrk",
@@ -525,6 +528,7 @@ def runWrk(
         f"-c{connections}",
         f"-d{duration}s",
         *(["--latency"] if latency else []),
+        *([f"--timeout={timeout}s"] if timeout is not None else []),
         *(a for h in headers for a in ("-H", h)),
         url,
     ]
@@ -533,11 +537,12 @@ def runWrk(
             argv,
             capture_output=True,
             text=True,
-            timeout=duration + 30,
+            timeout=duration + 30 + (timeout or 0),
         )
     except subprocess.TimeoutExpired:
         raise BenchError(
-            f"wrk did not finish within {duration + 30}s: {' '.join(argv)}"
+            f"wrk did not finish within {duration + 30 + (timeout or 0)}s:"
+            f" {' '.join(argv)}"
         ) from None
     out = done.stdout
     if done.returncode != 0:

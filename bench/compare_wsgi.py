@@ -495,6 +495,15 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     numbers = (args.rounds, args.duration, args.connections, args.threads, args.workers)
     if min(numbers) < 1:
         parser.error("every number must be at least 1")
+    checkChoices(parser, args)
+    return args
+
+
+def checkChoices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """
+    Turn C{--contenders} and C{--apps} into lists of known keys (a usage
+    error otherwise).
+    """
     args.contenders = [k for k in args.contenders.split(",") if k]
     unknown = [k for k in args.contenders if k not in CONTENDERS]
     if unknown or not args.contenders:
@@ -502,31 +511,56 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     args.apps = [k for k in args.apps.split(",") if k]
     if not args.apps or any(k not in APP_KEYS for k in args.apps):
         parser.error(f"--apps: choose from {list(APP_KEYS)}")
-    return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parseArgs(argv)
+@dataclass
+class Setting:
+    """
+    What a run of the servers needs: the contenders that can run here, why
+    the others cannot, and the servers' environment.
+    """
+
+    contenders: list[Contender]
+    skipped: list[str]
+    env: dict[str, str]
+
+
+def prepare(keys: Sequence[str], program: str) -> Setting | None:
+    """
+    Check that wrk is there, choose the contenders of C{keys} that can run
+    here (saying why the others cannot), stop on SIGTERM cleanly, and build
+    the servers' environment (tests/apps on C{PYTHONPATH}); L{None} (after
+    saying why) when wrk or the reference contender is missing.
+    """
     if shutil.which("wrk") is None:
-        print("compare_wsgi: wrk is not on PATH", file=sys.stderr)
-        return 2
+        print(f"{program}: wrk is not on PATH", file=sys.stderr)
+        return None
     contenders, skipped = [], []
-    for key in args.contenders:
+    for key in keys:
         why = missing(key)
         if why is None:
             contenders.append(CONTENDERS[key])
         else:
-            print(f"compare_wsgi: skipping {key}: {why}", file=sys.stderr)
+            print(f"{program}: skipping {key}: {why}", file=sys.stderr)
             skipped.append(f"{key}: {why}")
-    if not contenders or contenders[0].key != args.contenders[0]:
-        print("compare_wsgi: the reference contender cannot run", file=sys.stderr)
-        return 2
+    if not contenders or contenders[0].key != keys[0]:
+        print(f"{program}: the reference contender cannot run", file=sys.stderr)
+        return None
     exitOnSigterm()
     env, origin = serverEnvironment()
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(APPS), env.get("PYTHONPATH", "")) if p
     )
     print(f"txsdnotify: {origin}")
+    return Setting(contenders, skipped, env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parseArgs(argv)
+    setting = prepare(args.contenders, "compare_wsgi")
+    if setting is None:
+        return 2
+    contenders, skipped, env = setting.contenders, setting.skipped, setting.env
     results = []
     with tempfile.TemporaryDirectory(prefix="compare_wsgi-") as tmp:
         try:
@@ -537,11 +571,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"compare_wsgi: {e}", file=sys.stderr)
             return 2
     text = report(results, args, contenders, skipped)
+    return publish(text, args, sum(r.wrk.failed for res in results for r in res.runs))
+
+
+def publish(text: str, args: argparse.Namespace, failed: int) -> int:
+    """
+    Print the report, write it to C{--out} if asked; the exit status: 1 if
+    any request C{failed}, else 0.
+    """
     print()
     print(text)
     if args.out:
         writeOut(args.out, text)
-    failed = sum(r.wrk.failed for res in results for r in res.runs)
     return 1 if failed else 0
 
 

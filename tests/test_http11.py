@@ -27,7 +27,6 @@ from txsdnotify.service import WebService
 from txsdnotify.testing import NotifyReceiver
 from txsdnotify.wsgi.container import WSGIApplication
 from txsdnotify.wsgi.http11 import (
-    Batcher,
     HTTP11Connection,
     Limits,
     accessLogOf,
@@ -327,22 +326,3 @@ def test_sendNowPrivatesOfTwisted(live: NotifyReceiver) -> Generator[Any, Any, N
     assert data.endswith(b"hello\n")
     client.close()
     yield service.stopService()
-
-
-def test_batcherKeepsOrderAndSharesWakeUps() -> None:
-    """
-    Calls from threads run in order, many per wake-up of the reactor; one
-    that raises is logged and the others still run.
-    """
-    wakeUps: list[Any] = []
-    batcher = Batcher(lambda f: wakeUps.append(f))
-    ran: list[int] = []
-    for i in range(5):
-        batcher(ran.append, i)
-    batcher(lambda: 1 / 0)
-    batcher(ran.append, 5)
-    assert len(wakeUps) == 1
-    wakeUps[0]()
-    assert ran == [0, 1, 2, 3, 4, 5]
-    batcher(ran.append, 6)
-    assert len(wakeUps) == 2

@@ -363,6 +363,29 @@ def test_threadsRunConcurrently(
 
 
 @pytest_twisted.inlineCallbacks
+def test_blockingAppGetsEveryThread(
+    serve: Any, pool: HTTPConnectionPool
+) -> Generator[Any, Any, None]:
+    """
+    An application that blocks gets as many threads as --threads allows
+    (the default), whatever the batching of the hand-offs: each request
+    here waits until all of them are in the application.
+    """
+    barrier = threading.Barrier(DEFAULT_THREADS, timeout=20)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        barrier.wait()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"met\n"]
+
+    threads = RequestThreads(reactor=reactor)
+    base = serve(app, threads)
+    results = yield gatherResults([fetch(base, pool) for _ in range(DEFAULT_THREADS)])
+    assert [r[:2] for r in results] == [(200, b"met\n")] * DEFAULT_THREADS
+    assert threads.threads == DEFAULT_THREADS
+
+
+@pytest_twisted.inlineCallbacks
 def test_waitingCountsRequestsWithoutAThread(
     serve: Any, pool: HTTPConnectionPool
 ) -> Generator[Any, Any, None]:

@@ -162,10 +162,12 @@ class ResponseBase:
         callFromThread: Callable[..., object],
         flusher: Flusher,
         environ: dict[str, Any],
+        callAfterJob: Callable[..., object] | None = None,
     ) -> None:
         self.environ = environ
         self._application = application
         self._callFromThread = callFromThread
+        self._callAfterJob = callFromThread if callAfterJob is None else callAfterJob
         self._flusher = flusher
         self.status: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
         self.buffer: list[bytes] = []
@@ -372,10 +374,10 @@ class ResponseBase:
         chunks, size = self.buffer, self.size
         self.buffer = []
         if self.sent:
-            self._callFromThread(self._endStreamInReactor, chunks, size)
+            self._callAfterJob(self._endStreamInReactor, chunks, size)
         else:
             self.sent = True
-            self._callFromThread(self._completeInReactor, self.status, chunks, size)
+            self._callAfterJob(self._completeInReactor, self.status, chunks, size)
 
     def _failed(self, error: BaseException) -> None:
         """

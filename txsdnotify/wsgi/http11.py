@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import tempfile
-import threading
 from collections.abc import Callable
 from io import BytesIO
 from time import monotonic
@@ -56,7 +55,6 @@ except ImportError:  # pragma: no cover - the [fast] extra is not installed
     httptools = None  # type: ignore[assignment]
 
 __all__ = [
-    "Batcher",
     "HTTP11Factory",
     "Limits",
     "Owner",
@@ -229,45 +227,6 @@ def sendNow(transport: Any, data: bytes) -> None:
         transport.write(data[sent:])
 
 
-class Batcher:
-    """
-    Hands calls from threads to the reactor, many in one wake-up: each
-    C{callFromThread} writes to the reactor's waker pipe, so under load the
-    responses of many threads' requests share one.
-    """
-
-    def __init__(self, callFromThread: Callable[..., object]) -> None:
-        self._callFromThread = callFromThread
-        self._lock = threading.Lock()
-        self._calls: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
-        self._scheduled = False
-
-    def __call__(self, f: Callable[..., object], *args: Any) -> None:
-        """
-        Call C{f(*args)} in the reactor thread, after the calls before it.
-        """
-        with self._lock:
-            self._calls.append((f, args))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._callFromThread(self._run)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                calls = self._calls
-                if not calls:
-                    self._scheduled = False
-                    return
-                self._calls = []
-            for f, args in calls:
-                try:
-                    f(*args)
-                except Exception:
-                    _log.failure("Error in a WSGI response")
-
-
 def accessLogOf(site: Site) -> Callable[[], tuple[Optional[IO[str]], Optional[str]]]:
     """
     Where C{site} writes its access log now, and the date string it caches
@@ -356,7 +315,8 @@ class HTTP11Factory:
         self.base = container._base
         self.submit = container.threads.submit
         self.application = container.application
-        self.callFromThread = Batcher(reactor.callFromThread)
+        self.callFromThread = container.threads.callFromThread
+        self.callAfterJob = container.threads.callAfterJob
         self.flusher = container._flusher
         self.connections: set[HTTP11Connection] = set()
         self.now = 0.0
@@ -1033,7 +993,11 @@ class _FastResponse(ResponseBase):
     ) -> None:
         server = connection.server
         super().__init__(
-            server.application, server.callFromThread, server.flusher, environ
+            server.application,
+            server.callFromThread,
+            server.flusher,
+            environ,
+            server.callAfterJob,
         )
         self.connection = connection
         self.uri = uri

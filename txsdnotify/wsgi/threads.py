@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_wsgi -*-
+# -*- test-case-name: tests.test_threads -*-
 """
 The threads WSGI applications run in.
 
@@ -9,6 +9,16 @@ busy waits for it, unless no job has started for L{STALL} seconds (the busy
 threads are blocked: on a database, in C{time.sleep}) and then one more
 thread is woken (started, up to the limit).  Threads are daemon threads: one
 stuck in application code never keeps the process from exiting.
+
+The GIL makes every hand-off between the reactor and a thread cost CPU
+(futex calls, context switches, caches refilled), so both directions are
+batched.  The jobs the reactor submits in one turn wake a thread only once
+that turn is over (C{callLater(0)}): the reactor parses every request that
+arrived without the thread taking the GIL from it at each system call.  And
+a job's last call to the reactor (L{RequestThreads.callAfterJob}: its
+response) waits while its thread runs the jobs already waiting, for at most
+about L{HOLD} seconds (the reactor's stall check sends it on if the next job
+blocks): the responses of a batch go back in one wake-up of the reactor.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["DEFAULT_THREADS", "STALL", "RequestThreads"]
+__all__ = ["DEFAULT_THREADS", "HOLD", "STALL", "RequestThreads"]
 
 DEFAULT_THREADS = 10
 """
@@ -36,6 +46,13 @@ Seconds without a job starting, while jobs wait, after which one more thread
 is woken.
 """
 
+HOLD = 0.001
+"""
+Seconds a finished response may wait in its thread while the thread runs
+the next jobs waiting, so that the responses of several go to the reactor in
+one hand-off.
+"""
+
 _log = Logger()
 
 
@@ -43,7 +60,8 @@ class RequestThreads:
     """
     A pool of daemon threads running jobs in the order they came.
 
-    Call L{submit} from the reactor thread only.
+    Call L{submit} from the reactor thread only; L{callFromThread} and
+    L{callAfterJob} hand calls back to it.
 
     @ivar size: The most threads there will be (read when a thread is about
         to be started, so it may be changed before the first job).
@@ -65,6 +83,11 @@ class RequestThreads:
         self._lastStart = 0.0  # when a thread last took a job
         self._checkPending = False
         self._stopping = False
+        self._wakePending = False
+        # Calls to run in the reactor, in order (see callFromThread).
+        self._calls: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+        self._callsScheduled = False
+        self._heldSince = 0.0  # when the oldest call held back was made
 
     @property
     def waiting(self) -> int:
@@ -97,7 +120,9 @@ class RequestThreads:
                 return
             self._jobs.append(job)
             if self._running == 0:
-                self._wakeOne()
+                if not self._wakePending:
+                    self._wakePending = True
+                    self._callLater(0, self._wakeLater)
                 return
             if time.monotonic() - self._lastStart >= STALL:
                 self._wakeOne()
@@ -116,25 +141,96 @@ class RequestThreads:
         for wakeup in idle:
             wakeup.release()
 
-    def _scheduleCheck(self) -> None:
+    def callFromThread(self, f: Callable[..., object], *args: Any) -> None:
+        """
+        Call C{f(*args)} in the reactor thread, after the calls before it;
+        from any thread.  The calls of many threads share one wake-up of the
+        reactor.
+        """
+        with self._lock:
+            self._calls.append((f, args))
+            if self._callsScheduled:
+                return
+            self._callsScheduled = True
+            self._heldSince = 0.0
+        self._reactorCallFromThread(self._runCalls)
+
+    def callAfterJob(self, f: Callable[..., object], *args: Any) -> None:
+        """
+        As L{callFromThread}, for the last call of a job: it may wait while
+        this thread runs the jobs waiting, for at most about L{HOLD} seconds,
+        so that their calls share the hand-off.
+        """
+        with self._lock:
+            self._calls.append((f, args))
+            if not self._callsScheduled and not self._heldSince:
+                self._heldSince = time.monotonic()
+
+    def _reactorCallFromThread(self, f: Callable[[], object]) -> None:
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
+        reactor.callFromThread(f)
+
+    def _callLater(self, delay: float, f: Callable[[], object]) -> None:
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        reactor.callLater(delay, f)
+
+    def _runCalls(self) -> None:
+        """
+        Run the calls handed over (in the reactor thread).
+        """
+        lock = self._lock
+        while True:
+            with lock:
+                calls = self._calls
+                if not calls:
+                    self._callsScheduled = False
+                    return
+                self._calls = []
+                self._heldSince = 0.0
+            for f, args in calls:
+                try:
+                    f(*args)
+                except Exception:
+                    _log.failure("Error in a WSGI response")
+
+    def _wakeLater(self) -> None:
+        """
+        The reactor's turn is over: wake a thread for the jobs it submitted.
+        """
+        with self._lock:
+            self._wakePending = False
+            if self._jobs and self._running == 0 and not self._stopping:
+                self._wakeOne()
+            if self._jobs and not self._checkPending:
+                self._scheduleCheck()
+
+    def _scheduleCheck(self) -> None:
         self._checkPending = True
-        reactor.callLater(STALL, self._check)
+        self._callLater(STALL, self._check)
 
     def _check(self) -> None:
         """
         While jobs wait: wake one more thread whenever none took a job for
         L{STALL} seconds.
         """
+        run = False
         with self._lock:
             self._checkPending = False
-            if not self._jobs or self._stopping:
+            if self._stopping or not (self._jobs or self._heldSince):
                 return
-            if time.monotonic() - self._lastStart >= STALL:
+            now = time.monotonic()
+            if self._heldSince and now - self._heldSince >= HOLD:
+                run = not self._callsScheduled
+                self._callsScheduled = True
+            if self._jobs and now - self._lastStart >= STALL:
                 self._wakeOne()
             self._scheduleCheck()
+        if run:
+            self._runCalls()
 
     def _wakeOne(self) -> None:
         """
@@ -162,7 +258,13 @@ class RequestThreads:
         lock, jobs = self._lock, self._jobs
         monotonic = time.monotonic
         while True:
+            wake = False
             with lock:
+                held = self._heldSince
+                if held and (not jobs or monotonic() - held >= HOLD):
+                    self._heldSince = 0.0
+                    if not self._callsScheduled:
+                        self._callsScheduled = wake = True
                 if jobs:
                     job: Callable[[], object] | None = jobs.popleft()
                     self._lastStart = monotonic()
@@ -172,6 +274,8 @@ class RequestThreads:
                     if self._stopping:
                         return
                     self._idle.append(wakeup)
+            if wake:
+                self._reactorCallFromThread(self._runCalls)
             if job is None:
                 wakeup.acquire()
                 if self._stopping:
