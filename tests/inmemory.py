@@ -89,6 +89,14 @@ class InlineThreads:
         """
         job()
 
+    def callFromThread(self, f: Callable[..., object], *args: Any) -> None:
+        """
+        Call C{f(*args)} now: the request's thread is the caller's.
+        """
+        f(*args)
+
+    callAfterJob = callFromThread
+
     def stop(self) -> None:
         """
         Nothing to stop.
