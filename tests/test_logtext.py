@@ -249,3 +249,19 @@ def test_trackedSiteWritesThroughTwistdLog(tmp_path: Any) -> None:
         assert own.logFile is not log.logfile
     finally:
         tracker.doStop()
+
+
+def test_discardedLogsStayDiscarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    After twisted.python.log.discardLogs(), a site's access lines are still
+    discarded.
+    """
+    discarded = log.NullFile()
+    monkeypatch.setattr(log, "logfile", discarded)
+    site = Site(Resource())
+    tracker = TrackingFactory(site)
+    tracker.doStart()
+    try:
+        assert site.logFile is discarded
+    finally:
+        tracker.doStop()

@@ -30,7 +30,7 @@ from __future__ import annotations
 from time import time
 from typing import Any
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LoggingFile, LogLevel
 from twisted.python import log
 from twisted.python.logfile import LogFile
 from twisted.web.server import Site
@@ -153,7 +153,8 @@ def useTwistdLog(site: Site) -> None:
         current = site.logFile
     except AttributeError:  # not started
         return
-    if current is log.logfile:
+    # Not after twisted.python.log.discardLogs(): the lines stay discarded.
+    if current is log.logfile and isinstance(current, LoggingFile):
         site.logFile = TWISTD_LOG
 
 
