@@ -228,27 +228,27 @@ def test_twistdLogPassesTheRestOn(text: Any) -> None:
     assert [comparable(e) for e in ours] == [comparable(e) for e in theirs]
 
 
-def test_trackedSiteWritesThroughTwistdLog(tmp_path: Any) -> None:
+def logFileOnceTracked(site: Site) -> Any:
     """
-    A site without a log file, started through the tracking (as sdweb
-    listens), writes its access lines through TWISTD_LOG; a site with its
-    own file keeps it.
+    The log file C{site} writes to once started through the tracking (as
+    sdweb listens).
     """
-    site = Site(Resource())
     tracker = TrackingFactory(site)
     tracker.doStart()
     try:
-        assert site.logFile is TWISTD_LOG
+        return site.logFile
     finally:
         tracker.doStop()
+
+
+def test_trackedSiteWritesThroughTwistdLog(tmp_path: Any) -> None:
+    """
+    A site without a log file, started through the tracking, writes its
+    access lines through TWISTD_LOG; a site with its own file keeps it.
+    """
+    assert logFileOnceTracked(Site(Resource())) is TWISTD_LOG
     own = AccessLogSite(Resource(), logPath=str(tmp_path / "access.log"))
-    tracker = TrackingFactory(own)
-    tracker.doStart()
-    try:
-        assert own.logFile is not TWISTD_LOG
-        assert own.logFile is not log.logfile
-    finally:
-        tracker.doStop()
+    assert logFileOnceTracked(own) not in (TWISTD_LOG, log.logfile)
 
 
 def test_discardedLogsStayDiscarded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,10 +258,4 @@ def test_discardedLogsStayDiscarded(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     discarded = log.NullFile()
     monkeypatch.setattr(log, "logfile", discarded)
-    site = Site(Resource())
-    tracker = TrackingFactory(site)
-    tracker.doStart()
-    try:
-        assert site.logFile is discarded
-    finally:
-        tracker.doStop()
+    assert logFileOnceTracked(Site(Resource())) is discarded
