@@ -17,13 +17,30 @@ the same combined-format line to its own file in a temporary directory:
   - D: C{TwistdLog}, observed by sdweb's journal observer (C{<6>} prefixes,
     under systemd);
   - E: sdweb's C{--logfile FILE} (the line appended to the file), for
-    reference.
+    reference;
+  - F: as C, but never flushed (the file's buffer writes 8 KiB at a time):
+    the most that batching the lines of a reactor turn could save.
 
 Every file is checked afterwards: A, B and C must hold the same lines but
 for their timestamps' seconds.
 
     python bench/accesslog_cost.py [--rounds 7] [--lines 5000] [--out FILE]
     python bench/accesslog_cost.py --profile A   # cProfile of one variant
+
+Instructions per line: C{--only KEY --lines N} writes N lines with one
+variant (A to E) or runs one stage of A N times, nothing else; run it under
+callgrind for two N and divide the difference:
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind python bench/accesslog_cost.py \
+        --only A --lines 1000        # and --lines 3000
+
+The stages of A (of twistd's observer, on the event A emits): C{A-emit}
+(the line written to C{log.logfile} with no observer: the event made and
+published), C{A-observer} (twistd's observer: formatted, written, flushed),
+C{A-time} (C{formatTime}), C{A-message} (C{formatEvent}: C{"{log_io}"}
+through L{string.Formatter}), C{A-system} (the namespace and level),
+C{A-write} (the formatted line written and flushed); and C{C-observer}
+(sdweb's observer on the same event).  C{none} is the loop alone.
 """
 
 from __future__ import annotations
@@ -37,13 +54,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any, cast
 
 from twisted.logger import (
+    FileLogObserver,
     ILogObserver,
+    formatEvent,
+    formatTime,
     globalLogBeginner,
     globalLogPublisher,
     textFileLogObserver,
 )
+from twisted.logger._format import _formatSystem
 from twisted.python import log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -98,11 +120,24 @@ class Variant:
                 globalLogPublisher.removeObserver(self.observer)
 
 
+class _Unflushed:
+    """
+    A text file whose C{flush} does nothing.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.write = stream.write
+        self.encoding = stream.encoding
+
+    def flush(self) -> None:
+        pass
+
+
 def variants(base: Path) -> list[Variant]:
     """
     A to E, each writing its own file under C{base}.
     """
-    files = {k: open(base / f"{k}.log", "w") for k in "ABCD"}
+    files = {k: open(base / f"{k}.log", "w") for k in "ABCDF"}
     accessLog = openAccessLog(str(base / "E.log"))
     return [
         Variant(
@@ -134,6 +169,13 @@ def variants(base: Path) -> list[Variant]:
             base / "D.log",
         ),
         Variant("E", "sdweb --logfile FILE", accessLog.write, None, base / "E.log"),
+        Variant(
+            "F",
+            "as C, never flushed (batching at best)",
+            TWISTD_LOG.write,
+            textObserver(cast(IO[str], _Unflushed(files["F"]))),
+            base / "F.log",
+        ),
     ]
 
 
@@ -153,16 +195,53 @@ def check(vs: list[Variant]) -> None:
         raise SystemExit(f"accesslog_cost: unexpected line {a}")
 
 
+def runOnly(vs: list[Variant], key: str, count: int) -> None:
+    """
+    Run variant or stage C{key} C{count} times, for callgrind.
+    """
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    log.logfile.write(LINE)
+    globalLogPublisher.removeObserver(observer)
+    (event,) = events
+    twisted, ours = vs[0].observer, vs[2].observer
+    assert isinstance(twisted, FileLogObserver) and ours is not None
+    text = twisted.formatEvent(event)
+    stream = open(vs[0].path, "a")
+    stages: dict[str, Callable[[], object]] = {
+        "none": lambda: None,
+        "A-emit": lambda: log.logfile.write(LINE),
+        "A-observer": lambda: twisted(event),
+        "A-time": lambda: formatTime(event["log_time"]),
+        "A-message": lambda: formatEvent(event),
+        "A-system": lambda: _formatSystem(event),
+        "A-write": lambda: (stream.write(text or ""), stream.flush()),
+        "C-observer": lambda: ours(event),
+    }
+    if key in stages:
+        run = stages[key]
+        for _ in range(count):
+            run()
+    else:
+        (v,) = [v for v in vs if v.key == key]
+        v.run(count)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--lines", type=int, default=5000, help="lines a run")
     parser.add_argument("--profile", metavar="VARIANT", help="cProfile one variant")
+    parser.add_argument("--only", metavar="KEY", help="run one variant or stage")
     addOutArgument(parser)
     args = parser.parse_args(argv)
     globalLogBeginner.beginLoggingTo([], redirectStandardIO=False)
     with tempfile.TemporaryDirectory(prefix="accesslog_cost-") as tmp:
         vs = variants(Path(tmp))
+        if args.only:
+            runOnly(vs, args.only, args.lines)
+            return 0
         if args.profile:
             (v,) = [v for v in vs if v.key == args.profile]
             v.run(args.lines)
@@ -190,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdownTable(["Variant", "µs per line (median)", "÷ A"], "lrr", rows)
     text = (
         table + f"\n{args.rounds} rounds of {args.lines} lines per variant,"
-        " interleaved (A B C D E E D C B A), CPU time of the process; ratios"
+        " interleaved (A B C D E F F E D C B A), CPU time of the process; ratios"
         " are medians of the ratios of runs side by side; each line written"
-        " and flushed to a file. " + versionLine() + ".\n"
+        " and flushed to a file (but F). " + versionLine() + ".\n"
     )
     print(text)
     if args.out:

@@ -39,10 +39,10 @@ __all__ = [
     "AccessLogError",
     "AccessLogSite",
     "AppendingLogFile",
+    "TWISTD_LOG",
     "TwistdLog",
     "checkAccessLog",
     "openAccessLog",
-    "TWISTD_LOG",
     "useTwistdLog",
 ]
 
