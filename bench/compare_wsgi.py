@@ -18,8 +18,8 @@ Django view), every contender is started on its own port on 127.0.0.1:
   --wsgi APP --http-parser fast`` with ``NOTIFY_SOCKET`` read all the time by
   this script, as systemd would (so its ``STATUS=`` loop runs);
 * fastlog: the same with its access log in a file (``--logfile``): without
-  it sdweb writes every access log line through twistd's log (to its
-  standard output), which costs more than the rest of a plain request;
+  it sdweb writes every access log line to twistd's log (its standard
+  output), as fast does;
 * twisted: the same as fast with ``--http-parser twisted`` (sdweb before
   the fast path);
 * gunicorn: ``gunicorn -w W -b 127.0.0.1:PORT APP`` (the default sync worker);

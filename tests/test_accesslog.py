@@ -2,19 +2,32 @@
 The access log of a real C{twistd -n sdweb} under load from wrk, across a
 stop: every request served is in it by the time the process exits.  A log
 file that cannot be opened ends start-up in one line naming it; the log is
-never rotated by size.
+never rotated by size.  Without C{--logfile} the lines are in twistd's log,
+as Twisted's Site writes them, the same on both HTTP paths, in order with
+the other log lines, also at a forced stop, and in twistd's own
+C{--logfile} when it has one.
 """
 
 from __future__ import annotations
 
+import http.client
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import freePort, need, portAnswers, processEnv
+from conftest import (
+    HTTP_PARSERS,
+    freePort,
+    need,
+    portAnswers,
+    processEnv,
+    twistdCommand,
+    waitUntil,
+)
 from test_twistd import TRACEBACK, startServer
 
 from txsdnotify.cli.tap import Options, makeSite
@@ -160,3 +173,154 @@ def test_processesAppendToOneLog(tmp_path: Path) -> None:
     assert sorted(lines[1:]) == sorted(
         [f"first {i}" for i in range(100)] + [f"second {i}" for i in range(100)]
     )
+
+
+TWISTD_ACCESS_LINE = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[twisted\.python\.log#info\]"
+    r' "127\.0\.0\.1" - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] (.*)'
+)
+"""
+An access line in twistd's log (C{twistd -n}): twistd's timestamp, the
+system Twisted's Site logs with, the combined format; the group is what
+follows the date.
+"""
+
+REQUESTS = [
+    ("/", {}),
+    ("/block?s=0", {}),
+    (
+        '/missing?q="x"',
+        {"Referer": "http://example.com/\\", "User-Agent": "agent \xe9"},
+    ),
+]
+
+EXPECTED = [
+    '"GET / HTTP/1.1" 200 6 "-" "-"',
+    "wsgiapps: blocking now",
+    '"GET /block?s=0 HTTP/1.1" 200 10 "-" "-"',
+    '"GET /missing?q=\\"x\\" HTTP/1.1" 404 10 "http://example.com/\\\\" "agent \\xe9"',
+]
+"""
+What twistd's log holds for L{REQUESTS}, in order, after the dates: the
+application's own log line (from its thread, through C{wsgi.errors}) between
+the access lines of the requests before and after it.
+"""
+
+
+def served(output: str) -> list[str]:
+    """
+    The access lines (after their date) and the application's lines in
+    twistd's log C{output}, in order.
+    """
+    found = []
+    for line in output.splitlines():
+        access = TWISTD_ACCESS_LINE.fullmatch(line)
+        if access:
+            found.append(access.group(1))
+        elif "wsgiapps:" in line:
+            found.append(line[line.index("wsgiapps:") :])
+        else:
+            assert "twisted.python.log#" not in line, line
+    return found
+
+
+def request(port: int, path: str, headers: dict[str, str]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path, headers=headers)
+        connection.getresponse().read()
+    finally:
+        connection.close()
+
+
+def test_accessLinesInTwistdsLog(twistd: Any) -> None:
+    """
+    Without --logfile, each request is a line of twistd's log (standard
+    output under twistd -n) exactly as Twisted's Site writes it there, in
+    order with the application's own log lines, and the same on both HTTP
+    paths.
+    """
+    logs = {}
+    for parser in HTTP_PARSERS:
+        fresh = NotifyReceiver()
+        try:
+            server, port = startServer(
+                twistd, fresh, "--wsgi", "wsgiapps.app", "--http-parser", parser
+            )
+            for path, headers in REQUESTS:
+                request(port, path, headers)
+            server.process.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=30) == -signal.SIGTERM
+        finally:
+            fresh.close()
+        logs[parser] = served(server.output())
+        server.stop()
+        server.log.rename(server.log.with_suffix(f".{parser}"))
+    assert logs["fast"] == logs["twisted"] == EXPECTED
+
+
+def test_accessLinesInTwistdsLogfile(tmp_path: Path, receiver: NotifyReceiver) -> None:
+    """
+    twistd's own --logfile (before the subcommand) gets the access lines, in
+    twistd's format, and the standard output none.
+    """
+    port = freePort()
+    log = tmp_path / "twistd.log"
+    with open(tmp_path / "output", "wb") as out:
+        server = subprocess.Popen(
+            twistdCommand()
+            + ["-n", "--pidfile=", "--logfile", str(log), "sdweb"]
+            + ["--port", f"tcp:{port}:interface=127.0.0.1", "--wsgi", "wsgiapps.app"],
+            env=processEnv(NOTIFY_SOCKET=receiver.path),
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            receiver.expect("READY", timeout=30)
+            for path, headers in REQUESTS:
+                request(port, path, headers)
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=30) == -signal.SIGTERM
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+    assert served(log.read_text()) == EXPECTED
+    assert "GET" not in (tmp_path / "output").read_text()
+
+
+@pytest.mark.parametrize("parser", HTTP_PARSERS)
+def test_accessLineAtForcedStop(
+    twistd: Any, receiver: NotifyReceiver, parser: str
+) -> None:
+    """
+    A request stuck in the application when a second SIGTERM forces the
+    stop: the process exits without waiting for its thread, and the access
+    line of the aborted request (499) is in twistd's log, after the others.
+    """
+    server, port = startServer(
+        twistd,
+        receiver,
+        "--wsgi",
+        "wsgiapps.app",
+        "--http-parser",
+        parser,
+        "--drain-timeout",
+        "60",
+    )
+    request(port, "/", {})
+    stuck = socket.create_connection(("127.0.0.1", port), timeout=30)
+    stuck.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+    waitUntil(lambda: "wsgiapps: blocking now" in server.output(), timeout=30)
+    server.process.send_signal(signal.SIGTERM)
+    receiver.expect("STOPPING", timeout=10)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == -signal.SIGTERM
+    stuck.close()
+    assert "stop forced" in server.output()
+    assert served(server.output()) == [
+        '"GET / HTTP/1.1" 200 6 "-" "-"',
+        "wsgiapps: blocking now",
+        '"GET /block HTTP/1.1" 499 - "-" "-"',
+    ]

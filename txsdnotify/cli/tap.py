@@ -643,10 +643,12 @@ systemd passed (socket activation), or else tcp:8080."""
 
     def _useJournalLogging(self) -> None:
         """
-        Under systemd with the output going to the journal and no log option
-        given, have twistd log with priority prefixes (see
-        L{txsdnotify.systemd.journal}).  twistd builds its log observer after this
-        runs, from the dotted name in C{--logger}.
+        Under C{twistd -n} with no log option given, have twistd log with
+        sdweb's observer: priority prefixes when the output goes to the
+        journal (see L{txsdnotify.systemd.journal}), otherwise twistd's own
+        format at less cost a line (L{txsdnotify.systemd.logtext}), which
+        matters for the access log.  twistd builds its log observer after
+        this runs, from the dotted name in C{--logger}.
         """
         parent = getattr(self, "parent", None)
         if parent is None or not parent.get("nodaemon"):
@@ -655,6 +657,9 @@ systemd passed (socket activation), or else tcp:8080."""
             return
         if journalStream(self.environ) is not None:
             parent["logger"] = "txsdnotify.systemd.journal.observerFactory"
+        else:
+            # What twistd -n writes to standard output, at less cost a line.
+            parent["logger"] = "txsdnotify.systemd.logtext.observerFactory"
 
 
 SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", *LISTEN_VARIABLES)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_journal -*-
+# -*- test-case-name: tests.test_journal, tests.test_logtext -*-
 """
 Log lines for the systemd journal: C{<N>} priority prefixes, no timestamps.
 
@@ -21,8 +21,9 @@ from twisted.logger import (
     ILogObserver,
     LogEvent,
     LogLevel,
-    formatEventAsClassicLogText,
 )
+
+from txsdnotify.systemd.logtext import classicText
 
 __all__ = ["journalObserver", "journalStream", "observerFactory", "formatForJournal"]
 
@@ -64,12 +65,16 @@ def journalStream(
     return None
 
 
+def _noTime(when: float | None) -> str:
+    return ""
+
+
 def formatForJournal(event: LogEvent) -> str | None:
     """
     One event as journal lines: every line (a traceback has several) starts
     with the event's priority, and there is no timestamp.
     """
-    text = formatEventAsClassicLogText(event, formatTime=lambda _: "")
+    text = classicText(event, _noTime)
     if text is None:
         return None
     priority = _PRIORITIES.get(event.get("log_level", LogLevel.info), 6)

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from txsdnotify.web.accesslog import useTwistdLog
 from txsdnotify.web.http2 import isH2
 from txsdnotify.web.stats import DURATION_BUCKETS, FIRST_BUCKET, RequestStats
 
@@ -181,9 +182,11 @@ class TrackingFactory:
 
     def doStart(self) -> None:
         """
-        A port starts listening with us: the site opens its log.
+        A port starts listening with us: the site opens its log (twistd's
+        log through L{useTwistdLog}, when it has no file of its own).
         """
         self.site.doStart()
+        useTwistdLog(self.site)
 
     def doStop(self) -> None:
         """

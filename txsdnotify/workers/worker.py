@@ -44,7 +44,6 @@ from twisted.logger import (
     LogEvent,
     Logger,
     globalLogBeginner,
-    textFileLogObserver,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -52,6 +51,7 @@ from zope.interface import implementer
 from txsdnotify.service import WebService
 from txsdnotify.systemd.journal import journalObserver, journalStream
 from txsdnotify.systemd.lifecycle import State
+from txsdnotify.systemd.logtext import textObserver
 from txsdnotify.workers.protocol import (
     CONTROL_FD,
     FORCE_SIGNAL,
@@ -309,9 +309,7 @@ def adoptedEndpoints(
 def _beginLogging() -> None:
     stream = journalStream()
     observer = (
-        journalObserver(stream)
-        if stream is not None
-        else textFileLogObserver(sys.stderr)
+        journalObserver(stream) if stream is not None else textObserver(sys.stderr)
     )
     globalLogBeginner.beginLoggingTo(
         [workerObserver(observer, os.getpid())], redirectStandardIO=False
