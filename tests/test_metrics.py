@@ -605,3 +605,26 @@ def test_stateDuringStop(twistd: Any, receiver: NotifyReceiver) -> None:
     server.process.send_signal(signal.SIGTERM)
     server.wait(60)
     assert State.DRAINING.value == "draining"
+
+
+def test_metricsRequestClassProvidesWhatItsBaseProvides() -> None:
+    """
+    The request class that answers scrapes provides what the class it is
+    made from provides (Twisted asks C{INonQueuedRequestFactory} of it for
+    every request).
+    """
+    from twisted.web.iweb import INonQueuedRequestFactory
+    from twisted.web.server import Request
+    from zope.interface import provider
+
+    from txsdnotify.metrics import metricsRequestFactory
+
+    @provider(INonQueuedRequestFactory)
+    class NonQueued(Request):
+        pass
+
+    made = metricsRequestFactory(NonQueued, None, b"/metrics", None)  # type: ignore[arg-type]
+    assert INonQueuedRequestFactory.providedBy(made)
+    plain = metricsRequestFactory(Request, None, b"/metrics", None)  # type: ignore[arg-type]
+    assert not INonQueuedRequestFactory.providedBy(plain)
+    assert "__provides__" in vars(plain)

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.python.failure import Failure
 from twisted.web.server import Site
-from zope.interface import implementer
+from zope.interface import directlyProvidedBy, directlyProvides, implementer
 
 from txsdnotify.web.http2 import isH2
 from txsdnotify.web.stats import DURATION_BUCKETS, FIRST_BUCKET, RequestStats
@@ -36,6 +36,7 @@ __all__ = [
     "channelOf",
     "connectionKinds",
     "logAborted",
+    "providesAsBase",
 ]
 
 
@@ -458,6 +459,20 @@ def _trackedClass(cls: type, tracker: TrackingFactory) -> type:
     return Tracked
 
 
+def providesAsBase(cls: type, base: type) -> None:
+    """
+    Declare that the class C{cls}, made here from the request class
+    C{base}, provides what C{base} directly provides (zope.interface does
+    not pass a class's own declarations on to its subclasses).
+
+    Twisted asks C{INonQueuedRequestFactory.providedBy} of its request
+    factory for every request it makes: the answer decides how the factory
+    is called, and a subclass without a declaration of its own costs an
+    C{AttributeError} inside zope.interface each time.
+    """
+    directlyProvides(cls, directlyProvidedBy(base))
+
+
 def trackingRequestFactory(base: Any, tracker: TrackingFactory) -> Callable[..., Any]:
     """
     A request factory that makes what C{base} makes and counts it into
@@ -517,6 +532,7 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
 
     TrackedRequest.__name__ = TrackedRequest.__qualname__ = "Tracked" + base.__name__
     TrackedRequest.__module__ = base.__module__
+    providesAsBase(TrackedRequest, base)
     return TrackedRequest
 
 
@@ -578,6 +594,7 @@ def _timedRequestClass(base: type, tracker: TrackingFactory) -> type:
 
     TimedRequest.__name__ = TimedRequest.__qualname__ = "Tracked" + base.__name__
     TimedRequest.__module__ = base.__module__
+    providesAsBase(TimedRequest, base)
     return TimedRequest
 
 
