@@ -472,21 +472,13 @@ def test_skipHealthGrace(live: NotifyReceiver) -> Generator[Any, Any, None]:
 def test_healthRequestClassProvidesWhatItsBaseProvides() -> None:
     """
     The request class that answers health checks provides what the class it
-    is made from provides (Twisted asks C{INonQueuedRequestFactory} of it
-    for every request).
+    is made from provides.
     """
-    from twisted.web.iweb import INonQueuedRequestFactory
-    from twisted.web.server import Request
-    from zope.interface import provider
+    from inmemory import checkProvidesAsBase
 
     from txsdnotify.health import healthRequestFactory
 
-    @provider(INonQueuedRequestFactory)
-    class NonQueued(Request):
-        pass
-
-    made = healthRequestFactory(NonQueued, None, b"/healthz", None)  # type: ignore[arg-type]
-    assert INonQueuedRequestFactory.providedBy(made)
-    plain = healthRequestFactory(Request, None, b"/healthz", None)  # type: ignore[arg-type]
-    assert not INonQueuedRequestFactory.providedBy(plain)
-    assert "__provides__" in vars(plain)
+    unused: Any = None
+    checkProvidesAsBase(
+        lambda base: healthRequestFactory(base, unused, b"/healthz", None)
+    )

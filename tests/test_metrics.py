@@ -609,22 +609,14 @@ def test_stateDuringStop(twistd: Any, receiver: NotifyReceiver) -> None:
 
 def test_metricsRequestClassProvidesWhatItsBaseProvides() -> None:
     """
-    The request class that answers scrapes provides what the class it is
-    made from provides (Twisted asks C{INonQueuedRequestFactory} of it for
-    every request).
+    The request class that answers scrapes provides what the class it
+    is made from provides.
     """
-    from twisted.web.iweb import INonQueuedRequestFactory
-    from twisted.web.server import Request
-    from zope.interface import provider
+    from inmemory import checkProvidesAsBase
 
     from txsdnotify.metrics import metricsRequestFactory
 
-    @provider(INonQueuedRequestFactory)
-    class NonQueued(Request):
-        pass
-
-    made = metricsRequestFactory(NonQueued, None, b"/metrics", None)  # type: ignore[arg-type]
-    assert INonQueuedRequestFactory.providedBy(made)
-    plain = metricsRequestFactory(Request, None, b"/metrics", None)  # type: ignore[arg-type]
-    assert not INonQueuedRequestFactory.providedBy(plain)
-    assert "__provides__" in vars(plain)
+    unused: Any = None
+    checkProvidesAsBase(
+        lambda base: metricsRequestFactory(base, unused, b"/metrics", None)
+    )

@@ -5,13 +5,11 @@ Site, through an in-memory transport.
 
 from __future__ import annotations
 
-from inmemory import GET, Root, connect
+from inmemory import GET, NonQueued, Root, checkProvidesAsBase, connect
 from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
-from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Request, Site
-from zope.interface import directlyProvidedBy, provider
 
 from txsdnotify.web.tracking import TrackingFactory, channelOf
 
@@ -77,28 +75,18 @@ def test_requestClassProvidesWhatItsBaseProvides() -> None:
     provides: Twisted asks C{INonQueuedRequestFactory.providedBy} of every
     request it makes, to know how to call the factory.
     """
-
-    @provider(INonQueuedRequestFactory)
-    class NonQueued(Request):
-        def __init__(self, channel: object) -> None:
-            super().__init__(channel)
-
     tracker = TrackingFactory(Site(Root(b"12345"), requestFactory=NonQueued))
     connection, transport = connect(tracker)
-    factory = channelOf(connection).requestFactory
-    assert INonQueuedRequestFactory.providedBy(factory)
     connection.dataReceived(GET % b"")
     assert tracker.stats.completed == 1
     assert b"12345" in transport.value()
-
-    plain = TrackingFactory(Site(Root(b"12345")))
-    connection, _ = connect(plain)
-    factory = channelOf(connection).requestFactory
-    assert not INonQueuedRequestFactory.providedBy(factory)
-    # Its own declaration, as Twisted's Request has one: asking costs no
-    # AttributeError on each request.
-    assert "__provides__" in vars(factory)
-    assert list(directlyProvidedBy(factory)) == list(directlyProvidedBy(Request))
+    checkProvidesAsBase(
+        lambda base: (
+            channelOf(
+                connect(TrackingFactory(Site(Root(), requestFactory=base)))[0]
+            ).requestFactory
+        )
+    )
 
 
 def test_connectionsTracked() -> None:
