@@ -108,11 +108,11 @@ def channelOf(connection: object) -> Any:
 # answered: the drain and the figures agree that this is "in flight".  Its
 # value is True, or with TrackingFactory.timed when processing began
 # (time.monotonic(), never 0 on Linux), for the request's duration: one
-# attribute, not two.  False or 0.0 once it has ended.  The request is an
-# instance of sdweb's own subclass, whose constructor sets it: nothing is
-# added to Twisted's objects after they were made (CPython 3.11 then falls
-# back from inline attribute values to a dict for them).  What belongs to a
-# channel is kept beside it, in the tracker.
+# attribute, not two.  False or 0.0 once it has ended, and before: the
+# request is an instance of sdweb's own subclass, whose class attribute it
+# shadows from the moment processing begins (no constructor of ours runs
+# for each request).  What belongs to a channel is kept beside it, in the
+# tracker.
 PROCESSING = "_txsdnotifyProcessing"
 
 
@@ -491,23 +491,21 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
         return _timedRequestClass(base, tracker)
     stats = tracker.stats
     used = tracker.used
-    baseInit = base.__init__  # type: ignore[misc]
     baseProcess = base.process  # type: ignore[attr-defined]
     baseFinish = base.finish  # type: ignore[attr-defined]
     baseConnectionLost = base.connectionLost  # type: ignore[attr-defined]
 
     # Every override costs on each request, so there are as few as can be,
     # written out rather than shared (a call, a setattr() or a super() costs
-    # more than the counting itself): a request counts once it is processed
+    # more than the counting itself; process counts as
+    # RequestStats.requestBegan does): a request counts once it is processed
     # (its body has arrived) and ends once it is finished or its client is
-    # gone.  The attribute's name is PROCESSING, set in the constructor.
+    # gone.  The attribute's name is PROCESSING; no constructor of ours.
     class TrackedRequest(base):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            baseInit(self, *args, **kwargs)
-            self._txsdnotifyProcessing = False
+        _txsdnotifyProcessing = False
 
         def process(self) -> None:
-            stats.requestBegan()
+            stats.started += 1
             self._txsdnotifyProcessing = True
             channel = self.channel
             used.add(channel)
@@ -546,15 +544,12 @@ def _timedRequestClass(base: type, tracker: TrackingFactory) -> type:
     # RequestStats never replaces these lists (it changes them in place).
     byCode, durations = stats.byCode, stats.durations
     used = tracker.used
-    baseInit = base.__init__  # type: ignore[misc]
     baseProcess = base.process  # type: ignore[attr-defined]
     baseFinish = base.finish  # type: ignore[attr-defined]
     baseConnectionLost = base.connectionLost  # type: ignore[attr-defined]
 
     class TimedRequest(base):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            baseInit(self, *args, **kwargs)
-            self._txsdnotifyProcessing = 0.0
+        _txsdnotifyProcessing = 0.0
 
         def process(self) -> None:
             stats.started += 1
