@@ -51,10 +51,72 @@ def test_partialRequestNotInFlight() -> None:
 
 def test_siteUnchanged() -> None:
     site = Site(Root(b"12345"))
-    before = (site.requestFactory, type(site), site.buildProtocol)
+    before = (site.requestFactory, type(site), site.buildProtocol, site.protocol)
     tracker = TrackingFactory(site)
     connect(tracker)
-    assert (site.requestFactory, type(site), site.buildProtocol) == before
+    assert (
+        site.requestFactory,
+        type(site),
+        site.buildProtocol,
+        site.protocol,
+    ) == before
+    assert "protocol" not in vars(site)
+
+
+def test_sitesOwnProtocolKept() -> None:
+    """
+    A protocol set on the site itself is its protocol after the tracking
+    built a connection with it.
+    """
+
+    class Channel(HTTPChannel):
+        pass
+
+    site = Site(Root(b"12345"))
+    site.protocol = Channel  # type: ignore[assignment]
+    connection, _ = connect(TrackingFactory(site))
+    assert isinstance(connection, Channel)
+    assert site.protocol is Channel
+
+
+def test_connectionBuiltTracked() -> None:
+    """
+    The connection is an instance of the tracked class from its
+    construction on (its class is not swapped afterwards, which costs on
+    every attribute access in CPython 3.11), and leaves the tracking when
+    lost.
+    """
+    born: list[type] = []
+
+    class Channel(HTTPChannel):
+        def __init__(self) -> None:
+            super().__init__()
+            born.append(type(self))
+
+    site = Site(Root(b"12345"))
+    site.protocol = Channel  # type: ignore[assignment]
+    tracker = TrackingFactory(site)
+    connection, _ = connect(tracker)
+    assert born == [type(connection)]
+    assert type(connection).__name__ == "Channel" and type(connection) is not Channel
+    connection.dataReceived(GET % b"")
+    assert tracker.stats.completed == 1
+    connection.connectionLost(Failure(ConnectionError("bye")))
+    assert not tracker.connections
+
+
+def test_otherProtocolsSwapped() -> None:
+    """
+    A site's protocol that is neither Twisted's default nor a class builds
+    connections that become tracked once built.
+    """
+    site = Site(Root(b"12345"))
+    site.protocol = lambda: HTTPChannel()  # type: ignore[assignment,return-value]
+    tracker = TrackingFactory(site)
+    connection, _ = connect(tracker)
+    assert isinstance(connection, HTTPChannel) and type(connection) is not HTTPChannel
+    connection.connectionLost(Failure(ConnectionError("bye")))
+    assert not tracker.connections
 
 
 def test_requestClassKept() -> None:

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import directlyProvidedBy, directlyProvides, implementer
 
+from txsdnotify.web.channels import builderAs
 from txsdnotify.web.http2 import isH2
 from txsdnotify.web.stats import DURATION_BUCKETS, FIRST_BUCKET, RequestStats
 
@@ -169,6 +170,7 @@ class TrackingFactory:
         self._siteHeld = False
         self._siteStopsHeld = 0
         self._trackedClasses: dict[type, type] = {}
+        self._builders: dict[object, Callable[[], Any] | None] = {}
         self.connectionFactory: Callable[[IAddress], IProtocol | None] | None = None
 
     def doStart(self) -> None:
@@ -234,7 +236,25 @@ class TrackingFactory:
         """
         Have the site build the connection, then count and track it.
         """
-        connection = self.site.buildProtocol(addr)
+        site = self.site
+        protocol = site.protocol
+        key = getattr(protocol, "__func__", protocol)
+        try:
+            build = self._builders[key]
+        except KeyError:
+            build = self._builders[key] = builderAs(protocol, self._trackedClass)
+        if build is None:
+            connection = site.buildProtocol(addr)
+        else:
+            # The site builds the connection as usual, calling our builder
+            # as its protocol; the site's own is back right after.
+            site.protocol = build  # type: ignore[method-assign]
+            try:
+                connection = site.buildProtocol(addr)
+            finally:
+                del site.protocol
+                if site.protocol != protocol:
+                    site.protocol = protocol  # type: ignore[method-assign]
         if connection is None:
             return None
         requestFactory = self._requestFactoryFor(connection.requestFactory)
@@ -246,16 +266,27 @@ class TrackingFactory:
         self.connections.add(connection)
         self.stats.connectionsOpened += 1
         self._connectionOf[channelOf(connection)] = connection
-        # The connection becomes an instance of a subclass of its own class
-        # that hears of its loss, rather than being wrapped: a wrapper would
-        # sit in the path of every byte.  An attribute on the instance would
-        # not do: Twisted's HTTP/2-capable connection is a proxy that passes
-        # attributes on to the channel it swaps out when ALPN picks h2.
+        # The connection is an instance of a subclass of its own class that
+        # hears of its loss, rather than being wrapped: a wrapper would sit
+        # in the path of every byte.  An attribute on the instance would not
+        # do: Twisted's HTTP/2-capable connection is a proxy that passes
+        # attributes on to the channel it swaps out when ALPN picks h2.  It
+        # was built as one (txsdnotify.web.channels) where the site's
+        # protocol allows; else it becomes one now, which costs on each
+        # later attribute access (CPython 3.11 gives it a real dict).
         cls = type(connection)
+        if cls not in self._trackedClasses.values():
+            connection.__class__ = self._trackedClass(cls)
+
+    def _trackedClass(self, cls: type) -> type:
+        """
+        The subclass of the connection class C{cls} whose instances leave
+        this tracker when they are lost.
+        """
         tracked = self._trackedClasses.get(cls)
         if tracked is None:
             tracked = self._trackedClasses[cls] = _trackedClass(cls, self)
-        connection.__class__ = tracked
+        return tracked
 
     def siteOnly(self) -> SiteOnly:
         """
