@@ -12,8 +12,10 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import provider
 
 from txsdnotify.web.tracking import TrackingFactory
 from txsdnotify.wsgi.container import WSGIApplication
@@ -123,3 +125,26 @@ def fastTracker(clock: InlineReactor) -> TrackingFactory:
     tracker = TrackingFactory(site)
     tracker.connectionFactory = HTTP11Factory(container, tracker, site, reactor=clock)
     return tracker
+
+
+@provider(INonQueuedRequestFactory)
+class NonQueued(Request):
+    """
+    A request class that Twisted calls with the channel alone.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        super().__init__(channel)
+
+
+def checkProvidesAsBase(make: Callable[[type], Any]) -> None:
+    """
+    The request class C{make} makes from a request class provides what that
+    class provides, by a declaration of its own (as Twisted's L{Request}
+    has one): Twisted asks C{INonQueuedRequestFactory} of it for every
+    request.
+    """
+    assert INonQueuedRequestFactory.providedBy(make(NonQueued))
+    plain = make(Request)
+    assert not INonQueuedRequestFactory.providedBy(plain)
+    assert "__provides__" in vars(plain)

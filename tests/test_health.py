@@ -395,3 +395,18 @@ def test_skipHealthGrace(live: NotifyReceiver) -> Generator[Any, Any, None]:
     yield other.stopService()
     assert reactor.seconds() - started < 5
     assert not [s for s in live.values("STATUS")[seen:] if "health checks" in s]
+
+
+def test_healthRequestClassProvidesWhatItsBaseProvides() -> None:
+    """
+    The request class that answers health checks provides what the class it
+    is made from provides.
+    """
+    from inmemory import checkProvidesAsBase
+
+    from txsdnotify.health import healthRequestFactory
+
+    unused: Any = None
+    checkProvidesAsBase(
+        lambda base: healthRequestFactory(base, unused, b"/healthz", None)
+    )

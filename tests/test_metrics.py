@@ -605,3 +605,18 @@ def test_stateDuringStop(twistd: Any, receiver: NotifyReceiver) -> None:
     server.process.send_signal(signal.SIGTERM)
     server.wait(60)
     assert State.DRAINING.value == "draining"
+
+
+def test_metricsRequestClassProvidesWhatItsBaseProvides() -> None:
+    """
+    The request class that answers scrapes provides what the class it
+    is made from provides.
+    """
+    from inmemory import checkProvidesAsBase
+
+    from txsdnotify.metrics import metricsRequestFactory
+
+    unused: Any = None
+    checkProvidesAsBase(
+        lambda base: metricsRequestFactory(base, unused, b"/metrics", None)
+    )

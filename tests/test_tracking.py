@@ -5,7 +5,7 @@ Site, through an in-memory transport.
 
 from __future__ import annotations
 
-from inmemory import GET, Root, connect
+from inmemory import GET, NonQueued, Root, checkProvidesAsBase, connect
 from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
@@ -51,10 +51,72 @@ def test_partialRequestNotInFlight() -> None:
 
 def test_siteUnchanged() -> None:
     site = Site(Root(b"12345"))
-    before = (site.requestFactory, type(site), site.buildProtocol)
+    before = (site.requestFactory, type(site), site.buildProtocol, site.protocol)
     tracker = TrackingFactory(site)
     connect(tracker)
-    assert (site.requestFactory, type(site), site.buildProtocol) == before
+    assert (
+        site.requestFactory,
+        type(site),
+        site.buildProtocol,
+        site.protocol,
+    ) == before
+    assert "protocol" not in vars(site)
+
+
+def test_sitesOwnProtocolKept() -> None:
+    """
+    A protocol set on the site itself is its protocol after the tracking
+    built a connection with it.
+    """
+
+    class Channel(HTTPChannel):
+        pass
+
+    site = Site(Root(b"12345"))
+    site.protocol = Channel  # type: ignore[assignment]
+    connection, _ = connect(TrackingFactory(site))
+    assert isinstance(connection, Channel)
+    assert site.protocol is Channel
+
+
+def test_connectionBuiltTracked() -> None:
+    """
+    The connection is an instance of the tracked class from its
+    construction on (its class is not swapped afterwards, which costs on
+    every attribute access in CPython 3.11), and leaves the tracking when
+    lost.
+    """
+    born: list[type] = []
+
+    class Channel(HTTPChannel):
+        def __init__(self) -> None:
+            super().__init__()
+            born.append(type(self))
+
+    site = Site(Root(b"12345"))
+    site.protocol = Channel  # type: ignore[assignment]
+    tracker = TrackingFactory(site)
+    connection, _ = connect(tracker)
+    assert born == [type(connection)]
+    assert type(connection).__name__ == "Channel" and type(connection) is not Channel
+    connection.dataReceived(GET % b"")
+    assert tracker.stats.completed == 1
+    connection.connectionLost(Failure(ConnectionError("bye")))
+    assert not tracker.connections
+
+
+def test_otherProtocolsSwapped() -> None:
+    """
+    A site's protocol that is neither Twisted's default nor a class builds
+    connections that become tracked once built.
+    """
+    site = Site(Root(b"12345"))
+    site.protocol = lambda: HTTPChannel()  # type: ignore[assignment,return-value]
+    tracker = TrackingFactory(site)
+    connection, _ = connect(tracker)
+    assert isinstance(connection, HTTPChannel) and type(connection) is not HTTPChannel
+    connection.connectionLost(Failure(ConnectionError("bye")))
+    assert not tracker.connections
 
 
 def test_requestClassKept() -> None:
@@ -67,6 +129,26 @@ def test_requestClassKept() -> None:
     assert tracker.stats.completed == 1
     factory = channelOf(connection).requestFactory
     assert issubclass(factory, Mine) and factory.__name__ == "TrackedMine"
+
+
+def test_requestClassProvidesWhatItsBaseProvides() -> None:
+    """
+    The tracked request class provides what the site's request class
+    provides: Twisted asks C{INonQueuedRequestFactory.providedBy} of every
+    request it makes, to know how to call the factory.
+    """
+    tracker = TrackingFactory(Site(Root(b"12345"), requestFactory=NonQueued))
+    connection, transport = connect(tracker)
+    connection.dataReceived(GET % b"")
+    assert tracker.stats.completed == 1
+    assert b"12345" in transport.value()
+    checkProvidesAsBase(
+        lambda base: (
+            channelOf(
+                connect(TrackingFactory(Site(Root(), requestFactory=base)))[0]
+            ).requestFactory
+        )
+    )
 
 
 def test_connectionsTracked() -> None:

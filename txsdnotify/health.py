@@ -36,6 +36,7 @@ from txsdnotify.listeners import Listener, planListeners
 from txsdnotify.systemd.activation import InheritedSocket
 from txsdnotify.systemd.lifecycle import Lifecycle, State
 from txsdnotify.web.stats import RequestStats
+from txsdnotify.web.tracking import providesAsBase
 
 __all__ = [
     "AgentFactory",
@@ -213,6 +214,7 @@ def healthRequestFactory(
 
         HealthRequest.__name__ = HealthRequest.__qualname__ = base.__name__
         HealthRequest.__module__ = base.__module__
+        providesAsBase(HealthRequest, base)
         return HealthRequest
 
     def makeRequest(*args: Any, **kwargs: Any) -> Any:

@@ -42,7 +42,11 @@ from txsdnotify.listeners import Listener, planListeners
 from txsdnotify.systemd.activation import InheritedSocket
 from txsdnotify.systemd.lifecycle import Lifecycle, State
 from txsdnotify.web.stats import DURATION_BUCKETS, RequestStats
-from txsdnotify.web.tracking import TrackingFactory, connectionKinds
+from txsdnotify.web.tracking import (
+    TrackingFactory,
+    connectionKinds,
+    providesAsBase,
+)
 
 __all__ = [
     "CONNECTION_KINDS",
@@ -400,6 +404,7 @@ def metricsRequestFactory(
 
         MetricsRequest.__name__ = MetricsRequest.__qualname__ = base.__name__
         MetricsRequest.__module__ = base.__module__
+        providesAsBase(MetricsRequest, base)
         return MetricsRequest
 
     def makeRequest(*args: Any, **kwargs: Any) -> Any:

@@ -168,7 +168,9 @@ class RequestStats:
         """
         A request has fully arrived and is being processed.  Every HTTP path
         counts through this method and L{responseSent} or L{responseAborted},
-        so that what they count stays the same.
+        so that what they count stays the same, except the request tracking
+        of twisted.web sites, which writes their lines out (a call costs as
+        much as the counting).
         """
         self.started += 1
 

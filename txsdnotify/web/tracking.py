@@ -24,9 +24,10 @@ from twisted.internet.interfaces import (
 )
 from twisted.python.failure import Failure
 from twisted.web.server import Site
-from zope.interface import implementer
+from zope.interface import directlyProvidedBy, directlyProvides, implementer
 
 from txsdnotify.web.accesslog import useTwistdLog
+from txsdnotify.web.channels import builderAs
 from txsdnotify.web.http2 import isH2
 from txsdnotify.web.stats import DURATION_BUCKETS, FIRST_BUCKET, RequestStats
 
@@ -37,6 +38,7 @@ __all__ = [
     "channelOf",
     "connectionKinds",
     "logAborted",
+    "providesAsBase",
 ]
 
 
@@ -117,11 +119,11 @@ def channelOf(connection: object) -> Any:
 # answered: the drain and the figures agree that this is "in flight".  Its
 # value is True, or with TrackingFactory.timed when processing began
 # (time.monotonic(), never 0 on Linux), for the request's duration: one
-# attribute, not two.  False or 0.0 once it has ended.  The request is an
-# instance of sdweb's own subclass, whose constructor sets it: nothing is
-# added to Twisted's objects after they were made (CPython 3.11 then falls
-# back from inline attribute values to a dict for them).  What belongs to a
-# channel is kept beside it, in the tracker.
+# attribute, not two.  False or 0.0 once it has ended, and before: the
+# request is an instance of sdweb's own subclass, whose class attribute it
+# shadows from the moment processing begins (no constructor of ours runs
+# for each request).  What belongs to a channel is kept beside it, in the
+# tracker.
 PROCESSING = "_txsdnotifyProcessing"
 
 
@@ -178,6 +180,7 @@ class TrackingFactory:
         self._siteHeld = False
         self._siteStopsHeld = 0
         self._trackedClasses: dict[type, type] = {}
+        self._builders: dict[object, Callable[[], Any] | None] = {}
         self.connectionFactory: Callable[[IAddress], IProtocol | None] | None = None
 
     def doStart(self) -> None:
@@ -245,7 +248,25 @@ class TrackingFactory:
         """
         Have the site build the connection, then count and track it.
         """
-        connection = self.site.buildProtocol(addr)
+        site = self.site
+        protocol = site.protocol
+        key = getattr(protocol, "__func__", protocol)
+        try:
+            build = self._builders[key]
+        except KeyError:
+            build = self._builders[key] = builderAs(protocol, self._trackedClass)
+        if build is None:
+            connection = site.buildProtocol(addr)
+        else:
+            # The site builds the connection as usual, calling our builder
+            # as its protocol; the site's own is back right after.
+            site.protocol = build  # type: ignore[method-assign]
+            try:
+                connection = site.buildProtocol(addr)
+            finally:
+                del site.protocol
+                if site.protocol != protocol:
+                    site.protocol = protocol  # type: ignore[method-assign]
         if connection is None:
             return None
         requestFactory = self._requestFactoryFor(connection.requestFactory)
@@ -257,16 +278,27 @@ class TrackingFactory:
         self.connections.add(connection)
         self.stats.connectionsOpened += 1
         self._connectionOf[channelOf(connection)] = connection
-        # The connection becomes an instance of a subclass of its own class
-        # that hears of its loss, rather than being wrapped: a wrapper would
-        # sit in the path of every byte.  An attribute on the instance would
-        # not do: Twisted's HTTP/2-capable connection is a proxy that passes
-        # attributes on to the channel it swaps out when ALPN picks h2.
+        # The connection is an instance of a subclass of its own class that
+        # hears of its loss, rather than being wrapped: a wrapper would sit
+        # in the path of every byte.  An attribute on the instance would not
+        # do: Twisted's HTTP/2-capable connection is a proxy that passes
+        # attributes on to the channel it swaps out when ALPN picks h2.  It
+        # was built as one (txsdnotify.web.channels) where the site's
+        # protocol allows; else it becomes one now, which costs on each
+        # later attribute access (CPython 3.11 gives it a real dict).
         cls = type(connection)
+        if cls not in self._trackedClasses.values():
+            connection.__class__ = self._trackedClass(cls)
+
+    def _trackedClass(self, cls: type) -> type:
+        """
+        The subclass of the connection class C{cls} whose instances leave
+        this tracker when they are lost.
+        """
         tracked = self._trackedClasses.get(cls)
         if tracked is None:
             tracked = self._trackedClasses[cls] = _trackedClass(cls, self)
-        connection.__class__ = tracked
+        return tracked
 
     def siteOnly(self) -> SiteOnly:
         """
@@ -470,6 +502,20 @@ def _trackedClass(cls: type, tracker: TrackingFactory) -> type:
     return Tracked
 
 
+def providesAsBase(cls: type, base: type) -> None:
+    """
+    Declare that the class C{cls}, made here from the request class
+    C{base}, provides what C{base} directly provides (zope.interface does
+    not pass a class's own declarations on to its subclasses).
+
+    Twisted asks C{INonQueuedRequestFactory.providedBy} of its request
+    factory for every request it makes: the answer decides how the factory
+    is called, and a subclass without a declaration of its own costs an
+    C{AttributeError} inside zope.interface each time.
+    """
+    directlyProvides(cls, directlyProvidedBy(base))
+
+
 def trackingRequestFactory(base: Any, tracker: TrackingFactory) -> Callable[..., Any]:
     """
     A request factory that makes what C{base} makes and counts it into
@@ -488,23 +534,21 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
         return _timedRequestClass(base, tracker)
     stats = tracker.stats
     used = tracker.used
-    baseInit = base.__init__  # type: ignore[misc]
     baseProcess = base.process  # type: ignore[attr-defined]
     baseFinish = base.finish  # type: ignore[attr-defined]
     baseConnectionLost = base.connectionLost  # type: ignore[attr-defined]
 
     # Every override costs on each request, so there are as few as can be,
     # written out rather than shared (a call, a setattr() or a super() costs
-    # more than the counting itself): a request counts once it is processed
+    # more than the counting itself; process counts as
+    # RequestStats.requestBegan does): a request counts once it is processed
     # (its body has arrived) and ends once it is finished or its client is
-    # gone.  The attribute's name is PROCESSING, set in the constructor.
+    # gone.  The attribute's name is PROCESSING; no constructor of ours.
     class TrackedRequest(base):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            baseInit(self, *args, **kwargs)
-            self._txsdnotifyProcessing = False
+        _txsdnotifyProcessing = False
 
         def process(self) -> None:
-            stats.requestBegan()
+            stats.started += 1
             self._txsdnotifyProcessing = True
             channel = self.channel
             used.add(channel)
@@ -529,6 +573,7 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
 
     TrackedRequest.__name__ = TrackedRequest.__qualname__ = "Tracked" + base.__name__
     TrackedRequest.__module__ = base.__module__
+    providesAsBase(TrackedRequest, base)
     return TrackedRequest
 
 
@@ -542,15 +587,12 @@ def _timedRequestClass(base: type, tracker: TrackingFactory) -> type:
     # RequestStats never replaces these lists (it changes them in place).
     byCode, durations = stats.byCode, stats.durations
     used = tracker.used
-    baseInit = base.__init__  # type: ignore[misc]
     baseProcess = base.process  # type: ignore[attr-defined]
     baseFinish = base.finish  # type: ignore[attr-defined]
     baseConnectionLost = base.connectionLost  # type: ignore[attr-defined]
 
     class TimedRequest(base):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            baseInit(self, *args, **kwargs)
-            self._txsdnotifyProcessing = 0.0
+        _txsdnotifyProcessing = 0.0
 
         def process(self) -> None:
             stats.started += 1
@@ -590,6 +632,7 @@ def _timedRequestClass(base: type, tracker: TrackingFactory) -> type:
 
     TimedRequest.__name__ = TimedRequest.__qualname__ = "Tracked" + base.__name__
     TimedRequest.__module__ = base.__module__
+    providesAsBase(TimedRequest, base)
     return TimedRequest
 
 
