@@ -106,7 +106,7 @@ def measureFresh(
     Start the contender, warm it up, measure one run, stop it.
     """
     (port,) = freePorts(1)
-    notify = base / f"notify-{contender.key}-{run}.sock"
+    notify = base / f"notify-{contender.key}-{app.dotted}-{run}.sock"
     listener = NotifyListener(notify)
     listener.start()
     server = Target(
