@@ -119,12 +119,28 @@ def channelOf(connection: object) -> Any:
 # answered: the drain and the figures agree that this is "in flight".  Its
 # value is True, or with TrackingFactory.timed when processing began
 # (time.monotonic(), never 0 on Linux), for the request's duration: one
-# attribute, not two.  False or 0.0 once it has ended, and before: the
-# request is an instance of sdweb's own subclass, whose class attribute it
-# shadows from the moment processing begins (no constructor of ours runs
-# for each request).  What belongs to a channel is kept beside it, in the
-# tracker.
+# attribute, not two.  False or 0.0 once it has ended; unset before.  On
+# sdweb's own request subclasses it is a slot, not a key of the instance's
+# dict: Twisted's request has about 30 attributes, which is as many as
+# CPython 3.11 keeps in an object's inline values (shared keys) before it
+# gives the object a real dict, and one key more made every request take
+# that slower path from its processing on, where a bare Site's does so only
+# in finish.  No constructor of ours runs for each request.  What belongs to
+# a channel is kept beside it, in the tracker.
 PROCESSING = "_txsdnotifyProcessing"
+
+
+def _slotted(base: type) -> tuple[str, ...]:
+    """
+    The C{__slots__} of sdweb's subclass of the request class C{base}:
+    L{PROCESSING} as a slot, unless C{base} cannot take one (then the
+    attribute goes to the instance's dict, as on any other request).
+    """
+    try:
+        type("Probe", (base,), {"__slots__": (PROCESSING,)})
+    except TypeError:
+        return ()
+    return (PROCESSING,)
 
 
 def isProcessing(request: object) -> bool:
@@ -545,7 +561,7 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
     # (its body has arrived) and ends once it is finished or its client is
     # gone.  The attribute's name is PROCESSING; no constructor of ours.
     class TrackedRequest(base):
-        _txsdnotifyProcessing = False
+        __slots__ = _slotted(base)
 
         def process(self) -> None:
             stats.started += 1
@@ -560,13 +576,17 @@ def _trackingRequestClass(base: type, tracker: TrackingFactory) -> type:
 
         def finish(self) -> None:
             baseFinish(self)
-            if self._txsdnotifyProcessing:
+            try:
+                processing = self._txsdnotifyProcessing
+            except AttributeError:  # never processed (a health check)
+                return
+            if processing:
                 self._txsdnotifyProcessing = False
                 stats.completed += 1
                 stats.bytesSent += self.sentLength
 
         def connectionLost(self, reason: Failure) -> None:
-            if self._txsdnotifyProcessing:
+            if getattr(self, PROCESSING, False):
                 _logUnfinished(self)
                 _ended(self, stats, self.finished)
             baseConnectionLost(self, reason)
@@ -592,7 +612,7 @@ def _timedRequestClass(base: type, tracker: TrackingFactory) -> type:
     baseConnectionLost = base.connectionLost  # type: ignore[attr-defined]
 
     class TimedRequest(base):
-        _txsdnotifyProcessing = 0.0
+        __slots__ = _slotted(base)
 
         def process(self) -> None:
             stats.started += 1
@@ -607,7 +627,10 @@ def _timedRequestClass(base: type, tracker: TrackingFactory) -> type:
 
         def finish(self) -> None:
             baseFinish(self)
-            started = self._txsdnotifyProcessing
+            try:
+                started = self._txsdnotifyProcessing
+            except AttributeError:  # never processed (a health check)
+                return
             if started:
                 self._txsdnotifyProcessing = 0.0
                 seconds = monotonic() - started
@@ -625,7 +648,7 @@ def _timedRequestClass(base: type, tracker: TrackingFactory) -> type:
                 stats.durationSum += seconds
 
         def connectionLost(self, reason: Failure) -> None:
-            if self._txsdnotifyProcessing:
+            if getattr(self, PROCESSING, False):
                 _logUnfinished(self)
                 _ended(self, stats, self.finished)
             baseConnectionLost(self, reason)
