@@ -175,8 +175,8 @@ def test_processesAppendToOneLog(tmp_path: Path) -> None:
     )
 
 
-TWISTD_ACCESS_LINE = re.compile(
-    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[twisted\.python\.log#info\]"
+TWISTD_ACCESS_LINE = (
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[{system}\]"
     r' "127\.0\.0\.1" - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] (.*)'
 )
 """
@@ -207,14 +207,23 @@ the access lines of the requests before and after it.
 """
 
 
-def served(output: str) -> list[str]:
+ONE_PROCESS = r"twisted\.python\.log#info"
+"""The system of an access line in one process's log."""
+
+A_WORKER = r"sdweb worker \d+"
+"""The system of a worker's access line in the master's log."""
+
+
+def served(output: str, system: str = ONE_PROCESS) -> list[str]:
     """
     The access lines (after their date) and the application's lines in
-    twistd's log C{output}, in order.
+    twistd's log C{output}, in order; an access line's system (in brackets)
+    matches the pattern C{system}.
     """
+    pattern = re.compile(TWISTD_ACCESS_LINE.replace("{system}", system))
     found = []
     for line in output.splitlines():
-        access = TWISTD_ACCESS_LINE.fullmatch(line)
+        access = pattern.fullmatch(line)
         if access:
             found.append(access.group(1))
         elif "wsgiapps:" in line:
@@ -233,19 +242,28 @@ def request(port: int, path: str, headers: dict[str, str]) -> None:
         connection.close()
 
 
-def test_accessLinesInTwistdsLog(twistd: Any) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_accessLinesInTwistdsLog(twistd: Any, workers: int) -> None:
     """
     Without --logfile, each request is a line of twistd's log (standard
     output under twistd -n) exactly as Twisted's Site writes it there, in
     order with the application's own log lines, and the same on both HTTP
-    paths.
+    paths; with --workers 2, in the master's log, each worker's line under
+    its own system.
     """
     logs = {}
     for parser in HTTP_PARSERS:
         fresh = NotifyReceiver()
         try:
             server, port = startServer(
-                twistd, fresh, "--wsgi", "wsgiapps.app", "--http-parser", parser
+                twistd,
+                fresh,
+                "--wsgi",
+                "wsgiapps.app",
+                "--http-parser",
+                parser,
+                "--workers",
+                str(workers),
             )
             for path, headers in REQUESTS:
                 request(port, path, headers)
@@ -253,7 +271,8 @@ def test_accessLinesInTwistdsLog(twistd: Any) -> None:
             assert server.wait(timeout=30) == -signal.SIGTERM
         finally:
             fresh.close()
-        logs[parser] = served(server.output())
+        system = ONE_PROCESS if workers == 1 else A_WORKER
+        logs[parser] = served(server.output(), system)
         server.stop()
         server.log.rename(server.log.with_suffix(f".{parser}"))
     assert logs["fast"] == logs["twisted"] == EXPECTED
